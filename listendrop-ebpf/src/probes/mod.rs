@@ -1,0 +1,3 @@
+//! One module per kernel hook, named after it.
+
+mod kfree_skb;

@@ -1,0 +1,379 @@
+//! Kernel type information from BTF (`/sys/kernel/btf/vmlinux`, CONFIG_DEBUG_INFO_BTF=y,
+//! Debian and most distributions since 5.x): struct member offsets and enum values of the
+//! running kernel, so that no offset is compiled into listendrop.
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, BtfType, Type};
+
+/// A BTF lookup failure. Each variant says what is missing; callers add which hook needs it.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    /// The BTF file does not exist.
+    #[error(
+        "no kernel BTF at {path}: listendrop needs a kernel built with CONFIG_DEBUG_INFO_BTF=y \
+         (every Debian/Ubuntu/RHEL kernel since 5.x); pass --btf FILE if it lives elsewhere"
+    )]
+    NotFound {
+        /// The path that was tried.
+        path: PathBuf,
+    },
+    /// The file exists but is not BTF.
+    #[error("cannot parse kernel BTF at {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        source: btf_rs::Error,
+    },
+    /// No struct (or union) of that name.
+    #[error("this kernel's BTF has no struct {name}")]
+    NoStruct {
+        /// The struct name.
+        name: String,
+    },
+    /// The struct exists but has no such member (searched through anonymous members).
+    #[error("this kernel's struct {strukt} has no member {member}")]
+    NoMember {
+        /// The struct name.
+        strukt: String,
+        /// The member path, dot-separated.
+        member: String,
+    },
+    /// The member exists with a layout listendrop does not read (bitfield, other size).
+    #[error("struct {strukt} member {member} is {found}, listendrop expects {expected}")]
+    Layout {
+        /// The struct name.
+        strukt: String,
+        /// The member path.
+        member: String,
+        /// What the kernel has.
+        found: String,
+        /// What listendrop reads.
+        expected: String,
+    },
+    /// No enum of that name, or no such enumerator.
+    #[error("this kernel has no {enumerator} in enum {name}")]
+    NoEnumerator {
+        /// The enum name.
+        name: String,
+        /// The enumerator.
+        enumerator: String,
+    },
+    /// Any other BTF inconsistency.
+    #[error("kernel BTF: {0}")]
+    Other(String),
+}
+
+/// A member's place in its outermost struct.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Byte offset from the start of the outermost struct.
+    pub offset: u32,
+    /// Size in bytes of the member's type.
+    pub size: usize,
+}
+
+/// The running kernel's BTF.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    /// Parses the BTF file at `path` (normally `/sys/kernel/btf/vmlinux`).
+    pub fn open(path: &Path) -> Result<Self, BtfError> {
+        if !path.exists() {
+            return Err(BtfError::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        let btf = Btf::from_file(path).map_err(|source| BtfError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self { btf })
+    }
+
+    /// The offset and size of `path` (e.g. `__sk_common.skc_num`) in `struct strukt`.
+    /// Each path segment is looked up through anonymous struct/union members too.
+    pub fn member(&self, strukt: &str, path: &str) -> Result<Member, BtfError> {
+        let no_member = || BtfError::NoMember {
+            strukt: strukt.to_owned(),
+            member: path.to_owned(),
+        };
+        let mut current = self.named_struct(strukt)?;
+        let mut offset_bits = 0u32;
+        let mut found: Option<Type> = None;
+        for segment in path.split('.') {
+            // Descend into the previous segment's type.
+            if let Some(previous) = found.take() {
+                current = match self.strip(previous)? {
+                    Type::Struct(s) | Type::Union(s) => s,
+                    _ => return Err(no_member()),
+                };
+            }
+            let (bits, ty, bitfield) =
+                self.find_member(&current, segment)?.ok_or_else(no_member)?;
+            if bitfield {
+                return Err(BtfError::Layout {
+                    strukt: strukt.to_owned(),
+                    member: path.to_owned(),
+                    found: "a bitfield".into(),
+                    expected: "a byte-addressable field".into(),
+                });
+            }
+            offset_bits += bits;
+            found = Some(ty);
+        }
+        let ty = found.ok_or_else(no_member)?;
+        Ok(Member {
+            offset: offset_bits / 8,
+            size: self.size_of(ty)?,
+        })
+    }
+
+    /// Like [`Self::member`], and checks the member is `size` bytes wide (so that a kernel
+    /// that changed its type is refused rather than misread).
+    pub fn member_sized(&self, strukt: &str, path: &str, size: usize) -> Result<u32, BtfError> {
+        let member = self.member(strukt, path)?;
+        if member.size != size {
+            return Err(BtfError::Layout {
+                strukt: strukt.to_owned(),
+                member: path.to_owned(),
+                found: format!("{} bytes", member.size),
+                expected: format!("{size} bytes"),
+            });
+        }
+        Ok(member.offset)
+    }
+
+    /// The value of `enumerator` in `enum name`.
+    pub fn enum_value(&self, name: &str, enumerator: &str) -> Result<u64, BtfError> {
+        let missing = || BtfError::NoEnumerator {
+            name: name.to_owned(),
+            enumerator: enumerator.to_owned(),
+        };
+        for ty in self.btf.resolve_types_by_name(name).unwrap_or_default() {
+            match ty {
+                Type::Enum(e) => {
+                    for m in &e.members {
+                        if self.name_of(m)? == enumerator {
+                            return Ok(u64::from(m.val()));
+                        }
+                    }
+                }
+                Type::Enum64(e) => {
+                    for m in &e.members {
+                        if self.name_of(m)? == enumerator {
+                            return Ok(m.val());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(missing())
+    }
+
+    fn named_struct(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
+        self.btf
+            .resolve_types_by_name(name)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|ty| match ty {
+                // A forward declaration or an empty struct is not the definition.
+                Type::Struct(s) | Type::Union(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::NoStruct {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Finds `name` among the members of `s`, recursing into anonymous members.
+    /// Returns (bit offset from the start of `s`, member type, is bitfield).
+    fn find_member(
+        &self,
+        s: &btf_rs::Struct,
+        name: &str,
+    ) -> Result<Option<(u32, Type, bool)>, BtfError> {
+        for m in &s.members {
+            let member_name = self.name_of(m)?;
+            let ty = self
+                .btf
+                .resolve_chained_type(m)
+                .map_err(|e| BtfError::Other(e.to_string()))?;
+            let bitfield = m.bitfield_size().is_some_and(|bits| bits != 0);
+            if member_name == name {
+                return Ok(Some((m.bit_offset(), ty, bitfield)));
+            }
+            if member_name.is_empty() {
+                if let Type::Struct(inner) | Type::Union(inner) = self.strip(ty)? {
+                    if let Some((bits, ty, bitfield)) = self.find_member(&inner, name)? {
+                        return Ok(Some((m.bit_offset() + bits, ty, bitfield)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn strip(&self, mut ty: Type) -> Result<Type, BtfError> {
+        // Bounded: BTF chains are short; a loop guards against a malformed file.
+        for _ in 0..32 {
+            let next = match &ty {
+                Type::Typedef(t) => self.btf.resolve_chained_type(t),
+                Type::Volatile(t) | Type::Const(t) | Type::Restrict(t) => {
+                    self.btf.resolve_chained_type(t)
+                }
+                Type::TypeTag(t) => self.btf.resolve_chained_type(t),
+                _ => return Ok(ty),
+            };
+            ty = next.map_err(|e| BtfError::Other(e.to_string()))?;
+        }
+        Err(BtfError::Other("type chain too long".into()))
+    }
+
+    fn size_of(&self, ty: Type) -> Result<usize, BtfError> {
+        Ok(match self.strip(ty)? {
+            Type::Int(i) => i.size(),
+            Type::Ptr(_) => std::mem::size_of::<usize>(),
+            Type::Struct(s) | Type::Union(s) => s.size(),
+            Type::Enum(e) => e.size(),
+            Type::Enum64(e) => e.size(),
+            Type::Float(f) => f.size(),
+            Type::Array(a) => {
+                let elem = self
+                    .btf
+                    .resolve_chained_type(&a)
+                    .map_err(|e| BtfError::Other(e.to_string()))?;
+                a.len() * self.size_of(elem)?
+            }
+            other => return Err(BtfError::Other(format!("no size for a {}", other.name()))),
+        })
+    }
+
+    fn name_of(&self, ty: &dyn BtfType) -> Result<String, BtfError> {
+        if ty.get_name_offset() == Some(0) {
+            return Ok(String::new());
+        }
+        self.btf
+            .resolve_name(ty)
+            .map_err(|e| BtfError::Other(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Checked against the running kernel's BTF, with `bpftool btf dump` as the independent
+    //! reader where it is installed (`cargo xtask test` installs it).
+    use std::process::Command;
+
+    use super::*;
+
+    const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+    fn kernel() -> Option<KernelBtf> {
+        if !Path::new(VMLINUX).exists() {
+            println!("skipped: this kernel has no BTF at {VMLINUX}");
+            return None;
+        }
+        Some(KernelBtf::open(Path::new(VMLINUX)).expect("parse vmlinux BTF"))
+    }
+
+    /// `bits_offset` of a top-level member as bpftool prints it (`format raw`).
+    fn bpftool_bits_offset(strukt: &str, member: &str) -> Option<u32> {
+        let out = Command::new("bpftool")
+            .args(["btf", "dump", "file", VMLINUX, "format", "raw"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let header = format!("STRUCT '{strukt}' ");
+        let mut inside = false;
+        for line in text.lines() {
+            if line.starts_with('[') {
+                inside = line.contains(&header);
+                continue;
+            }
+            if inside && line.trim_start().starts_with(&format!("'{member}' ")) {
+                let bits = line.split("bits_offset=").nth(1)?;
+                return bits.split_whitespace().next()?.parse().ok();
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn top_level_members_match_bpftool() {
+        let Some(btf) = kernel() else { return };
+        for (strukt, member) in [
+            ("sock", "sk_ack_backlog"),
+            ("sock", "sk_max_ack_backlog"),
+            ("sk_buff", "head"),
+        ] {
+            let ours = btf.member(strukt, member).expect(member);
+            match bpftool_bits_offset(strukt, member) {
+                Some(bits) => assert_eq!(ours.offset * 8, bits, "{strukt}.{member}"),
+                None if std::env::var_os("LISTENDROP_REQUIRE_PRIVILEGED").is_some() => {
+                    panic!("bpftool is needed for this check (cargo xtask test installs it)")
+                }
+                None => println!("skipped bpftool cross-check of {strukt}.{member}"),
+            }
+        }
+    }
+
+    #[test]
+    fn nested_and_anonymous_members_resolve() {
+        let Some(btf) = kernel() else { return };
+        // skc_num sits in an anonymous struct inside an anonymous union of sock_common.
+        let common = btf.member("sock", "__sk_common").unwrap();
+        let num = btf.member("sock_common", "skc_num").unwrap();
+        assert_eq!(
+            btf.member("sock", "__sk_common.skc_num").unwrap().offset,
+            common.offset + num.offset
+        );
+        assert_eq!(num.size, 2);
+        // network_header sits in a struct_group (anonymous) of sk_buff since 5.x.
+        assert_eq!(btf.member("sk_buff", "network_header").unwrap().size, 2);
+        assert_eq!(btf.member("net", "ns.inum").unwrap().size, 4);
+        assert!(matches!(
+            btf.member("sock", "no_such_member"),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            btf.member_sized("sock", "sk_ack_backlog", 8),
+            Err(BtfError::Layout { .. })
+        ));
+    }
+
+    #[test]
+    fn drop_reason_matches_tracepoint_print_format() {
+        let Some(btf) = kernel() else { return };
+        let Ok(value) = btf.enum_value("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")
+        else {
+            println!("skipped: this kernel predates SKB_DROP_REASON_TCP_LISTEN_OVERFLOW (6.15)");
+            return;
+        };
+        // The tracepoint's print format maps numbers to names independently of BTF.
+        let Some(format) =
+            crate::tracefs::Tracefs::find().and_then(|t| t.read_format("skb", "kfree_skb").ok())
+        else {
+            println!("skipped: tracefs is not mounted");
+            return;
+        };
+        assert!(
+            format.contains(&format!("{{ {value}, \"TCP_LISTEN_OVERFLOW\" }}")),
+            "BTF says {value}"
+        );
+    }
+
+    #[test]
+    fn missing_file_names_the_fix() {
+        let err = KernelBtf::open(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+        assert!(err.to_string().contains("--btf"), "{err}");
+    }
+}

@@ -1,0 +1,69 @@
+//! Reads the in-kernel counters: exact drop totals per listener and reason, and the
+//! health counters (lost events, map full, no listener).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
+use listendrop_common::{
+    ListenerKey, COUNTER_DROPS_MAP_FULL, COUNTER_EVENTS_LOST, COUNTER_NO_LISTENER, MAP_COUNTERS,
+    MAP_DROPS,
+};
+
+/// Totals at one moment, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Dropped packets per listener and reason since the programs were loaded.
+    pub drops: BTreeMap<ListenerKey, u64>,
+    /// Events that did not fit in the ring buffer.
+    pub events_lost: u64,
+    /// Drops not attributed to a listener because the counter map was full.
+    pub drops_map_full: u64,
+    /// Matching drops that carried no listener socket.
+    pub no_listener: u64,
+}
+
+/// Handles on the counter maps.
+pub struct Counters {
+    drops: PerCpuHashMap<MapData, ListenerKey, u64>,
+    health: PerCpuArray<MapData, u64>,
+}
+
+impl Counters {
+    /// Takes the counter maps out of the loaded object.
+    pub fn take(ebpf: &mut aya::Ebpf) -> anyhow::Result<Self> {
+        let drops = ebpf
+            .take_map(MAP_DROPS)
+            .context("map DROPS missing from the eBPF object")?;
+        let health = ebpf
+            .take_map(MAP_COUNTERS)
+            .context("map COUNTERS missing from the eBPF object")?;
+        Ok(Self {
+            drops: drops.try_into().context("map DROPS")?,
+            health: health.try_into().context("map COUNTERS")?,
+        })
+    }
+
+    /// Reads every counter now.
+    pub fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        for entry in self.drops.iter() {
+            // An entry removed between the key walk and its lookup is skipped by the
+            // iterator; any other error is real.
+            let (key, per_cpu) = entry.context("reading map DROPS")?;
+            snap.drops.insert(key, per_cpu.iter().sum());
+        }
+        let health = |index: u32| -> anyhow::Result<u64> {
+            Ok(self
+                .health
+                .get(&index, 0)
+                .context("reading map COUNTERS")?
+                .iter()
+                .sum())
+        };
+        snap.events_lost = health(COUNTER_EVENTS_LOST)?;
+        snap.drops_map_full = health(COUNTER_DROPS_MAP_FULL)?;
+        snap.no_listener = health(COUNTER_NO_LISTENER)?;
+        Ok(snap)
+    }
+}

@@ -1,0 +1,91 @@
+//! Bad input: each is a one-line error that names the fix, and a non-zero exit. These run
+//! as any user.
+
+mod support;
+
+use std::{net::TcpListener, process::Command};
+
+use support::daemon::{binary, run_to_exit, Failure};
+
+fn assert_one_line_error(f: &Failure, needles: &[&str]) {
+    assert_ne!(f.code, Some(0), "{}", f.stderr);
+    let errors: Vec<_> = f.stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line:\n{}", f.stderr);
+    for needle in needles {
+        assert!(
+            errors[0].contains(needle),
+            "missing {needle:?} in {:?}",
+            errors[0]
+        );
+    }
+}
+
+#[test]
+fn unknown_flag_is_rejected_with_usage() {
+    let f = run_to_exit(Command::new(binary()).arg("--frobnicate"));
+    assert_eq!(f.code, Some(2), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("unexpected argument '--frobnicate'"),
+        "{}",
+        f.stderr
+    );
+    assert!(f.stderr.contains("--help"), "{}", f.stderr);
+}
+
+#[test]
+fn address_in_use_names_the_flag() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let f = run_to_exit(Command::new(binary()).args(["--web.listen-address", &addr]));
+    assert_one_line_error(&f, &[&addr, "already in use", "--web.listen-address"]);
+}
+
+#[test]
+fn missing_btf_names_the_kernel_option_and_flag() {
+    let f = run_to_exit(Command::new(binary()).args([
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--btf",
+        "/nonexistent/vmlinux",
+    ]));
+    assert_one_line_error(
+        &f,
+        &["/nonexistent/vmlinux", "CONFIG_DEBUG_INFO_BTF", "--btf"],
+    );
+}
+
+#[test]
+fn without_privileges_names_the_capabilities_and_the_fix() {
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        // Become nobody: changing uid away from 0 clears the effective capabilities.
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        cmd.arg(binary());
+        cmd
+    } else {
+        Command::new(binary())
+    };
+    cmd.args(["--web.listen-address", "127.0.0.1:0"]);
+    let f = run_to_exit(&mut cmd);
+    assert_one_line_error(&f, &["CAP_BPF", "CAP_PERFMON", "root", "systemd"]);
+}
+
+#[test]
+fn help_explains_every_option() {
+    let out = Command::new(binary()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for option in [
+        "--web.listen-address",
+        "--btf",
+        "--max-listener-keys",
+        "--events-buffer-kib",
+        "--log-level",
+    ] {
+        assert!(
+            help.contains(option),
+            "{option} missing from --help:\n{help}"
+        );
+    }
+    assert!(help.contains("[default: 127.0.0.1:9477]"), "{help}");
+}

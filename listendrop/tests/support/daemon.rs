@@ -1,0 +1,204 @@
+//! The real listendrop binary, started as a child process and stopped by its pid.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+
+/// Path of the daemon binary: `LISTENDROP_BIN` (VM runs) or the one cargo built.
+pub fn binary() -> String {
+    std::env::var("LISTENDROP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_listendrop").into())
+}
+
+/// A running daemon and everything it printed.
+pub struct Daemon {
+    child: Child,
+    /// Where it serves /metrics.
+    pub addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+/// How a daemon run ended when it was expected to fail.
+pub struct Failure {
+    /// Exit code.
+    pub code: Option<i32>,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+/// Runs the binary with `args` and expects it to exit on its own within 20 s.
+pub fn run_to_exit(cmd: &mut Command) -> Failure {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn listendrop");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            return Failure {
+                code: status.code(),
+                stderr,
+            };
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("listendrop did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon on a free loopback port and waits until it serves (all hooks are
+    /// attached by then).
+    pub fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(binary())
+            .args(["--web.listen-address", "127.0.0.1:0"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn listendrop");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[listendrop] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let found = lines.lock().unwrap().iter().find_map(|l| {
+                let rest = l.split("serving metrics on http://").nth(1)?;
+                rest.split('/').next()?.parse::<SocketAddr>().ok()
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "listendrop exited ({status}) before serving:\n{}",
+                    lines.lock().unwrap().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "listendrop did not start in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, addr, lines }
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every line the daemon logged so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for the logged lines, or `timeout` passes.
+    pub fn wait_for_lines(&self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if pred(&self.lines()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pred(&self.lines())
+    }
+
+    /// GETs a path and returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.addr);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut resp = agent
+            .get(&url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().expect("body"))
+    }
+
+    /// The parsed `/metrics` samples.
+    pub fn metrics(&self) -> Vec<prometheus_parse::Sample> {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+            .expect("valid Prometheus text")
+            .samples
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(self) -> std::process::ExitStatus {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+        self.stop_after_signal()
+    }
+
+    /// Waits (10 s at most) for the exit that a signal already sent should cause.
+    pub fn stop_after_signal(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "listendrop ignored SIGTERM for 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Only this child, by pid; never by name.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of a sample.
+pub fn value(sample: &prometheus_parse::Sample) -> f64 {
+    match sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        _ => panic!("unexpected sample type for {}", sample.metric),
+    }
+}
+
+/// Sum of `metric` over the samples whose labels include all of `labels`.
+pub fn sum(samples: &[prometheus_parse::Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(value)
+        .sum()
+}

@@ -1,0 +1,25 @@
+//! Shared helpers of listendrop's integration tests: privilege gate, network namespaces,
+//! the real daemon binary, kernel counters (nstat) and real TCP sockets.
+#![allow(dead_code, reason = "each test target uses a different subset")]
+
+pub mod daemon;
+pub mod netns;
+pub mod sockets;
+
+/// `true` when this process may load eBPF programs. Otherwise prints why the test is
+/// skipped and returns `false` — unless `LISTENDROP_REQUIRE_PRIVILEGED` is set (as
+/// `cargo xtask test` and CI do), in which case skipping is a failure.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let why = format!(
+        "{test}: skipped: needs root to load eBPF programs and create network namespaces \
+         (run `cargo xtask test` as root)"
+    );
+    if std::env::var_os("LISTENDROP_REQUIRE_PRIVILEGED").is_some() {
+        panic!("{why}; LISTENDROP_REQUIRE_PRIVILEGED is set, so skipping is an error");
+    }
+    println!("{why}");
+    false
+}

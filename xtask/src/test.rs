@@ -1,0 +1,44 @@
+//! `cargo xtask test`: everything CI runs.
+
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::{cmd, toolchain};
+
+pub fn test() -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!(
+            "the privileged tests load eBPF programs and create network namespaces: run \
+             `sudo -E cargo xtask test` (plain `cargo test` runs the unprivileged ones)"
+        );
+    }
+    toolchain::ensure_all()?;
+    ensure_tracefs()?;
+    cmd::status(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
+    cmd::status(Command::new("cargo").args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "listendrop-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // LISTENDROP_REQUIRE_PRIVILEGED turns a privileged test's "skipped" into a failure.
+    cmd::status(
+        Command::new("cargo")
+            .args(["test", "--workspace", "--exclude", "listendrop-ebpf"])
+            .env("LISTENDROP_REQUIRE_PRIVILEGED", "1"),
+    )?;
+    Ok(())
+}
+
+/// Mounts tracefs if it is not (tracepoint attachment reads its event ids there).
+fn ensure_tracefs() -> anyhow::Result<()> {
+    if std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
+        return Ok(());
+    }
+    cmd::status(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+}

@@ -1,0 +1,146 @@
+//! Makes sure the eBPF toolchain (nightly rust-src, llvm-N-dev, bpf-linker built for
+//! llvm-N) and the test tools are installed. Each check is quick when the piece is there,
+//! and each install is the exact command README.md documents.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context as _};
+
+use crate::cmd::{self, is_root};
+
+/// The bpf-linker release verified with this workspace's aya line.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the tests use: ip/nstat/ss (iproute2), bpftool, setpriv (util-linux),
+/// sysctl (procps).
+const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "util-linux", "procps"];
+
+/// Installs everything building and testing need.
+pub fn ensure_all() -> anyhow::Result<()> {
+    ensure_ebpf_toolchain()?;
+    ensure_packages(TEST_PACKAGES)?;
+    Ok(())
+}
+
+/// Installs what building the eBPF programs needs.
+pub fn ensure_ebpf_toolchain() -> anyhow::Result<()> {
+    let toolchains = cmd::output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        bail!(
+            "the nightly Rust toolchain is missing; install the one this project is verified \
+             with: `rustup toolchain install nightly-2026-05-20 --profile minimal --component \
+             rust-src` and make it `nightly` (see README.md, \"Toolchain\")"
+        );
+    }
+    let components = cmd::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        install(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+
+    let llvm = nightly_llvm_major()?;
+    let dev = format!("llvm-{llvm}-dev");
+    ensure_packages(&[&dev, "libzstd-dev", "zlib1g-dev"])?;
+
+    if !bpf_linker_matches(llvm) {
+        let llvm_bin = format!("/usr/lib/llvm-{llvm}/bin");
+        let path = format!("{llvm_bin}:{}", std::env::var("PATH").unwrap_or_default());
+        install(
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--locked",
+                    "--force",
+                ])
+                .args([
+                    "--no-default-features",
+                    "--features",
+                    &format!("llvm-{llvm}"),
+                ])
+                .env("PATH", path),
+        )?;
+        if !bpf_linker_matches(llvm) {
+            bail!("bpf-linker was installed but is not linked against LLVM {llvm}");
+        }
+    }
+    Ok(())
+}
+
+/// The LLVM major version of the nightly compiler (`rustc +nightly -vV`).
+fn nightly_llvm_major() -> anyhow::Result<u32> {
+    let out = cmd::output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+        .context("`rustc +nightly -vV` printed no LLVM version")
+}
+
+/// Whether an installed bpf-linker links the LLVM `major` shared library.
+fn bpf_linker_matches(major: u32) -> bool {
+    let Some(linker) = which("bpf-linker") else {
+        return false;
+    };
+    let Ok(out) = cmd::probe(Command::new("ldd").arg(&linker)) else {
+        return false;
+    };
+    let libs = String::from_utf8_lossy(&out.stdout);
+    libs.contains(&format!("libLLVM.so.{major}")) || libs.contains(&format!("libLLVM-{major}"))
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Installs the Debian packages among `names` that are not installed yet.
+pub fn ensure_packages(names: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| {
+            cmd::probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", name]))
+                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(true)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // The package index may be stale or absent on a fresh machine.
+    install(Command::new("apt-get").args(["update", "-q"]))?;
+    install(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// Runs an install step, or — without root for apt — says exactly what to run.
+fn install(command: &mut Command) -> anyhow::Result<()> {
+    let needs_root = command.get_program() == "apt-get";
+    if needs_root && !is_root() {
+        bail!(
+            "missing packages and not root; run as root: {}",
+            cmd::show(command)
+        );
+    }
+    cmd::status(command)
+}
