@@ -1,15 +1,19 @@
 //! Kernel layout facts the eBPF programs need, resolved by the daemon at start from the
-//! running kernel's BTF and tracepoint format files and handed over as a read-only global.
+//! running kernel's BTF, tracepoint format files and kallsyms, and handed over as
+//! read-only globals, plus the daemon's settings for the programs.
 //!
 //! rustc emits no CO-RE relocations, so the programs cannot carry offsets for one kernel
-//! baked in: every offset here is a byte offset read from `/sys/kernel/btf/vmlinux` or
-//! `/sys/kernel/tracing/events/*/*/format` of the kernel the daemon runs on.
+//! baked in: every offset here comes from the kernel the daemon runs on.
 
-/// Byte offsets and enum values for the running kernel. All fields are `u32` so the
-/// struct has no padding and the same layout on both sides.
+/// Byte offsets, sizes and enum values for the running kernel. Zero means "not resolved"
+/// for fields whose hook is then not attached. No implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
+    /// Address of `__per_cpu_offset` (kallsyms; needs CONFIG_KALLSYMS_ALL=y): the base
+    /// that turns a per-CPU pointer into this CPU's copy. 0 when unknown.
+    pub per_cpu_offset: u64,
+
     /// `skb:kfree_skb` record: offset of `skbaddr` (all kernels).
     pub tp_kfree_skb_skbaddr: u32,
     /// `skb:kfree_skb` record: offset of `rx_sk` (6.11+).
@@ -18,6 +22,21 @@ pub struct KernelOffsets {
     pub tp_kfree_skb_reason: u32,
     /// `enum skb_drop_reason` value of `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` (6.15+).
     pub reason_tcp_listen_overflow: u32,
+
+    /// `tcp:tcp_retransmit_synack` record: `skaddr` (the listener).
+    pub tp_synack_skaddr: u32,
+    /// `tcp:tcp_retransmit_synack`: `sport` (server port, host order, u16).
+    pub tp_synack_sport: u32,
+    /// `tcp:tcp_retransmit_synack`: `dport` (client port, host order, u16).
+    pub tp_synack_dport: u32,
+    /// `tcp:tcp_retransmit_synack`: `saddr` (server IPv4, 4 bytes).
+    pub tp_synack_saddr: u32,
+    /// `tcp:tcp_retransmit_synack`: `daddr` (client IPv4, 4 bytes).
+    pub tp_synack_daddr: u32,
+    /// `tcp:tcp_retransmit_synack`: `saddr_v6` (server, 16 bytes; v4-mapped for IPv4).
+    pub tp_synack_saddr_v6: u32,
+    /// `tcp:tcp_retransmit_synack`: `daddr_v6` (client, 16 bytes; v4-mapped for IPv4).
+    pub tp_synack_daddr_v6: u32,
 
     /// `struct sock`: `__sk_common.skc_family` (u16).
     pub sk_family: u32,
@@ -29,12 +48,38 @@ pub struct KernelOffsets {
     pub sk_v6_rcv_saddr: u32,
     /// `struct sock`: `__sk_common.skc_net` (`possible_net_t`, a `struct net *`).
     pub sk_net: u32,
-    /// `struct net`: `ns.inum` (u32).
-    pub net_ns_inum: u32,
+    /// `struct sock`: `__sk_common.skc_cookie` (u64; 0 until generated).
+    pub sk_cookie: u32,
     /// `struct sock`: `sk_ack_backlog` (u32).
     pub sk_ack_backlog: u32,
     /// `struct sock`: `sk_max_ack_backlog` (u32).
     pub sk_max_ack_backlog: u32,
+    /// `struct inet_connection_sock`: `icsk_accept_queue.qlen` (atomic_t): SYN queue.
+    pub icsk_syn_qlen: u32,
+
+    /// `struct net`: `ns.inum` (u32).
+    pub net_ns_inum: u32,
+    /// `struct net`: `mib.net_statistics` (`struct linux_mib __percpu *`).
+    pub net_mib: u32,
+    /// `struct net`: `ipv4.sysctl_tcp_syncookies`.
+    pub net_syncookies: u32,
+    /// Size in bytes of `sysctl_tcp_syncookies` (int until 6.0, u8 since).
+    pub net_syncookies_size: u32,
+    /// `struct net`: `ipv4.sysctl_max_syn_backlog` (int).
+    pub net_max_syn_backlog: u32,
+    /// `struct net`: `ipv4.sysctl_tcp_abort_on_overflow`.
+    pub net_abort_on_overflow: u32,
+    /// Size in bytes of `sysctl_tcp_abort_on_overflow` (int until 6.0, u8 since).
+    pub net_abort_on_overflow_size: u32,
+
+    /// Index in `linux_mib.mibs` of LINUX_MIB_LISTENOVERFLOWS.
+    pub mib_listen_overflows: u32,
+    /// Index of LINUX_MIB_LISTENDROPS.
+    pub mib_listen_drops: u32,
+    /// Index of LINUX_MIB_TCPREQQFULLDROP.
+    pub mib_reqq_full_drop: u32,
+    /// Index of LINUX_MIB_SYNCOOKIESSENT.
+    pub mib_syncookies_sent: u32,
 
     /// `struct sk_buff`: `head` (pointer).
     pub skb_head: u32,
@@ -42,6 +87,20 @@ pub struct KernelOffsets {
     pub skb_network_header: u32,
     /// `struct sk_buff`: `transport_header` (u16, offset from `head`).
     pub skb_transport_header: u32,
-    /// Explicit padding (always zero).
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// What the daemon asks of the programs (command-line settings).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// A drop of a 4-tuple more than this long after its previous drop starts a new
+    /// episode (counts as a new dropped handshake).
+    pub episode_gap_ns: u64,
+    /// Events per listener per second handed to the daemon; the rest are counted in
+    /// `COUNTERS[COUNTER_EVENTS_RATE_LIMITED]`. 0 disables events.
+    pub events_per_sec: u32,
+    /// Explicit padding.
     pub _pad: u32,
 }

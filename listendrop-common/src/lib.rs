@@ -10,9 +10,9 @@ pub mod event;
 pub mod key;
 pub mod reason;
 
-pub use config::KernelOffsets;
+pub use config::{KernelOffsets, Settings};
 pub use event::DropEvent;
-pub use key::ListenerKey;
+pub use key::{DropCount, HandshakeKey, HandshakeState, ListenerKey, RateState};
 pub use reason::Reason;
 
 /// `AF_INET` as the kernel stores it in `sock_common.skc_family` (all kernels).
@@ -27,16 +27,27 @@ pub const COUNTER_EVENTS_LOST: u32 = 0;
 pub const COUNTER_DROPS_MAP_FULL: u32 = 1;
 /// Index of the "no listener" counter: a matching drop whose `rx_sk` was NULL.
 pub const COUNTER_NO_LISTENER: u32 = 2;
+/// Index of the counter of events held back by the per-listener rate limit.
+pub const COUNTER_EVENTS_RATE_LIMITED: u32 = 3;
+/// Index of the counter of kernel reads that failed (a bad offset would show here).
+pub const COUNTER_READ_ERRORS: u32 = 4;
+/// Index of the counter of call states found stale (a missed return probe).
+pub const COUNTER_STALE_CALLS: u32 = 5;
 /// Number of slots in `COUNTERS`.
-pub const COUNTERS_LEN: u32 = 3;
+pub const COUNTERS_LEN: u32 = 6;
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all four types are #[repr(C)], made only of integers and byte arrays, with
+    // SAFETY: all these types are #[repr(C)], made only of integers and byte arrays, with
     // every padding byte spelled out as a named field, so any bit pattern is valid.
     unsafe impl aya::Pod for super::ListenerKey {}
+    unsafe impl aya::Pod for super::DropCount {}
+    unsafe impl aya::Pod for super::HandshakeKey {}
+    unsafe impl aya::Pod for super::HandshakeState {}
+    unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::DropEvent {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::Settings {}
 }
 
 /// Name of the per-CPU hash map `ListenerKey → u64` of dropped packets.
@@ -45,8 +56,21 @@ pub const MAP_DROPS: &str = "DROPS";
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Name of the per-CPU array of the `COUNTER_*` health counters.
 pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Name of the LRU map of recently dropped handshakes.
+pub const MAP_HANDSHAKES: &str = "HANDSHAKES";
+/// Name of the per-listener event rate-limit map.
+pub const MAP_RATE: &str = "RATE";
 /// Name of the read-only global holding the [`KernelOffsets`].
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
+/// Name of the read-only global holding the [`Settings`].
+pub const GLOBAL_SETTINGS: &str = "SETTINGS";
+/// Default handshakes remembered to tell new drops from retransmits.
+pub const DEFAULT_MAX_HANDSHAKES: u32 = 65536;
+/// Default per-listener event rate.
+pub const DEFAULT_EVENTS_PER_SEC: u32 = 100;
+/// Default gap that ends a handshake's drop episode: longer than the longest gap
+/// between two retransmits of one handshake (TCP_RTO_MAX, 120 s).
+pub const DEFAULT_EPISODE_GAP_SECS: u64 = 130;
 /// Default number of `ListenerKey`s (listener × reason) the counter map holds.
 pub const DEFAULT_MAX_LISTENER_KEYS: u32 = 8192;
 /// Default size of the event ring buffer in bytes (a power of two, multiple of the page size).

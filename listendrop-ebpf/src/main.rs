@@ -7,10 +7,12 @@
 #![no_std]
 #![no_main]
 
+mod calls;
 mod config;
 mod kernel;
 mod maps;
 mod probes;
+mod record;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -3,60 +3,79 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use listendrop_common::{
-    ListenerKey, COUNTERS_LEN, DEFAULT_EVENTS_BYTES, DEFAULT_MAX_LISTENER_KEYS,
+    DropCount, HandshakeKey, HandshakeState, ListenerKey, RateState, COUNTERS_LEN,
+    COUNTER_DROPS_MAP_FULL, DEFAULT_EVENTS_BYTES, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_LISTENER_KEYS,
 };
 
-/// Dropped packets per listener and reason: exact, never sampled. Per-CPU so the hot path
-/// needs no atomics (5.10 rejects BPF atomics with fetch); the daemon sums the CPUs.
-/// Preallocated (no BPF_F_NO_PREALLOC) so that counting never allocates in softirq.
+use crate::calls::CallState;
+
+/// Packets and handshakes per listener and reason: exact, never sampled. Per-CPU so the
+/// hot path needs no atomics (5.10 rejects BPF atomics with fetch); the daemon sums the
+/// CPUs. Preallocated (no BPF_F_NO_PREALLOC) so counting never allocates in softirq.
 #[map]
-static DROPS: PerCpuHashMap<ListenerKey, u64> =
+pub(crate) static DROPS: PerCpuHashMap<ListenerKey, DropCount> =
     PerCpuHashMap::with_max_entries(DEFAULT_MAX_LISTENER_KEYS, 0);
 
-/// One record per dropped handshake (`listendrop_common::DropEvent`). May overflow under
-/// load: every record that does not fit is counted in `COUNTERS[COUNTER_EVENTS_LOST]`.
+/// One record per event (`listendrop_common::DropEvent`). May overflow under load: every
+/// record that does not fit is counted in `COUNTERS[COUNTER_EVENTS_LOST]`.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_EVENTS_BYTES, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_EVENTS_BYTES, 0);
 
 /// Health counters, indexed by the `COUNTER_*` constants.
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// Recently dropped handshakes (LRU: the oldest is forgotten first), to count a
+/// retransmit of a dropped handshake once and to recognise the SYN-ACK retransmits of a
+/// handshake whose ACK was dropped.
+#[map]
+pub(crate) static HANDSHAKES: LruHashMap<HandshakeKey, HandshakeState> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_HANDSHAKES, 0);
+
+/// Per-listener event budget (key: listener with reason 0).
+#[map]
+pub(crate) static RATE: LruHashMap<ListenerKey, RateState> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_LISTENER_KEYS, 0);
+
+/// State of the hooked call in progress on this CPU, from entry to return
+/// (`calls::SLOT_*`).
+#[map]
+pub(crate) static CALLS: PerCpuArray<CallState> = PerCpuArray::with_max_entries(2, 0);
 
 /// Adds one to the health counter `index`.
 #[inline(always)]
 pub(crate) fn bump(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: a per-CPU slot; programs on one CPU do not nest (the kernel skips a
-        // tracepoint program that fires while another runs on the same CPU).
+        // program that fires while another runs on the same CPU).
         unsafe { *slot += 1 };
     }
 }
 
-/// Adds one to the drop counter of `key`, creating it on first use.
+/// Counts one packet of `key` (and one handshake when `new_handshake`), creating the
+/// key on first use.
 #[inline(always)]
-pub(crate) fn count_drop(key: &ListenerKey) {
+pub(crate) fn count(key: &ListenerKey, new_handshake: bool) {
+    let handshakes = u64::from(new_handshake);
     if let Some(slot) = DROPS.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of an existing element; see `bump`.
-        unsafe { *slot += 1 };
+        unsafe {
+            (*slot).packets += 1;
+            (*slot).handshakes += handshakes;
+        }
         return;
     }
     // BPF_ANY: if another CPU created the key since our lookup, the update only sets this
     // CPU's slot of that element, so no count is lost. Fails only when the map is full.
-    if DROPS.insert(key, 1u64, 0).is_err() {
-        bump(listendrop_common::COUNTER_DROPS_MAP_FULL);
+    let first = DropCount {
+        packets: 1,
+        handshakes,
+    };
+    if DROPS.insert(key, first, 0).is_err() {
+        bump(COUNTER_DROPS_MAP_FULL);
     }
-}
-
-/// Reserves a ring-buffer record, or counts it as lost.
-#[inline(always)]
-pub(crate) fn reserve_event(
-) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<listendrop_common::DropEvent>> {
-    let entry = EVENTS.reserve::<listendrop_common::DropEvent>(0);
-    if entry.is_none() {
-        bump(listendrop_common::COUNTER_EVENTS_LOST);
-    }
-    entry
 }

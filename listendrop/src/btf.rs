@@ -175,6 +175,44 @@ impl KernelBtf {
         Err(missing())
     }
 
+    /// The value of `enumerator` in whichever enum defines it, named or anonymous (the
+    /// kernel's `LINUX_MIB_*` live in an anonymous enum).
+    pub fn enumerator(&self, enumerator: &str) -> Result<u64, BtfError> {
+        let (first, last) = self.btf.base().type_id_range();
+        for id in first..=last {
+            let Ok(ty) = self.btf.resolve_type_by_id(id) else {
+                continue;
+            };
+            if let Type::Enum(e) = &ty {
+                for m in &e.members {
+                    if self.name_of(m)? == enumerator {
+                        return Ok(u64::from(m.val()));
+                    }
+                }
+            }
+        }
+        Err(BtfError::NoEnumerator {
+            name: "(any)".to_owned(),
+            enumerator: enumerator.to_owned(),
+        })
+    }
+
+    /// The number of parameters of function `name`, or `None` when BTF does not describe
+    /// it (inlined, or in a module).
+    pub fn function_params(&self, name: &str) -> Option<usize> {
+        self.btf
+            .resolve_types_by_name(name)
+            .ok()?
+            .into_iter()
+            .find_map(|ty| match ty {
+                Type::Func(f) => match self.btf.resolve_chained_type(&f).ok()? {
+                    Type::FuncProto(p) => Some(p.parameters.len()),
+                    _ => None,
+                },
+                _ => None,
+            })
+    }
+
     fn named_struct(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
         self.btf
             .resolve_types_by_name(name)
@@ -366,6 +404,23 @@ mod tests {
             format.contains(&format!("{{ {value}, \"TCP_LISTEN_OVERFLOW\" }}")),
             "BTF says {value}"
         );
+    }
+
+    #[test]
+    fn anonymous_enumerators_and_prototypes() {
+        let Some(btf) = kernel() else { return };
+        // LINUX_MIB_* is an anonymous enum; SyncookiesSent is the first counter after NUM.
+        assert_eq!(btf.enumerator("LINUX_MIB_SYNCOOKIESSENT").unwrap(), 1);
+        let overflows = btf.enumerator("LINUX_MIB_LISTENOVERFLOWS").unwrap();
+        assert_eq!(
+            btf.enumerator("LINUX_MIB_LISTENDROPS").unwrap(),
+            overflows + 1
+        );
+        // tcp_conn_request(rsk_ops, af_ops, sk, skb) on every kernel since 4.x.
+        assert_eq!(btf.function_params("tcp_conn_request"), Some(4));
+        let v4 = btf.function_params("tcp_v4_syn_recv_sock").unwrap();
+        assert!((6..=7).contains(&v4), "{v4}");
+        assert_eq!(btf.function_params("no_such_function_listendrop"), None);
     }
 
     #[test]

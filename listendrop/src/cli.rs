@@ -3,7 +3,12 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
-use listendrop_common::{DEFAULT_EVENTS_BYTES, DEFAULT_MAX_LISTENER_KEYS};
+use listendrop_common::{
+    DEFAULT_EPISODE_GAP_SECS, DEFAULT_EVENTS_BYTES, DEFAULT_EVENTS_PER_SEC, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_LISTENER_KEYS,
+};
+
+use crate::probes::KindChoice;
 
 /// Which listening TCP sockets drop connections, why, and from whom.
 ///
@@ -40,6 +45,28 @@ pub struct Cli {
     #[arg(long, value_name = "KIB", default_value_t = DEFAULT_EVENTS_BYTES / 1024,
           value_parser = parse_ring_kib)]
     pub events_buffer_kib: u32,
+
+    /// Which kind of kernel hook to use: `auto` picks, per hook, the best this kernel
+    /// allows (fentry, then kprobe, then tracepoint); the others force one kind, for tests.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = KindChoice::Auto)]
+    pub probe_kind: KindChoice,
+
+    /// Per-handshake events (log lines) per listener per second; the rest are counted in
+    /// listendrop_events_lost_total{cause="rate_limited"}. Counters are always exact.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_EVENTS_PER_SEC)]
+    pub events_per_listener_per_sec: u32,
+
+    /// A client 4-tuple dropped again within this many seconds of its last drop is the
+    /// same handshake (a retransmit); after it, a new one (listendrop_dropped_handshakes_total).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_EPISODE_GAP_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub episode_gap_secs: u64,
+
+    /// How many recently dropped handshakes the kernel remembers (LRU) to tell new
+    /// handshakes from retransmits.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_HANDSHAKES,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_handshakes: u32,
 
     /// Log filter: error, warn, info (every dropped handshake), debug, or a tracing
     /// directive such as `listendrop=debug`. RUST_LOG overrides it.

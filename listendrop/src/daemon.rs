@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{anyhow, Context as _};
 use aya::maps::RingBuf;
-use listendrop_common::MAP_EVENTS;
+use listendrop_common::{Reason, Settings, MAP_EVENTS};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -45,25 +45,20 @@ async fn run_async(cli: Cli) -> anyhow::Result<()> {
         "this kernel lacks socket fields every listendrop hook reads; please report it \
          with `uname -r`",
     )?;
-    drop(btf);
 
     let sizes = Sizes {
         max_listener_keys: cli.max_listener_keys,
+        max_handshakes: cli.max_handshakes,
         events_bytes: cli.events_buffer_kib * 1024,
     };
-    let mut probes = Probes::load(&layout, sizes)?;
-    for hook in &probes.hooks {
-        match &hook.status {
-            Ok(()) => tracing::info!("attached {} {}", hook.kind, hook.probe),
-            Err(why) => tracing::warn!("not attached: {} {}: {why}", hook.kind, hook.probe),
-        }
-    }
-    if probes.hooks.iter().all(|h| h.status.is_err()) {
-        tracing::warn!(
-            "no hook could be attached on this kernel: listendrop serves its health metrics \
-             but will count no drops"
-        );
-    }
+    let settings = Settings {
+        episode_gap_ns: cli.episode_gap_secs * 1_000_000_000,
+        events_per_sec: cli.events_per_listener_per_sec,
+        _pad: 0,
+    };
+    let mut probes = Probes::load(&layout, &btf, &cli.btf, &settings, sizes, cli.probe_kind)?;
+    drop(btf);
+    report(&probes);
 
     let counters = Mutex::new(Counters::take(&mut probes.ebpf)?);
     let ring = RingBuf::try_from(
@@ -74,7 +69,8 @@ async fn run_async(cli: Cli) -> anyhow::Result<()> {
     )
     .context("map EVENTS")?;
     let stats = Arc::new(EventStats::default());
-    let metrics = Arc::new(Metrics::new(&probes.hooks).context("registering metrics")?);
+    let metrics =
+        Arc::new(Metrics::new(&probes.hooks, &probes.coverage()).context("registering metrics")?);
 
     let scrape: http::Scrape = {
         let stats = Arc::clone(&stats);
@@ -102,6 +98,35 @@ async fn run_async(cli: Cli) -> anyhow::Result<()> {
     // Dropping the loaded object detaches every hook and unloads the programs and maps.
     drop(probes);
     result
+}
+
+/// Logs what was attached, what was not and why, and which drop classes that leaves
+/// unobserved.
+fn report(probes: &Probes) {
+    for hook in &probes.hooks {
+        let kind = hook.kind.as_str();
+        match &hook.status {
+            Ok(()) => tracing::info!("attached {kind} {}", hook.probe),
+            Err(why) => tracing::info!("not attached: {kind} {}: {why}", hook.probe),
+        }
+    }
+    let uncovered: Vec<&str> = probes
+        .coverage()
+        .into_iter()
+        .filter(|(_, covered)| !covered)
+        .map(|(reason, _)| reason.as_str())
+        .collect();
+    if uncovered.len() == Reason::ALL.len() {
+        tracing::warn!(
+            "no hook could be attached on this kernel: listendrop serves its health metrics \
+             but will count no drops"
+        );
+    } else if !uncovered.is_empty() {
+        tracing::warn!(
+            "not observable on this kernel (listendrop_coverage=0): {}",
+            uncovered.join(", ")
+        );
+    }
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

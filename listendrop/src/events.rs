@@ -11,7 +11,10 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use listendrop_common::{DropEvent, ListenerKey, Reason, AF_INET6};
+use listendrop_common::{
+    event::{FLAG_CLIENT_BELIEVES_CONNECTED, FLAG_NEW_HANDSHAKE, FLAG_RESET},
+    DropEvent, ListenerKey, Reason, AF_INET6,
+};
 use tokio::io::{unix::AsyncFd, Interest};
 
 /// Why a ring-buffer record could not be decoded.
@@ -60,9 +63,9 @@ pub fn reason_label(raw: u32) -> &'static str {
     Reason::from_u32(raw).map_or("unknown", Reason::as_str)
 }
 
-/// The log line of one dropped handshake, e.g.
-/// `listener=127.0.0.1:7004 netns=4026531840 client=127.0.0.1:51234
-/// reason=ack_accept_queue_full accept_queue=2/1`.
+/// The log line of one event, e.g.
+/// `listener=127.0.0.1:7004 netns=4026531840 client=127.0.0.1:51234 server=127.0.0.1:7004
+/// reason=ack_accept_queue_full accept_queue=2/1 syn_queue=0 new_handshake=yes`.
 pub struct LogLine<'a>(pub &'a DropEvent);
 
 impl fmt::Display for LogLine<'_> {
@@ -74,12 +77,31 @@ impl fmt::Display for LogLine<'_> {
         write!(
             f,
             "listener={listener} netns={} client={client} server={server} reason={} \
-             accept_queue={}/{}",
+             accept_queue={}/{} syn_queue={}",
             e.listener.netns,
             reason_label(e.listener.reason),
             e.accept_queue_len,
             e.accept_queue_max,
-        )
+            e.syn_queue_len,
+        )?;
+        if e.listener.reason < Reason::FIRST_NON_DROP {
+            let new = if e.flags & FLAG_NEW_HANDSHAKE != 0 {
+                "yes"
+            } else {
+                "no"
+            };
+            write!(f, " new_handshake={new}")?;
+        }
+        if e.flags & FLAG_RESET != 0 {
+            write!(f, " reset=sent")?;
+        }
+        if e.flags & FLAG_CLIENT_BELIEVES_CONNECTED != 0 {
+            write!(
+                f,
+                " note=\"client believes it is connected: its ACK was dropped\""
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -137,6 +159,7 @@ mod tests {
         e.dport = 7004;
         e.accept_queue_len = 2;
         e.accept_queue_max = 1;
+        e.flags = FLAG_NEW_HANDSHAKE;
         e
     }
 
@@ -168,7 +191,7 @@ mod tests {
             decode(&bytes[..40]),
             Err(DecodeError::Size {
                 got: 40,
-                expected: 88
+                expected: std::mem::size_of::<DropEvent>()
             })
         );
         assert!(decode(&[]).is_err());
@@ -179,8 +202,23 @@ mod tests {
         assert_eq!(
             LogLine(&v4_event()).to_string(),
             "listener=127.0.0.1:7004 netns=4026531840 client=127.0.0.2:51234 \
-             server=127.0.0.1:7004 reason=ack_accept_queue_full accept_queue=2/1"
+             server=127.0.0.1:7004 reason=ack_accept_queue_full accept_queue=2/1 syn_queue=0 \
+             new_handshake=yes"
         );
+    }
+
+    #[test]
+    fn log_line_flags() {
+        let mut e = v4_event();
+        e.flags = FLAG_RESET;
+        let line = LogLine(&e).to_string();
+        assert!(line.ends_with(" new_handshake=no reset=sent"), "{line}");
+        e.listener.reason = Reason::SynackRetransmit as u32;
+        e.flags = FLAG_CLIENT_BELIEVES_CONNECTED;
+        let line = LogLine(&e).to_string();
+        assert!(line.contains(" reason=synack_retransmit "), "{line}");
+        assert!(!line.contains("new_handshake"), "{line}");
+        assert!(line.contains("client believes it is connected"), "{line}");
     }
 
     #[test]

@@ -8,13 +8,19 @@ use crate::{
     tracefs::Tracefs,
 };
 
-/// Offsets for the programs, and whether the `skb:kfree_skb` hook can run here.
+/// Offsets for the programs, and per hook family whether this kernel allows it (`Err`
+/// holds a sentence naming the kernel version or the fix).
 pub struct Layout {
     /// Everything the programs read.
     pub offsets: KernelOffsets,
-    /// `Ok` when `skb:kfree_skb` can report ACK-time overflows on this kernel, otherwise
-    /// why not (a sentence naming the kernel version or the fix).
+    /// `skb:kfree_skb` can report ACK-time overflows (6.15+).
     pub kfree_skb: Result<(), String>,
+    /// `tcp:tcp_retransmit_synack` can be read.
+    pub synack: Result<(), String>,
+    /// The per-CPU MIB counters the kprobe/fentry hooks classify with can be read.
+    pub mib: Result<(), String>,
+    /// `(major, minor)` of the running kernel.
+    pub version: (u32, u32),
 }
 
 impl Layout {
@@ -29,17 +35,55 @@ impl Layout {
             sk_v6_rcv_saddr: btf.member_sized("sock", "__sk_common.skc_v6_rcv_saddr", 16)?,
             // possible_net_t { struct net *net; } (a pointer-sized struct, all kernels).
             sk_net: btf.member_sized("sock", "__sk_common.skc_net", ptr)?,
-            net_ns_inum: btf.member_sized("net", "ns.inum", 4)?,
+            sk_cookie: btf.member_sized("sock", "__sk_common.skc_cookie", 8)?,
             sk_ack_backlog: btf.member_sized("sock", "sk_ack_backlog", 4)?,
             sk_max_ack_backlog: btf.member_sized("sock", "sk_max_ack_backlog", 4)?,
+            // struct sock is the first member of inet_sock, itself the first of
+            // inet_connection_sock, so this offset applies to the listener's sock pointer.
+            icsk_syn_qlen: btf.member_sized("inet_connection_sock", "icsk_accept_queue.qlen", 4)?,
+            net_ns_inum: btf.member_sized("net", "ns.inum", 4)?,
+            net_abort_on_overflow: btf
+                .member("net", "ipv4.sysctl_tcp_abort_on_overflow")?
+                .offset,
+            net_abort_on_overflow_size: sysctl_size(btf, "ipv4.sysctl_tcp_abort_on_overflow")?,
             skb_head: btf.member_sized("sk_buff", "head", ptr)?,
             skb_network_header: btf.member_sized("sk_buff", "network_header", 2)?,
             skb_transport_header: btf.member_sized("sk_buff", "transport_header", 2)?,
             ..KernelOffsets::default()
         };
         let kfree_skb = resolve_kfree_skb(btf, tracefs, &mut offsets);
-        Ok(Self { offsets, kfree_skb })
+        let synack = resolve_synack(tracefs, &mut offsets);
+        let mib = resolve_mib(btf, &mut offsets);
+        Ok(Self {
+            offsets,
+            kfree_skb,
+            synack,
+            mib,
+            version: kernel_version(),
+        })
     }
+}
+
+/// Size of an int-or-u8 sysctl in `struct net` (int until 6.0, u8 since).
+fn sysctl_size(btf: &KernelBtf, path: &str) -> Result<u32, BtfError> {
+    let member = btf.member("net", path)?;
+    match member.size {
+        1 | 4 => Ok(member.size as u32),
+        other => Err(BtfError::Layout {
+            strukt: "net".into(),
+            member: path.into(),
+            found: format!("{other} bytes"),
+            expected: "1 or 4 bytes".into(),
+        }),
+    }
+}
+
+fn tracefs_required(tracefs: Option<&Tracefs>) -> Result<&Tracefs, String> {
+    tracefs.ok_or_else(|| {
+        "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` \
+         (or add it to /etc/fstab)"
+            .to_owned()
+    })
 }
 
 fn resolve_kfree_skb(
@@ -47,11 +91,7 @@ fn resolve_kfree_skb(
     tracefs: Option<&Tracefs>,
     offsets: &mut KernelOffsets,
 ) -> Result<(), String> {
-    let tracefs = tracefs.ok_or(
-        "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` \
-         (or add it to /etc/fstab)",
-    )?;
-    let fields = tracefs
+    let fields = tracefs_required(tracefs)?
         .fields("skb", "kfree_skb")
         .ok_or("this kernel has no skb:kfree_skb tracepoint")?;
     let field = |name: &str, size: u32, since: &str| {
@@ -76,4 +116,125 @@ fn resolve_kfree_skb(
     offsets.reason_tcp_listen_overflow =
         u32::try_from(value).map_err(|_| format!("drop reason value {value} does not fit u32"))?;
     Ok(())
+}
+
+fn resolve_synack(tracefs: Option<&Tracefs>, offsets: &mut KernelOffsets) -> Result<(), String> {
+    let fields = tracefs_required(tracefs)?
+        .fields("tcp", "tcp_retransmit_synack")
+        .ok_or("this kernel has no tcp:tcp_retransmit_synack tracepoint (added in 4.15)")?;
+    let field = |name: &str, size: u32| {
+        fields
+            .get(name)
+            .filter(|f| f.size == size)
+            .map(|f| f.offset)
+            .ok_or(format!(
+                "tcp:tcp_retransmit_synack has no {size}-byte `{name}` field"
+            ))
+    };
+    offsets.tp_synack_skaddr = field("skaddr", 8)?;
+    offsets.tp_synack_sport = field("sport", 2)?;
+    offsets.tp_synack_dport = field("dport", 2)?;
+    offsets.tp_synack_saddr = field("saddr", 4)?;
+    offsets.tp_synack_daddr = field("daddr", 4)?;
+    offsets.tp_synack_saddr_v6 = field("saddr_v6", 16)?;
+    offsets.tp_synack_daddr_v6 = field("daddr_v6", 16)?;
+    Ok(())
+}
+
+/// The per-CPU `struct linux_mib` of a namespace: where it is, which indices, and how to
+/// find this CPU's copy (`__per_cpu_offset`, a data symbol: needs CONFIG_KALLSYMS_ALL=y,
+/// set by Debian, Ubuntu, RHEL and Fedora kernels).
+fn resolve_mib(btf: &KernelBtf, offsets: &mut KernelOffsets) -> Result<(), String> {
+    let symbols =
+        aya::util::kernel_symbols().map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+    offsets.per_cpu_offset = symbols
+        .iter()
+        .find(|(_, name)| name.as_str() == "__per_cpu_offset")
+        .map(|(addr, _)| *addr)
+        .filter(|addr| *addr != 0)
+        .ok_or(
+            "/proc/kallsyms has no __per_cpu_offset (the kernel needs CONFIG_KALLSYMS_ALL=y, \
+             and reading addresses needs root or CAP_SYSLOG)",
+        )?;
+    let btf_err = |e: BtfError| e.to_string();
+    offsets.net_mib = btf
+        .member_sized("net", "mib.net_statistics", 8)
+        .map_err(btf_err)?;
+    offsets.net_syncookies = btf
+        .member("net", "ipv4.sysctl_tcp_syncookies")
+        .map_err(btf_err)?
+        .offset;
+    offsets.net_syncookies_size =
+        sysctl_size(btf, "ipv4.sysctl_tcp_syncookies").map_err(btf_err)?;
+    offsets.net_max_syn_backlog = btf
+        .member_sized("net", "ipv4.sysctl_max_syn_backlog", 4)
+        .map_err(btf_err)?;
+    let index = |name: &str| -> Result<u32, String> {
+        let value = btf.enumerator(name).map_err(btf_err)?;
+        u32::try_from(value).map_err(|_| format!("{name} = {value} is out of range"))
+    };
+    offsets.mib_listen_overflows = index("LINUX_MIB_LISTENOVERFLOWS")?;
+    offsets.mib_listen_drops = index("LINUX_MIB_LISTENDROPS")?;
+    offsets.mib_reqq_full_drop = index("LINUX_MIB_TCPREQQFULLDROP")?;
+    offsets.mib_syncookies_sent = index("LINUX_MIB_SYNCOOKIESSENT")?;
+    Ok(())
+}
+
+/// `(major, minor)` from `uname -r` (`/proc/sys/kernel/osrelease`).
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    parse_version(&release)
+}
+
+fn parse_version(release: &str) -> (u32, u32) {
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn versions_parse_from_distribution_releases() {
+        assert_eq!(parse_version("6.1.0-50-cloud-amd64\n"), (6, 1));
+        assert_eq!(parse_version("5.10.0-43-cloud-amd64"), (5, 10));
+        assert_eq!(parse_version("6.18.44-fc-v657"), (6, 18));
+        assert_eq!(parse_version("garbage"), (0, 0));
+    }
+
+    /// A kernel between 5.17 and 6.10: kfree_skb has `reason` but no `rx_sk`.
+    #[test]
+    fn kfree_skb_without_rx_sk_is_refused_with_the_version() {
+        let Ok(btf) = KernelBtf::open(Path::new("/sys/kernel/btf/vmlinux")) else {
+            println!("skipped: no kernel BTF");
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("listendrop-tracefs-{}", std::process::id()));
+        let event = dir.join("events/skb/kfree_skb");
+        std::fs::create_dir_all(&event).unwrap();
+        std::fs::write(
+            event.join("format"),
+            "\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+             \tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;\n\
+             \tfield:unsigned short protocol;\toffset:24;\tsize:2;\tsigned:0;\n\
+             \tfield:enum skb_drop_reason reason;\toffset:28;\tsize:4;\tsigned:0;\n",
+        )
+        .unwrap();
+        let tracefs = Tracefs::at(&dir);
+        let layout = Layout::resolve(&btf, Some(&tracefs)).unwrap();
+        let why = layout.kfree_skb.unwrap_err();
+        assert!(why.contains("rx_sk") && why.contains("6.11"), "{why}");
+        let why = layout.synack.unwrap_err();
+        assert!(why.contains("tcp_retransmit_synack"), "{why}");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let none = Layout::resolve(&btf, None).unwrap();
+        assert!(none.kfree_skb.unwrap_err().contains("mount -t tracefs"));
+    }
 }

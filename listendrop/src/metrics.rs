@@ -3,24 +3,25 @@
 
 use std::sync::atomic::Ordering;
 
+use listendrop_common::{ListenerKey, Reason, AF_INET6};
 use prometheus::{
-    core::{AtomicU64, GenericCounter},
+    core::{AtomicU64, GenericCounter, GenericCounterVec},
     Encoder as _, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::{
     counters::Snapshot,
-    events::{listen_ip, reason_label, EventStats},
+    events::{listen_ip, EventStats},
     probes::Hook,
 };
 
 type Counter = GenericCounter<AtomicU64>;
-type CounterVec = prometheus::core::GenericCounterVec<AtomicU64>;
+type CounterVec = GenericCounterVec<AtomicU64>;
 
-/// Labels of `listendrop_drops_total`. No client address or port is ever a label: their
-/// number is unbounded.
+/// The labels of a listener. No client address or port is ever a label: their number is
+/// unbounded; they are in the log and the event stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DropLabels {
+pub struct ListenerLabels {
     /// Network namespace inode.
     pub netns: String,
     /// `ipv4` or `ipv6` (the listener's family).
@@ -29,34 +30,43 @@ pub struct DropLabels {
     pub listen_addr: String,
     /// Bound port.
     pub listen_port: String,
-    /// Drop class.
-    pub reason: &'static str,
 }
 
-impl DropLabels {
-    const NAMES: [&'static str; 5] = ["netns", "family", "listen_addr", "listen_port", "reason"];
+impl ListenerLabels {
+    const NAMES: [&'static str; 4] = ["netns", "family", "listen_addr", "listen_port"];
+    const NAMES_WITH_REASON: [&'static str; 5] =
+        ["netns", "family", "listen_addr", "listen_port", "reason"];
 
-    fn of(key: &listendrop_common::ListenerKey) -> Self {
+    /// The labels of `key`'s listener.
+    pub fn of(key: &ListenerKey) -> Self {
         Self {
             netns: key.netns.to_string(),
-            family: if key.family == listendrop_common::AF_INET6 {
+            family: if key.family == AF_INET6 {
                 "ipv6"
             } else {
                 "ipv4"
             },
             listen_addr: listen_ip(key).to_string(),
             listen_port: key.port.to_string(),
-            reason: reason_label(key.reason),
         }
     }
 
-    fn values(&self) -> [&str; 5] {
+    fn values(&self) -> [&str; 4] {
         [
             &self.netns,
             self.family,
             &self.listen_addr,
             &self.listen_port,
-            self.reason,
+        ]
+    }
+
+    fn values_with<'a>(&'a self, reason: &'a str) -> [&'a str; 5] {
+        [
+            &self.netns,
+            self.family,
+            &self.listen_addr,
+            &self.listen_port,
+            reason,
         ]
     }
 }
@@ -65,111 +75,224 @@ impl DropLabels {
 pub struct Metrics {
     registry: Registry,
     drops: CounterVec,
-    events_lost: Counter,
-    events_received: Counter,
+    handshakes: CounterVec,
+    syncookies: CounterVec,
+    synack_retransmits: CounterVec,
+    resets: CounterVec,
+    events: Counter,
+    events_lost: CounterVec,
     events_malformed: Counter,
-    uncounted: CounterVec,
+    unattributed: CounterVec,
+    bpf_errors: CounterVec,
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<CounterVec> {
+    let vec = CounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
+}
+
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let vec = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
 }
 
 impl Metrics {
-    /// Registers every family (and the process collector: CPU, memory, fds).
-    pub fn new(hooks: &[Hook]) -> prometheus::Result<Self> {
-        let registry = Registry::new();
-        let drops = CounterVec::new(
-            Opts::new(
-                "listendrop_drops_total",
-                "Handshake packets dropped by a listening socket, per listener and reason, \
-                 counted in the kernel exactly as the kernel's own ListenOverflows/ListenDrops \
-                 count them (a client retransmit dropped again counts again).",
-            ),
-            &DropLabels::NAMES,
+    /// Registers every family (and the process collector: CPU, memory, fds), with the
+    /// attach outcome of `hooks` and the `coverage` it gives.
+    pub fn new(hooks: &[Hook], coverage: &[(Reason, bool)]) -> prometheus::Result<Self> {
+        let r = Registry::new();
+        let listener = &ListenerLabels::NAMES;
+        let with_reason = &ListenerLabels::NAMES_WITH_REASON;
+        let drops = counter_vec(
+            &r,
+            "listendrop_drops_total",
+            "Handshake packets dropped by a listening socket, per listener and reason, counted \
+             in the kernel exactly as the kernel's own ListenOverflows/ListenDrops count them \
+             (a client retransmit dropped again counts again).",
+            with_reason,
         )?;
-        let events_lost = Counter::new(
-            "listendrop_events_lost_total",
-            "Per-handshake events the kernel could not hand to the daemon (ring buffer full); \
-             drop counters are unaffected.",
+        let handshakes = counter_vec(
+            &r,
+            "listendrop_dropped_handshakes_total",
+            "Distinct handshakes dropped, per listener and reason: one per client 4-tuple per \
+             drop episode, however often its retransmits are dropped.",
+            with_reason,
         )?;
-        let events_received = Counter::new(
+        let syncookies = counter_vec(
+            &r,
+            "listendrop_syncookies_sent_total",
+            "SYN-ACKs answered with a syncookie because the SYN queue was full (or \
+             tcp_syncookies=2); not a drop, a sign of SYN queue overflow (SyncookiesSent).",
+            listener,
+        )?;
+        let synack_retransmits = counter_vec(
+            &r,
+            "listendrop_synack_retransmits_total",
+            "SYN-ACKs the listener retransmitted (tcp:tcp_retransmit_synack). For a handshake \
+             whose ACK was dropped, the log says the client believes it is connected.",
+            listener,
+        )?;
+        let resets = counter_vec(
+            &r,
+            "listendrop_overflow_resets_total",
+            "ACK-time overflows answered with a reset to the client because \
+             tcp_abort_on_overflow=1 (EmbryonicRsts).",
+            listener,
+        )?;
+        let events = Counter::new(
             "listendrop_events_total",
-            "Per-handshake drop events received from the kernel and logged.",
+            "Per-handshake events received from the kernel and logged.",
+        )?;
+        r.register(Box::new(events.clone()))?;
+        let events_lost = counter_vec(
+            &r,
+            "listendrop_events_lost_total",
+            "Per-handshake events not delivered: cause=rate_limited (over \
+             --events-per-listener-per-sec) or cause=ring_buffer_full. Counters are unaffected.",
+            &["cause"],
         )?;
         let events_malformed = Counter::new(
             "listendrop_events_malformed_total",
             "Ring-buffer records that could not be decoded (eBPF object of another version).",
         )?;
-        let uncounted = CounterVec::new(
-            Opts::new(
-                "listendrop_drops_unattributed_total",
-                "Drops seen but not attributed to a listener: cause=map_full (counter map \
-                 full, raise --max-listener-keys) or cause=no_listener (no socket on the drop).",
-            ),
+        r.register(Box::new(events_malformed.clone()))?;
+        let unattributed = counter_vec(
+            &r,
+            "listendrop_drops_unattributed_total",
+            "Drops seen but not attributed to a listener: cause=map_full (counter map full, \
+             raise --max-listener-keys) or cause=no_listener (no socket on the drop).",
             &["cause"],
         )?;
-        let probe_attached = IntGaugeVec::new(
-            Opts::new(
-                "listendrop_probe_attached",
-                "1 when the hook is attached, 0 when this kernel does not allow it (the log \
-                 says why).",
-            ),
+        let bpf_errors = counter_vec(
+            &r,
+            "listendrop_bpf_errors_total",
+            "Problems inside the eBPF programs: kind=read (a kernel read failed; a drop may be \
+             missing), kind=stale_call (a return probe was missed).",
+            &["kind"],
+        )?;
+        let probe_attached = gauge_vec(
+            &r,
+            "listendrop_probe_attached",
+            "1 when the hook is attached with this kind, 0 when the attempt failed (the log \
+             says why).",
             &["probe", "kind"],
         )?;
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "listendrop_build_info",
-                "Always 1; the labels say which listendrop and which kernel.",
-            ),
+        for hook in hooks {
+            probe_attached
+                .with_label_values(&[hook.probe, hook.kind.as_str()])
+                .set(i64::from(hook.status.is_ok()));
+        }
+        let coverage_gauge = gauge_vec(
+            &r,
+            "listendrop_coverage",
+            "1 when this class of event is observable with the hooks this kernel allowed, 0 \
+             when it is not (its counters then stay absent, not zero).",
+            &["reason"],
+        )?;
+        for (reason, covered) in coverage {
+            coverage_gauge
+                .with_label_values(&[reason.as_str()])
+                .set(i64::from(*covered));
+        }
+        let build_info = gauge_vec(
+            &r,
+            "listendrop_build_info",
+            "Always 1; the labels say which listendrop and which kernel.",
             &["version", "kernel"],
         )?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), &kernel_release()])
             .set(1);
-        for hook in hooks {
-            probe_attached
-                .with_label_values(&[hook.probe, hook.kind])
-                .set(i64::from(hook.status.is_ok()));
-        }
-        registry.register(Box::new(drops.clone()))?;
-        registry.register(Box::new(events_lost.clone()))?;
-        registry.register(Box::new(events_received.clone()))?;
-        registry.register(Box::new(events_malformed.clone()))?;
-        registry.register(Box::new(uncounted.clone()))?;
-        registry.register(Box::new(probe_attached))?;
-        registry.register(Box::new(build_info))?;
-        registry.register(Box::new(
+        r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Self {
-            registry,
+            registry: r,
             drops,
+            handshakes,
+            syncookies,
+            synack_retransmits,
+            resets,
+            events,
             events_lost,
-            events_received,
             events_malformed,
-            uncounted,
+            unattributed,
+            bpf_errors,
         })
     }
 
     /// Copies the kernel's totals and the event statistics into the metrics.
     pub fn update(&self, snap: &Snapshot, stats: &EventStats) {
-        for (key, total) in &snap.drops {
-            let labels = DropLabels::of(key);
-            set_total(&self.drops.with_label_values(&labels.values()), *total);
+        for (key, count) in &snap.drops {
+            let labels = ListenerLabels::of(key);
+            let Some(reason) = Reason::from_u32(key.reason) else {
+                continue;
+            };
+            match reason {
+                Reason::SyncookieSent => set_total(
+                    &self.syncookies.with_label_values(&labels.values()),
+                    count.packets,
+                ),
+                Reason::SynackRetransmit => {
+                    set_total(
+                        &self.synack_retransmits.with_label_values(&labels.values()),
+                        count.packets,
+                    );
+                }
+                Reason::OverflowReset => set_total(
+                    &self.resets.with_label_values(&labels.values()),
+                    count.packets,
+                ),
+                drop => {
+                    let values = labels.values_with(drop.as_str());
+                    set_total(&self.drops.with_label_values(&values), count.packets);
+                    set_total(
+                        &self.handshakes.with_label_values(&values),
+                        count.handshakes,
+                    );
+                }
+            }
         }
-        set_total(&self.events_lost, snap.events_lost);
-        set_total(
-            &self.events_received,
-            stats.received.load(Ordering::Relaxed),
-        );
+        set_total(&self.events, stats.received.load(Ordering::Relaxed));
         set_total(
             &self.events_malformed,
             stats.malformed.load(Ordering::Relaxed),
         );
         set_total(
-            &self.uncounted.with_label_values(&["map_full"]),
+            &self.events_lost.with_label_values(&["ring_buffer_full"]),
+            snap.events_lost,
+        );
+        set_total(
+            &self.events_lost.with_label_values(&["rate_limited"]),
+            snap.events_rate_limited,
+        );
+        set_total(
+            &self.unattributed.with_label_values(&["map_full"]),
             snap.drops_map_full,
         );
         set_total(
-            &self.uncounted.with_label_values(&["no_listener"]),
+            &self.unattributed.with_label_values(&["no_listener"]),
             snap.no_listener,
+        );
+        set_total(
+            &self.bpf_errors.with_label_values(&["read"]),
+            snap.read_errors,
+        );
+        set_total(
+            &self.bpf_errors.with_label_values(&["stale_call"]),
+            snap.stale_calls,
         );
     }
 
@@ -202,16 +325,17 @@ fn kernel_release() -> String {
 
 #[cfg(test)]
 mod tests {
-    use listendrop_common::{ListenerKey, Reason, AF_INET, AF_INET6};
+    use listendrop_common::{DropCount, AF_INET};
 
     use super::*;
+    use crate::probes::{Group, Kind};
 
-    fn key(family: u16, port: u16) -> ListenerKey {
+    fn key(family: u16, port: u16, reason: Reason) -> ListenerKey {
         let mut k = ListenerKey::ZERO;
         k.family = family;
         k.port = port;
         k.netns = 4026532000;
-        k.reason = Reason::AckAcceptQueueFull as u32;
+        k.reason = reason as u32;
         if family == AF_INET {
             k.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
         }
@@ -221,16 +345,25 @@ mod tests {
     fn hooks() -> Vec<Hook> {
         vec![
             Hook {
+                group: Group::Ack,
                 probe: "skb:kfree_skb",
-                kind: "tracepoint",
+                kind: Kind::Tracepoint,
                 status: Ok(()),
             },
             Hook {
+                group: Group::Syn,
                 probe: "tcp_conn_request",
-                kind: "kprobe",
+                kind: Kind::Kprobe,
                 status: Err("no kprobes".into()),
             },
         ]
+    }
+
+    fn count(packets: u64, handshakes: u64) -> DropCount {
+        DropCount {
+            packets,
+            handshakes,
+        }
     }
 
     /// Parses the rendered text with an independent parser (prometheus-parse).
@@ -250,41 +383,52 @@ mod tests {
         }
     }
 
+    fn find(all: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        all.iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(value)
+    }
+
     #[test]
     fn drops_are_rendered_per_listener_with_kernel_totals() {
-        let metrics = Metrics::new(&hooks()).unwrap();
+        let metrics = Metrics::new(&hooks(), &[]).unwrap();
         let mut snap = Snapshot::default();
-        snap.drops.insert(key(AF_INET, 7004), 12);
-        snap.drops.insert(key(AF_INET6, 7005), 3);
+        snap.drops
+            .insert(key(AF_INET, 7004, Reason::AckAcceptQueueFull), count(12, 2));
+        snap.drops
+            .insert(key(AF_INET6, 7005, Reason::SynAcceptQueueFull), count(3, 1));
         metrics.update(&snap, &EventStats::default());
         // Totals are absolute: a second update with larger totals moves the counter to
         // them, it does not add them.
-        snap.drops.insert(key(AF_INET, 7004), 15);
+        snap.drops
+            .insert(key(AF_INET, 7004, Reason::AckAcceptQueueFull), count(15, 3));
         metrics.update(&snap, &EventStats::default());
 
         let text = metrics.render();
-        let drops: Vec<_> = samples(&text)
-            .into_iter()
+        let all = samples(&text);
+        let drops: Vec<_> = all
+            .iter()
             .filter(|s| s.metric == "listendrop_drops_total")
             .collect();
         assert_eq!(drops.len(), 2, "{text}");
-        let v4 = drops
-            .iter()
-            .find(|s| s.labels.get("listen_port") == Some("7004"))
-            .unwrap();
-        assert_eq!(value(v4), 15.0);
-        assert_eq!(v4.labels.get("family"), Some("ipv4"));
-        assert_eq!(v4.labels.get("listen_addr"), Some("127.0.0.1"));
-        assert_eq!(v4.labels.get("netns"), Some("4026532000"));
-        assert_eq!(v4.labels.get("reason"), Some("ack_accept_queue_full"));
-        let v6 = drops
-            .iter()
-            .find(|s| s.labels.get("listen_port") == Some("7005"))
-            .unwrap();
-        assert_eq!(value(v6), 3.0);
-        assert_eq!(v6.labels.get("listen_addr"), Some("::"));
+        let v4 = [
+            ("listen_port", "7004"),
+            ("family", "ipv4"),
+            ("listen_addr", "127.0.0.1"),
+        ];
+        assert_eq!(find(&all, "listendrop_drops_total", &v4), Some(15.0));
+        assert_eq!(
+            find(&all, "listendrop_dropped_handshakes_total", &v4),
+            Some(3.0)
+        );
+        let v6 = [
+            ("listen_port", "7005"),
+            ("listen_addr", "::"),
+            ("reason", "syn_accept_queue_full"),
+        ];
+        assert_eq!(find(&all, "listendrop_drops_total", &v6), Some(3.0));
         // Client addresses never become labels: these five are all there are.
-        for sample in &drops {
+        for sample in drops {
             let mut names: Vec<_> = sample.labels.keys().map(String::as_str).collect();
             names.sort_unstable();
             assert_eq!(
@@ -295,45 +439,102 @@ mod tests {
     }
 
     #[test]
-    fn probes_and_health_are_exported() {
-        let metrics = Metrics::new(&hooks()).unwrap();
+    fn non_drops_have_their_own_families() {
+        let metrics = Metrics::new(&hooks(), &[]).unwrap();
+        let mut snap = Snapshot::default();
+        snap.drops
+            .insert(key(AF_INET, 80, Reason::SyncookieSent), count(5, 0));
+        snap.drops
+            .insert(key(AF_INET, 80, Reason::SynackRetransmit), count(4, 0));
+        snap.drops
+            .insert(key(AF_INET, 80, Reason::OverflowReset), count(2, 0));
+        metrics.update(&snap, &EventStats::default());
+        let all = samples(&metrics.render());
+        let port = [("listen_port", "80")];
+        assert_eq!(
+            find(&all, "listendrop_syncookies_sent_total", &port),
+            Some(5.0)
+        );
+        assert_eq!(
+            find(&all, "listendrop_synack_retransmits_total", &port),
+            Some(4.0)
+        );
+        assert_eq!(
+            find(&all, "listendrop_overflow_resets_total", &port),
+            Some(2.0)
+        );
+        assert_eq!(find(&all, "listendrop_drops_total", &port), None);
+    }
+
+    #[test]
+    fn probes_coverage_and_health_are_exported() {
+        let coverage = [
+            (Reason::AckAcceptQueueFull, true),
+            (Reason::SynQueueFull, false),
+        ];
+        let metrics = Metrics::new(&hooks(), &coverage).unwrap();
         let snap = Snapshot {
             events_lost: 7,
+            events_rate_limited: 9,
             drops_map_full: 2,
+            read_errors: 1,
             ..Snapshot::default()
         };
         let stats = EventStats::default();
         stats.received.store(40, Ordering::Relaxed);
         metrics.update(&snap, &stats);
         let all = samples(&metrics.render());
-        let find = |name: &str, label: Option<(&str, &str)>| {
-            all.iter()
-                .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-                .map(value)
-        };
-        assert_eq!(find("listendrop_events_lost_total", None), Some(7.0));
-        assert_eq!(find("listendrop_events_total", None), Some(40.0));
         assert_eq!(
             find(
+                &all,
+                "listendrop_events_lost_total",
+                &[("cause", "ring_buffer_full")]
+            ),
+            Some(7.0)
+        );
+        assert_eq!(
+            find(
+                &all,
+                "listendrop_events_lost_total",
+                &[("cause", "rate_limited")]
+            ),
+            Some(9.0)
+        );
+        assert_eq!(find(&all, "listendrop_events_total", &[]), Some(40.0));
+        assert_eq!(
+            find(
+                &all,
                 "listendrop_drops_unattributed_total",
-                Some(("cause", "map_full"))
+                &[("cause", "map_full")]
             ),
             Some(2.0)
         );
         assert_eq!(
+            find(&all, "listendrop_bpf_errors_total", &[("kind", "read")]),
+            Some(1.0)
+        );
+        let tp = [("probe", "skb:kfree_skb"), ("kind", "tracepoint")];
+        assert_eq!(find(&all, "listendrop_probe_attached", &tp), Some(1.0));
+        assert_eq!(
             find(
+                &all,
                 "listendrop_probe_attached",
-                Some(("probe", "skb:kfree_skb"))
+                &[("probe", "tcp_conn_request")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            find(
+                &all,
+                "listendrop_coverage",
+                &[("reason", "ack_accept_queue_full")]
             ),
             Some(1.0)
         );
         assert_eq!(
-            find(
-                "listendrop_probe_attached",
-                Some(("probe", "tcp_conn_request"))
-            ),
+            find(&all, "listendrop_coverage", &[("reason", "syn_queue_full")]),
             Some(0.0)
         );
-        assert_eq!(find("listendrop_build_info", None), Some(1.0));
+        assert_eq!(find(&all, "listendrop_build_info", &[]), Some(1.0));
     }
 }

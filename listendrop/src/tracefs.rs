@@ -31,6 +31,14 @@ impl Tracefs {
             .map(|p| Self { root: p.to_owned() })
     }
 
+    /// A tracefs laid out at `root` (tests).
+    #[cfg(test)]
+    pub fn at(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+        }
+    }
+
     /// The raw format file of `category:name`.
     pub fn read_format(&self, category: &str, name: &str) -> std::io::Result<String> {
         std::fs::read_to_string(

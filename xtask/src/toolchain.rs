@@ -40,7 +40,7 @@ pub fn ensure_ebpf_toolchain() -> anyhow::Result<()> {
         "--installed",
     ]))?;
     if !components.lines().any(|l| l.starts_with("rust-src")) {
-        install(Command::new("rustup").args([
+        cmd::status(Command::new("rustup").args([
             "component",
             "add",
             "rust-src",
@@ -56,7 +56,7 @@ pub fn ensure_ebpf_toolchain() -> anyhow::Result<()> {
     if !bpf_linker_matches(llvm) {
         let llvm_bin = format!("/usr/lib/llvm-{llvm}/bin");
         let path = format!("{llvm_bin}:{}", std::env::var("PATH").unwrap_or_default());
-        install(
+        cmd::status(
             Command::new("cargo")
                 .args([
                     "install",
@@ -123,24 +123,19 @@ pub fn ensure_packages(names: &[&str]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
+    if !is_root() {
+        bail!(
+            "missing Debian packages and not root; run as root: \
+             apt-get update && apt-get install -y {}",
+            missing.join(" ")
+        );
+    }
     // The package index may be stale or absent on a fresh machine.
-    install(Command::new("apt-get").args(["update", "-q"]))?;
-    install(
+    cmd::status(Command::new("apt-get").args(["update", "-q"]))?;
+    cmd::status(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
-}
-
-/// Runs an install step, or — without root for apt — says exactly what to run.
-fn install(command: &mut Command) -> anyhow::Result<()> {
-    let needs_root = command.get_program() == "apt-get";
-    if needs_root && !is_root() {
-        bail!(
-            "missing packages and not root; run as root: {}",
-            cmd::show(command)
-        );
-    }
-    cmd::status(command)
 }

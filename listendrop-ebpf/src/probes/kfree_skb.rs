@@ -1,14 +1,15 @@
-//! `skb:kfree_skb` tracepoint: ACK-time accept-queue overflows.
+//! `skb:kfree_skb` tracepoint: ACK-time accept-queue overflows without kprobes.
 //!
 //! Kernel 6.15+ frees the final ACK (or first data) of a handshake whose listener's accept
 //! queue is full with `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`, set only at
-//! `tcp_check_req: listen_overflow`. `rx_sk` (6.11+) is then the listener. Record offsets
-//! come from the tracepoint's format file, the enum value from BTF.
+//! `tcp_check_req: listen_overflow`; `rx_sk` (6.11+) is then the listener. Record offsets
+//! come from the tracepoint's format file, the enum value from BTF. Attached only when no
+//! `syn_recv_sock` probe is, so nothing is counted twice.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
-use listendrop_common::{DropEvent, ListenerKey, Reason, COUNTER_NO_LISTENER};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use listendrop_common::{event::FLAG_RESET, Reason, COUNTER_NO_LISTENER};
 
-use crate::{config::off, kernel, maps};
+use crate::{config::off, kernel, maps, record};
 
 /// Runs for every skb freed on the host (hundreds of thousands per second on busy hosts):
 /// the reason test is the first and only work on the common path.
@@ -36,27 +37,16 @@ fn try_listen_overflow(ctx: &TracePointContext) -> Result<(), i32> {
     }
     // SAFETY: as above.
     let skb: *const u8 = unsafe { ctx.read_at(off!(tp_kfree_skb_skbaddr))? };
-
-    let mut key = ListenerKey::ZERO;
-    key.reason = Reason::AckAcceptQueueFull as u32;
-    let (queue_len, queue_max) = kernel::read_listener(sk, &mut key)?;
-    maps::count_drop(&key);
-
-    let Some(mut entry) = maps::reserve_event() else {
+    let Some(mut event) = record::observe(sk, Reason::AckAcceptQueueFull) else {
         return Ok(());
     };
-    let mut event = DropEvent::ZERO;
-    event.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    event.listener = key;
-    event.accept_queue_len = queue_len;
-    event.accept_queue_max = queue_max;
-    if kernel::read_tuple(skb, &mut event).is_err() {
-        // The drop is counted; an event without its 4-tuple would mislead.
-        entry.discard(0);
-        maps::bump(listendrop_common::COUNTER_EVENTS_LOST);
-        return Ok(());
+    // tcp_check_req read the same sysctl a moment ago to choose between ignoring the ACK
+    // and resetting the client.
+    if kernel::net_of(sk).is_ok_and(kernel::abort_on_overflow) {
+        event.flags |= FLAG_RESET;
+        record::count_only(&event, Reason::OverflowReset);
     }
-    entry.write(event);
-    entry.submit(0);
+    let tuple_ok = kernel::read_tuple(skb, &mut event).is_ok();
+    record::drop(&mut event, tuple_ok);
     Ok(())
 }

@@ -63,8 +63,13 @@ impl Daemon {
     /// Starts the daemon on a free loopback port and waits until it serves (all hooks are
     /// attached by then).
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(binary())
-            .args(["--web.listen-address", "127.0.0.1:0"])
+        let mut cmd = Command::new(binary());
+        cmd.args(["--web.listen-address", "127.0.0.1:0"]);
+        // The VM matrix runs the suite once per hook kind.
+        if let Ok(kind) = std::env::var("LISTENDROP_PROBE_KIND") {
+            cmd.args(["--probe-kind", &kind]);
+        }
+        let mut child = cmd
             .args(extra)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

@@ -3,7 +3,9 @@
 #![allow(dead_code, reason = "each test target uses a different subset")]
 
 pub mod daemon;
+pub mod expect;
 pub mod netns;
+pub mod raw;
 pub mod sockets;
 
 /// `true` when this process may load eBPF programs. Otherwise prints why the test is

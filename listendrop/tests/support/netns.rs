@@ -98,6 +98,35 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// A veth pair inside the namespace: `veth0` holds `addr/24`, its peer is up without an
+    /// address. Packets to other addresses of the subnet ask ARP and get no answer, so a
+    /// SYN-ACK sent there is never answered (the kernel's own recipe for a SYN flood).
+    pub fn veth(&self, addr: &str) {
+        run(Command::new("ip").args([
+            "-n", &self.name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+        ]));
+        run(Command::new("ip").args([
+            "-n",
+            &self.name,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "veth0",
+        ]));
+        run(Command::new("ip").args(["-n", &self.name, "link", "set", "veth0", "up"]));
+        run(Command::new("ip").args(["-n", &self.name, "link", "set", "veth1", "up"]));
+    }
+
+    /// Adds a route in the namespace (`ip route add ARGS`).
+    pub fn route(&self, args: &[&str]) {
+        run(Command::new("ip")
+            .args(["-n", &self.name, "route", "add"])
+            .args(args));
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")

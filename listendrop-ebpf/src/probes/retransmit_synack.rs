@@ -1,0 +1,45 @@
+//! `tcp:tcp_retransmit_synack` tracepoint (4.15+): a listener resends a SYN-ACK. For a
+//! handshake whose final ACK was dropped, that is the moment the client believes it is
+//! connected while the server never accepted it.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use listendrop_common::{Reason, AF_INET, AF_INET6};
+
+use crate::{config::off, record};
+
+#[tracepoint]
+pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
+    let _ = try_retransmit_synack(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_retransmit_synack(ctx: &TracePointContext) -> Result<(), i32> {
+    // SAFETY (all reads): offsets inside the record, from its format file.
+    let sk: *const u8 = unsafe { ctx.read_at(off!(tp_synack_skaddr))? };
+    let Some(mut event) = record::observe(sk, Reason::SynackRetransmit) else {
+        return Ok(());
+    };
+    // The record's addresses are the server's (s*) and the client's (d*). The v6 fields
+    // hold IPv4 as ::ffff:a.b.c.d on every kernel, so they alone give both families.
+    let server: [u8; 16] = unsafe { ctx.read_at(off!(tp_synack_saddr_v6))? };
+    let client: [u8; 16] = unsafe { ctx.read_at(off!(tp_synack_daddr_v6))? };
+    event.dport = unsafe { ctx.read_at(off!(tp_synack_sport))? };
+    event.sport = unsafe { ctx.read_at(off!(tp_synack_dport))? };
+    if is_v4_mapped(&client) {
+        event.family = AF_INET;
+        event.saddr[..4].copy_from_slice(&client[12..]);
+        event.daddr[..4].copy_from_slice(&server[12..]);
+    } else {
+        event.family = AF_INET6;
+        event.saddr = client;
+        event.daddr = server;
+    }
+    record::synack_retransmit(&mut event);
+    Ok(())
+}
+
+#[inline(always)]
+fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+    addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff
+}

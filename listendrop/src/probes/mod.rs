@@ -1,0 +1,253 @@
+//! Loads the eBPF object embedded in this binary and attaches, for each hook, the best
+//! kind the running kernel allows: fentry/fexit, then kprobe/kretprobe, then tracepoint.
+//! Dropping [`Probes`] detaches and unloads everything.
+
+mod attach;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use aya::{Ebpf, EbpfLoader};
+use listendrop_common::{
+    Reason, Settings, GLOBAL_OFFSETS, GLOBAL_SETTINGS, MAP_DROPS, MAP_EVENTS, MAP_HANDSHAKES,
+    MAP_RATE,
+};
+
+use attach::Attacher;
+pub use attach::OwnedLink;
+
+use crate::{btf::KernelBtf, layout::Layout};
+
+/// The eBPF object, built by `build.rs` with aya-build and embedded at compile time.
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/listendrop-ebpf"));
+
+/// How a hook is attached, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Kind {
+    /// fentry/fexit (BPF trampolines, 5.5+): the cheapest.
+    Fentry,
+    /// kprobe/kretprobe (CONFIG_KPROBES).
+    Kprobe,
+    /// Tracepoints: stable, but only some drops have one.
+    Tracepoint,
+}
+
+impl Kind {
+    /// The `kind` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fentry => "fentry",
+            Self::Kprobe => "kprobe",
+            Self::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// `--probe-kind`: let listendrop choose, or force one kind for testing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindChoice {
+    /// The best kind each hook allows on this kernel.
+    #[default]
+    Auto,
+    /// Only fentry/fexit (the SYN-ACK tracepoint is still used: it has no other kind).
+    Fentry,
+    /// Only kprobe/kretprobe (the SYN-ACK tracepoint is still used).
+    Kprobe,
+    /// Only tracepoints: ACK-time overflows via skb:kfree_skb (6.15+), no SYN-time drops.
+    Tracepoint,
+}
+
+impl KindChoice {
+    fn allows(self, kind: Kind) -> bool {
+        match self {
+            Self::Auto => true,
+            Self::Fentry => kind == Kind::Fentry,
+            Self::Kprobe => kind == Kind::Kprobe,
+            Self::Tracepoint => kind == Kind::Tracepoint,
+        }
+    }
+}
+
+/// Which drops a hook reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// SYN-time drops and syncookies (`tcp_conn_request`).
+    Syn,
+    /// ACK-time drops (`tcp_v4/v6_syn_recv_sock`, or `skb:kfree_skb`).
+    Ack,
+    /// SYN-ACK retransmits (`tcp:tcp_retransmit_synack`).
+    Synack,
+}
+
+/// One attach attempt and its outcome.
+#[derive(Clone, Debug)]
+pub struct Hook {
+    /// What it reports.
+    pub group: Group,
+    /// The kernel function or tracepoint, e.g. `tcp_conn_request`, `skb:kfree_skb`.
+    pub probe: &'static str,
+    /// How.
+    pub kind: Kind,
+    /// `Ok` when attached, otherwise why not.
+    pub status: Result<(), String>,
+}
+
+/// Map sizes and program settings chosen by the user.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    /// Entries of the per-listener counter map (and of the rate-limit map).
+    pub max_listener_keys: u32,
+    /// Handshakes remembered to tell new drops from retransmits.
+    pub max_handshakes: u32,
+    /// Bytes of the event ring buffer (power of two, page multiple).
+    pub events_bytes: u32,
+}
+
+/// Loaded programs and their maps; attached hooks stay attached while this lives.
+pub struct Probes {
+    /// Every attach attempt, in order.
+    pub hooks: Vec<Hook>,
+    /// Links of the attached hooks (dropped first: detaching before unloading).
+    _links: Vec<OwnedLink>,
+    /// The loaded object (programs and the maps not yet taken).
+    pub ebpf: Ebpf,
+}
+
+impl Probes {
+    /// Loads the programs with `layout` and `settings`, and attaches the hooks `choice`
+    /// and the kernel allow.
+    pub fn load(
+        layout: &Layout,
+        btf: &KernelBtf,
+        btf_path: &Path,
+        settings: &Settings,
+        sizes: Sizes,
+        choice: KindChoice,
+    ) -> anyhow::Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            // The programs carry no CO-RE relocations (offsets come in OFFSETS), so aya
+            // needs no kernel BTF of its own.
+            .btf(None)
+            .override_global(GLOBAL_OFFSETS, &layout.offsets, true)
+            .override_global(GLOBAL_SETTINGS, settings, true)
+            .map_max_entries(MAP_DROPS, sizes.max_listener_keys)
+            .map_max_entries(MAP_RATE, sizes.max_listener_keys)
+            .map_max_entries(MAP_HANDSHAKES, sizes.max_handshakes)
+            .map_max_entries(MAP_EVENTS, sizes.events_bytes)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF programs into the kernel failed")?;
+        let mut attacher = Attacher::new(&mut ebpf, layout, btf, btf_path, choice);
+        attacher.syn();
+        attacher.ack();
+        attacher.synack();
+        let (hooks, links) = attacher.finish();
+        Ok(Self {
+            hooks,
+            _links: links,
+            ebpf,
+        })
+    }
+
+    /// Whether each class of event is observable with the hooks attached.
+    pub fn coverage(&self) -> Vec<(Reason, bool)> {
+        coverage(&self.hooks)
+    }
+}
+
+fn attached(hooks: &[Hook], group: Group) -> Option<Kind> {
+    hooks
+        .iter()
+        .find(|h| h.group == group && h.status.is_ok())
+        .map(|h| h.kind)
+}
+
+/// Whether each class of event is observable with `hooks`.
+pub fn coverage(hooks: &[Hook]) -> Vec<(Reason, bool)> {
+    let syn = attached(hooks, Group::Syn).is_some();
+    let ack = attached(hooks, Group::Ack);
+    let ack_probe = matches!(ack, Some(Kind::Fentry | Kind::Kprobe));
+    let synack = attached(hooks, Group::Synack).is_some();
+    Reason::ALL
+        .iter()
+        .map(|&reason| {
+            let covered = match reason {
+                Reason::AckAcceptQueueFull | Reason::OverflowReset => ack.is_some(),
+                Reason::CookieAckAcceptQueueFull => ack_probe,
+                Reason::SynAcceptQueueFull
+                | Reason::SynQueueFull
+                | Reason::SynBacklogPressure
+                | Reason::SyncookieSent => syn,
+                Reason::Other => syn && ack_probe,
+                Reason::SynackRetransmit => synack,
+            };
+            (reason, covered)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(group: Group, kind: Kind, ok: bool) -> Hook {
+        Hook {
+            group,
+            probe: "x",
+            kind,
+            status: if ok { Ok(()) } else { Err("no".into()) },
+        }
+    }
+
+    fn covered(hooks: &[Hook], reason: Reason) -> bool {
+        coverage(hooks)
+            .into_iter()
+            .find(|(r, _)| *r == reason)
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn tracepoint_only_host_covers_ack_overflows_and_synacks_only() {
+        let hooks = [
+            hook(Group::Syn, Kind::Fentry, false),
+            hook(Group::Syn, Kind::Kprobe, false),
+            hook(Group::Ack, Kind::Fentry, false),
+            hook(Group::Ack, Kind::Kprobe, false),
+            hook(Group::Ack, Kind::Tracepoint, true),
+            hook(Group::Synack, Kind::Tracepoint, true),
+        ];
+        assert!(covered(&hooks, Reason::AckAcceptQueueFull));
+        assert!(covered(&hooks, Reason::OverflowReset));
+        assert!(covered(&hooks, Reason::SynackRetransmit));
+        for reason in [
+            Reason::SynAcceptQueueFull,
+            Reason::SynQueueFull,
+            Reason::SynBacklogPressure,
+            Reason::SyncookieSent,
+            Reason::CookieAckAcceptQueueFull,
+            Reason::Other,
+        ] {
+            assert!(!covered(&hooks, reason), "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn probes_cover_everything() {
+        let hooks = [
+            hook(Group::Syn, Kind::Kprobe, true),
+            hook(Group::Ack, Kind::Fentry, true),
+            hook(Group::Synack, Kind::Tracepoint, true),
+        ];
+        assert!(coverage(&hooks).iter().all(|(_, c)| *c));
+        assert_eq!(attached(&hooks, Group::Ack), Some(Kind::Fentry));
+    }
+
+    #[test]
+    fn forced_kinds() {
+        assert!(KindChoice::Auto.allows(Kind::Kprobe));
+        assert!(KindChoice::Kprobe.allows(Kind::Kprobe));
+        assert!(!KindChoice::Kprobe.allows(Kind::Fentry));
+        assert!(!KindChoice::Tracepoint.allows(Kind::Kprobe));
+    }
+}

@@ -1,0 +1,317 @@
+//! ACK-time accept-queue overflows: the client's final ACK (or first data) arrives while
+//! the accept queue is full.
+
+use std::{collections::BTreeSet, io::Read as _, net::SocketAddr, thread::sleep, time::Duration};
+
+use crate::support::{
+    daemon::{sum, Daemon},
+    expect::{self, counted},
+    netns::{delta, Netns},
+    require_root,
+    sockets::{connect, listen, local, poke},
+};
+
+/// What an ACK-time overflow scenario did.
+struct AckOverflow {
+    /// The overflowing listener.
+    listener: SocketAddr,
+    /// A second listener in the same namespace that accepts normally.
+    quiet: SocketAddr,
+    /// Client ports of the connections whose handshake the kernel dropped.
+    victims: BTreeSet<u16>,
+    /// The listener's listen() backlog: its accept queue limit.
+    backlog: i32,
+    /// What each victim read after the episode (Ok(0) if nothing happened).
+    victim_reads: Vec<std::io::Result<usize>>,
+}
+
+/// Makes ACK-time accept-queue overflows (the TCP_DEFER_ACCEPT recipe).
+///
+/// With TCP_DEFER_ACCEPT a bare final ACK leaves the request in the SYN queue; the child
+/// is created only when data arrives. The victims complete their handshakes first, then
+/// `backlog + 1` fillers connect and send data, one at a time, so that the SYN queue never
+/// holds more than `victims < backlog` requests (no syncookies on any kernel) and the accept
+/// queue ends at `backlog + 1`: full. The victims' data then overflows, and so does every
+/// client retransmit and every ACK answering a SYN-ACK retransmit (TCP_DEFER_ACCEPT of 1 s
+/// lets the listener resend SYN-ACKs at once), until the listener is closed.
+fn ack_overflow(ns: &Netns, bind: &str, client_to: Option<&str>, victims: usize) -> AckOverflow {
+    let backlog = i32::try_from(victims).unwrap() + 1;
+    ns.enter(|| {
+        let listener = listen(bind.parse().unwrap(), backlog, Some(1));
+        let mut addr = local(&listener);
+        if let Some(ip) = client_to {
+            addr.set_ip(ip.parse().unwrap());
+        }
+        let quiet = listen(bind.parse().unwrap(), 128, None);
+        let mut quiet_addr = local(&quiet);
+        if let Some(ip) = client_to {
+            quiet_addr.set_ip(ip.parse().unwrap());
+        }
+        let _client = connect(quiet_addr);
+        let _served = quiet.accept().unwrap();
+
+        let mut victim_streams: Vec<_> = (0..victims).map(|_| connect(addr)).collect();
+        let mut fillers = Vec::new();
+        for _ in 0..=backlog {
+            let mut filler = connect(addr);
+            poke(&mut filler);
+            sleep(Duration::from_millis(30));
+            fillers.push(filler);
+        }
+        for victim in &mut victim_streams {
+            poke(victim);
+        }
+        // Client retransmits (200 ms, 600 ms, ...) and the SYN-ACK retransmit at 1 s.
+        sleep(Duration::from_millis(2500));
+        let victim_reads = victim_streams
+            .iter_mut()
+            .map(|v| {
+                v.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+                let mut buf = [0u8; 1];
+                v.read(&mut buf)
+            })
+            .collect();
+        // Closing the listener ends the episode: later retransmits find no listener.
+        drop(listener);
+        sleep(Duration::from_millis(100));
+        AckOverflow {
+            listener: addr,
+            quiet: quiet_addr,
+            victims: victim_streams
+                .iter()
+                .map(|s| s.local_addr().unwrap().port())
+                .collect(),
+            backlog,
+            victim_reads,
+        }
+    })
+}
+
+/// The checks every ACK-overflow scenario shares; returns the ListenOverflows delta.
+fn check_ack_overflow(
+    daemon: &Daemon,
+    ns: &Netns,
+    scenario: &AckOverflow,
+    family: &str,
+    listen_addr: &str,
+    before: &std::collections::HashMap<String, u64>,
+    after: &std::collections::HashMap<String, u64>,
+) -> u64 {
+    let overflows = delta(before, after, "TcpExtListenOverflows");
+    assert!(
+        overflows >= scenario.victims.len() as u64,
+        "the scenario made {overflows} overflows"
+    );
+    // Nothing else dropped in this namespace: both kernel counters agree.
+    assert_eq!(delta(before, after, "TcpExtListenDrops"), overflows);
+
+    let metrics = daemon.metrics();
+    let port = scenario.listener.port().to_string();
+    let listener = [
+        ("listen_port", port.as_str()),
+        ("listen_addr", listen_addr),
+        ("family", family),
+    ];
+    let reason = "ack_accept_queue_full";
+    assert!(counted(
+        &metrics,
+        ns,
+        "listendrop_drops_total",
+        reason,
+        &listener,
+        overflows,
+        "ListenOverflows"
+    ));
+    // Every victim is one dropped handshake, however many of its packets were dropped.
+    counted(
+        &metrics,
+        ns,
+        "listendrop_dropped_handshakes_total",
+        reason,
+        &listener,
+        scenario.victims.len() as u64,
+        "victim connections",
+    );
+    let netns = ns.inode.to_string();
+    // Everything listendrop counted in this namespace is on that one listener.
+    assert_eq!(
+        sum(&metrics, "listendrop_drops_total", &[("netns", &netns)]),
+        overflows as f64
+    );
+    let quiet_port = scenario.quiet.port().to_string();
+    assert_eq!(
+        sum(
+            &metrics,
+            "listendrop_drops_total",
+            &[("netns", &netns), ("listen_port", &quiet_port)]
+        ),
+        0.0,
+        "the listener that accepts shows no drops"
+    );
+
+    // One log line per dropped packet, each naming a victim; every victim appears.
+    assert_eq!(sum(&metrics, "listendrop_events_lost_total", &[]), 0.0);
+    let complete = daemon.wait_for_lines(Duration::from_secs(10), |_| {
+        expect::lines(daemon, ns, reason).len() as u64 >= overflows
+    });
+    let lines = expect::lines(daemon, ns, reason);
+    assert!(complete, "{} lines for {overflows} drops", lines.len());
+    assert_eq!(lines.len() as u64, overflows);
+    let logged: BTreeSet<u16> = lines.iter().map(|l| expect::client_port(l)).collect();
+    assert_eq!(logged, scenario.victims, "logged clients vs victim sockets");
+    let queue = format!("{}/{}", scenario.backlog + 1, scenario.backlog);
+    for line in &lines {
+        assert_eq!(expect::field(line, "accept_queue"), queue, "{line}");
+        assert_eq!(
+            expect::field(line, "listener"),
+            format!(
+                "{}",
+                SocketAddr::new(listen_addr.parse().unwrap(), scenario.listener.port())
+            )
+        );
+    }
+    let new: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains(" new_handshake=yes"))
+        .collect();
+    assert_eq!(
+        new.len(),
+        scenario.victims.len(),
+        "one new handshake per victim"
+    );
+    overflows
+}
+
+#[test]
+fn ack_overflow_ipv4_matches_kernel_counters() {
+    if !require_root("ack_overflow_ipv4_matches_kernel_counters") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let ns = Netns::new("ack4");
+    let before = ns.nstat();
+    let scenario = ack_overflow(&ns, "127.0.0.1:0", None, 2);
+    let after = ns.nstat();
+    check_ack_overflow(
+        &daemon,
+        &ns,
+        &scenario,
+        "ipv4",
+        "127.0.0.1",
+        &before,
+        &after,
+    );
+
+    // The SYN-ACK retransmits: the kernel's TCPSynRetrans (only the listener retransmits
+    // SYN-ACKs here; no client SYN was lost).
+    let metrics = daemon.metrics();
+    let port = scenario.listener.port().to_string();
+    let retrans = delta(&before, &after, "TcpExtTCPSynRetrans");
+    assert!(retrans >= 1, "no SYN-ACK was retransmitted");
+    if counted(
+        &metrics,
+        &ns,
+        "listendrop_synack_retransmits_total",
+        "synack_retransmit",
+        &[("listen_port", &port)],
+        retrans,
+        "TCPSynRetrans",
+    ) {
+        // Each of them answers a victim whose ACK was dropped: logged as such.
+        let believers = expect::lines(&daemon, &ns, "synack_retransmit");
+        assert!(!believers.is_empty());
+        for line in &believers {
+            assert!(line.contains("client believes it is connected"), "{line}");
+            assert!(
+                scenario.victims.contains(&expect::client_port(line)),
+                "{line}"
+            );
+        }
+    }
+    assert!(
+        scenario.victim_reads.iter().all(|r| r.is_err()),
+        "victims saw nothing: {:?}",
+        scenario.victim_reads
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn ack_overflow_with_abort_on_overflow_resets_clients() {
+    if !require_root("ack_overflow_with_abort_on_overflow_resets_clients") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let ns = Netns::new("ackrst");
+    ns.sysctl("net.ipv4.tcp_abort_on_overflow", "1");
+    let before = ns.nstat();
+    let scenario = ack_overflow(&ns, "127.0.0.1:0", None, 2);
+    let after = ns.nstat();
+
+    let overflows = delta(&before, &after, "TcpExtListenOverflows");
+    let resets = delta(&before, &after, "TcpExtEmbryonicRsts");
+    assert_eq!(
+        resets,
+        scenario.victims.len() as u64,
+        "each victim reset once"
+    );
+    assert_eq!(overflows, resets, "the reset ends each victim's episode");
+    for read in &scenario.victim_reads {
+        let err = read.as_ref().expect_err("victim was not reset");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    }
+    let metrics = daemon.metrics();
+    let port = scenario.listener.port().to_string();
+    let listener = [("listen_port", port.as_str())];
+    assert!(counted(
+        &metrics,
+        &ns,
+        "listendrop_drops_total",
+        "ack_accept_queue_full",
+        &listener,
+        overflows,
+        "ListenOverflows"
+    ));
+    counted(
+        &metrics,
+        &ns,
+        "listendrop_overflow_resets_total",
+        "overflow_reset",
+        &listener,
+        resets,
+        "EmbryonicRsts",
+    );
+    daemon.wait_for_lines(Duration::from_secs(10), |_| {
+        expect::lines(&daemon, &ns, "ack_accept_queue_full").len() as u64 >= overflows
+    });
+    let lines = expect::lines(&daemon, &ns, "ack_accept_queue_full");
+    assert_eq!(lines.len() as u64, overflows);
+    assert!(
+        lines.iter().all(|l| l.ends_with(" reset=sent")),
+        "{lines:#?}"
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn ack_overflow_ipv6_and_ipv4_mapped_count_once() {
+    if !require_root("ack_overflow_ipv6_and_ipv4_mapped_count_once") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    // A native IPv6 listener on [::1].
+    let ns = Netns::new("ack6");
+    let before = ns.nstat();
+    let scenario = ack_overflow(&ns, "[::1]:0", None, 2);
+    let after = ns.nstat();
+    check_ack_overflow(&daemon, &ns, &scenario, "ipv6", "::1", &before, &after);
+
+    // IPv4 clients of an IPv6 wildcard listener: tcp_v6_syn_recv_sock calls
+    // tcp_v4_syn_recv_sock; the drop must be counted once, on the [::] listener.
+    let ns = Netns::new("ackmap");
+    let before = ns.nstat();
+    let scenario = ack_overflow(&ns, "[::]:0", Some("127.0.0.1"), 2);
+    let after = ns.nstat();
+    check_ack_overflow(&daemon, &ns, &scenario, "ipv6", "::", &before, &after);
+    assert!(daemon.stop().success());
+}

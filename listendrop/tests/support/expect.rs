@@ -1,0 +1,92 @@
+//! Assertions that compare what listendrop reports for one namespace with the kernel's own
+//! counters of that namespace.
+
+use prometheus_parse::Sample;
+
+use super::{
+    daemon::{sum, Daemon},
+    netns::Netns,
+};
+
+/// Whether the kernel under test must show every class (VM kernels with kprobes and
+/// fentry); set by `cargo xtask vm-test`.
+pub fn full_coverage_expected() -> bool {
+    std::env::var_os("LISTENDROP_EXPECT_FULL_COVERAGE").is_some()
+}
+
+/// `listendrop_coverage{reason}` as a bool.
+pub fn covered(metrics: &[Sample], reason: &str) -> bool {
+    let value = sum(metrics, "listendrop_coverage", &[("reason", reason)]);
+    assert!(
+        metrics
+            .iter()
+            .any(|s| s.metric == "listendrop_coverage" && s.labels.get("reason") == Some(reason)),
+        "listendrop_coverage{{reason={reason}}} missing"
+    );
+    value == 1.0
+}
+
+/// Asserts that `metric{netns, reason}` equals the kernel's count when the class is
+/// covered here, and that it is absent (not a fake zero) when it is not. Returns whether
+/// it was covered.
+pub fn counted(
+    metrics: &[Sample],
+    ns: &Netns,
+    metric: &str,
+    reason: &str,
+    extra: &[(&str, &str)],
+    kernel: u64,
+    what: &str,
+) -> bool {
+    let netns = ns.inode.to_string();
+    let mut labels = vec![("netns", netns.as_str())];
+    if metric == "listendrop_drops_total" || metric == "listendrop_dropped_handshakes_total" {
+        labels.push(("reason", reason));
+    }
+    labels.extend_from_slice(extra);
+    let ours = sum(metrics, metric, &labels);
+    if covered(metrics, reason) {
+        assert_eq!(ours, kernel as f64, "{metric}{labels:?} vs kernel {what}");
+        true
+    } else {
+        assert!(
+            !full_coverage_expected(),
+            "{reason} is not covered, but this kernel must show everything"
+        );
+        let present = metrics
+            .iter()
+            .any(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+        assert!(!present, "{metric}{labels:?} reported although not covered");
+        println!("{reason}: not observable on this kernel (kernel counted {kernel} {what})");
+        false
+    }
+}
+
+/// The drop lines the daemon logged for `ns` with `reason`.
+pub fn lines(daemon: &Daemon, ns: &Netns, reason: &str) -> Vec<String> {
+    let netns = format!(" netns={} ", ns.inode);
+    let reason = format!(" reason={reason} ");
+    daemon
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(&netns) && l.contains(&reason))
+        .collect()
+}
+
+/// The value of `key=` in a log line.
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split(&format!(" {key}="))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        .split(' ')
+        .next()
+        .unwrap()
+}
+
+/// The client port of a log line.
+pub fn client_port(line: &str) -> u16 {
+    field(line, "client")
+        .parse::<std::net::SocketAddr>()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,86 @@
+//! Hand-made TCP segments for the scenarios a normal socket cannot produce: SYNs from
+//! addresses that never answer, and a syncookie ACK sent after the queue filled up.
+//! Packets are built and parsed with etherparse.
+
+use std::{
+    mem::MaybeUninit,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A raw IPv4 socket that sends whole IP packets (IPPROTO_RAW implies IP_HDRINCL).
+pub fn sender() -> Socket {
+    Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .unwrap()
+}
+
+/// A raw IPv4 socket that receives a copy of every TCP segment delivered locally.
+pub fn tcp_sniffer() -> Socket {
+    let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s
+}
+
+fn send(raw: &Socket, packet: &[u8], dst: Ipv4Addr) {
+    let to = SocketAddr::V4(SocketAddrV4::new(dst, 0));
+    raw.send_to(packet, &to.into()).unwrap();
+}
+
+/// Sends a SYN from `src` to `dst` with initial sequence number `isn`.
+pub fn syn(raw: &Socket, src: SocketAddrV4, dst: SocketAddrV4, isn: u32) {
+    let builder = PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64)
+        .tcp(src.port(), dst.port(), isn, 64240)
+        .syn();
+    let mut packet = Vec::with_capacity(builder.size(0));
+    builder.write(&mut packet, &[]).unwrap();
+    send(raw, &packet, *dst.ip());
+}
+
+/// Sends the final ACK of a handshake: `seq` = our ISN + 1, `ack` = their ISN + 1.
+pub fn ack(raw: &Socket, src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32) {
+    let builder = PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64)
+        .tcp(src.port(), dst.port(), seq, 64240)
+        .ack(ack);
+    let mut packet = Vec::with_capacity(builder.size(0));
+    builder.write(&mut packet, &[]).unwrap();
+    send(raw, &packet, *dst.ip());
+}
+
+/// Waits for the SYN-ACK from `server` to `client` and returns its sequence number (the
+/// server's ISN: the syncookie when cookies are on).
+pub fn await_synack(sniffer: &Socket, server: SocketAddrV4, client: SocketAddrV4) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+    while Instant::now() < deadline {
+        let Ok(n) = sniffer.recv(&mut buf) else {
+            continue;
+        };
+        // SAFETY: recv initialised the first n bytes.
+        let bytes: Vec<u8> = buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        let Ok(packet) = SlicedPacket::from_ip(&bytes) else {
+            continue;
+        };
+        let Some(TransportSlice::Tcp(tcp)) = packet.transport else {
+            continue;
+        };
+        if tcp.syn()
+            && tcp.ack()
+            && tcp.source_port() == server.port()
+            && tcp.destination_port() == client.port()
+        {
+            return tcp.sequence_number();
+        }
+    }
+    panic!("no SYN-ACK from {server} to {client} within 10 s");
+}
