@@ -1,8 +1,10 @@
-//! Command-line interface. The doc comments are the `--help` text.
+//! Command-line interface. The doc comments are the `--help` text. Every daemon option
+//! can also come from a `LISTENDROP_*` environment variable or the TOML file (`--config`);
+//! precedence: flag > environment > file > default (see `config.rs`).
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use listendrop_common::{
     DEFAULT_EPISODE_GAP_SECS, DEFAULT_EVENTS_BYTES, DEFAULT_EVENTS_PER_SEC, DEFAULT_MAX_HANDSHAKES,
     DEFAULT_MAX_LISTENER_KEYS,
@@ -14,64 +16,179 @@ use crate::probes::KindChoice;
 ///
 /// listendrop attaches eBPF programs to the kernel's handshake drop points, counts every
 /// dropped handshake per listening socket and reason in the kernel, logs each one with the
-/// client's address, and serves the totals as Prometheus metrics.
+/// client's address, and serves the totals as Prometheus metrics. Without a command it
+/// runs the daemon.
 ///
 /// Needs root (or CAP_BPF + CAP_PERFMON), kernel BTF (/sys/kernel/btf/vmlinux) and a
-/// mounted tracefs.
+/// mounted tracefs. `listendrop check` says what this kernel allows.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// What to do (default: run the daemon).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Daemon options, when no command is given.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: count drops, log each one, serve /metrics (the default).
+    Run(RunArgs),
+    /// Print what this kernel supports (BTF, each hook and the kind chosen, each drop
+    /// class observable or not, capabilities) and exit 0 if listendrop can count drops
+    /// here, 1 if not. The first thing to run on a new host.
+    Check(CheckArgs),
+}
+
+/// Options of the kernel side, shared by every command that loads the programs.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// The kernel's BTF, where listendrop reads struct offsets and enum values.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "LISTENDROP_BTF",
+        default_value = "/sys/kernel/btf/vmlinux"
+    )]
+    pub btf: PathBuf,
+
+    /// Which kind of kernel hook to use: `auto` picks, per hook, the best this kernel
+    /// allows (fentry, then kprobe, then tracepoint); the others force one kind, for tests.
+    #[arg(long, value_enum, value_name = "KIND", env = "LISTENDROP_PROBE_KIND",
+          default_value_t = KindChoice::Auto)]
+    pub probe_kind: KindChoice,
+
+    /// Capacity of the in-kernel counter map, in (listener, reason) pairs. Drops of pairs
+    /// beyond it are counted in listendrop_drops_unattributed_total{cause="map_full"}.
+    #[arg(long, value_name = "N", env = "LISTENDROP_MAX_LISTENER_KEYS",
+          default_value_t = DEFAULT_MAX_LISTENER_KEYS,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub max_listener_keys: u32,
+
+    /// How many recently dropped handshakes the kernel remembers (LRU) to tell new
+    /// handshakes from retransmits.
+    #[arg(long, value_name = "N", env = "LISTENDROP_MAX_HANDSHAKES",
+          default_value_t = DEFAULT_MAX_HANDSHAKES,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_handshakes: u32,
+
+    /// Size of the per-handshake event ring buffer in KiB (a power of two, at least 4).
+    /// Events that do not fit are counted in listendrop_events_lost_total.
+    #[arg(long, value_name = "KIB", env = "LISTENDROP_EVENTS_BUFFER_KIB",
+          default_value_t = DEFAULT_EVENTS_BYTES / 1024, value_parser = parse_ring_kib)]
+    pub events_buffer_kib: u32,
+
+    /// Per-handshake events (log lines) per listener per second; the rest are counted in
+    /// listendrop_events_lost_total{cause="rate_limited"}. Counters are always exact.
+    #[arg(long, value_name = "N", env = "LISTENDROP_EVENTS_PER_LISTENER_PER_SEC",
+          default_value_t = DEFAULT_EVENTS_PER_SEC)]
+    pub events_per_listener_per_sec: u32,
+
+    /// A client 4-tuple dropped again within this many seconds of its last drop is the
+    /// same handshake (a retransmit); after it, a new one (listendrop_dropped_handshakes_total).
+    #[arg(long, value_name = "SECS", env = "LISTENDROP_EPISODE_GAP_SECS",
+          default_value_t = DEFAULT_EPISODE_GAP_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub episode_gap_secs: u64,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// key=value text (without timestamps under systemd: journald adds its own).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of the daemon.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// TOML file with any of the options below (keys are the long option names without
+    /// the dashes, e.g. `web-listen-address = "0.0.0.0:9477"`). Default:
+    /// /etc/listendrop/config.toml when it exists.
+    #[arg(long, value_name = "FILE", env = "LISTENDROP_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address and port to serve /metrics and /healthz on. Port 0 picks a free port (the
     /// log says which).
     #[arg(
         long = "web.listen-address",
         value_name = "ADDR:PORT",
+        env = "LISTENDROP_WEB_LISTEN_ADDRESS",
         default_value = "127.0.0.1:9477"
     )]
     pub listen_address: SocketAddr,
 
-    /// The kernel's BTF, where listendrop reads struct offsets and enum values.
-    #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
-    pub btf: PathBuf,
+    /// Only report listeners in these network namespaces (inode numbers, as in
+    /// `ls -iL /proc/PID/ns/net`; comma-separated). Default: all.
+    #[arg(
+        long,
+        value_name = "INODE,...",
+        env = "LISTENDROP_INCLUDE_NETNS",
+        value_delimiter = ','
+    )]
+    pub include_netns: Vec<u32>,
 
-    /// Capacity of the in-kernel counter map, in (listener, reason) pairs. Drops of pairs
-    /// beyond it are counted in listendrop_drops_unattributed_total{cause="map_full"}.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_LISTENER_KEYS,
-          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
-    pub max_listener_keys: u32,
+    /// Never report listeners in these network namespaces.
+    #[arg(
+        long,
+        value_name = "INODE,...",
+        env = "LISTENDROP_EXCLUDE_NETNS",
+        value_delimiter = ','
+    )]
+    pub exclude_netns: Vec<u32>,
 
-    /// Size of the per-handshake event ring buffer in KiB (a power of two, at least 4).
-    /// Events that do not fit are counted in listendrop_events_lost_total.
-    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_EVENTS_BYTES / 1024,
-          value_parser = parse_ring_kib)]
-    pub events_buffer_kib: u32,
+    /// Only report listeners on these ports (comma-separated). Default: all.
+    #[arg(
+        long,
+        value_name = "PORT,...",
+        env = "LISTENDROP_INCLUDE_PORTS",
+        value_delimiter = ','
+    )]
+    pub include_ports: Vec<u16>,
 
-    /// Which kind of kernel hook to use: `auto` picks, per hook, the best this kernel
-    /// allows (fentry, then kprobe, then tracepoint); the others force one kind, for tests.
-    #[arg(long, value_enum, value_name = "KIND", default_value_t = KindChoice::Auto)]
-    pub probe_kind: KindChoice,
-
-    /// Per-handshake events (log lines) per listener per second; the rest are counted in
-    /// listendrop_events_lost_total{cause="rate_limited"}. Counters are always exact.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_EVENTS_PER_SEC)]
-    pub events_per_listener_per_sec: u32,
-
-    /// A client 4-tuple dropped again within this many seconds of its last drop is the
-    /// same handshake (a retransmit); after it, a new one (listendrop_dropped_handshakes_total).
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_EPISODE_GAP_SECS,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub episode_gap_secs: u64,
-
-    /// How many recently dropped handshakes the kernel remembers (LRU) to tell new
-    /// handshakes from retransmits.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_HANDSHAKES,
-          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
-    pub max_handshakes: u32,
+    /// Never report listeners on these ports.
+    #[arg(
+        long,
+        value_name = "PORT,...",
+        env = "LISTENDROP_EXCLUDE_PORTS",
+        value_delimiter = ','
+    )]
+    pub exclude_ports: Vec<u16>,
 
     /// Log filter: error, warn, info (every dropped handshake), debug, or a tracing
     /// directive such as `listendrop=debug`. RUST_LOG overrides it.
-    #[arg(long, value_name = "FILTER", default_value = "info")]
+    #[arg(
+        long,
+        value_name = "FILTER",
+        env = "LISTENDROP_LOG_LEVEL",
+        default_value = "info"
+    )]
     pub log_level: String,
+
+    /// Log format.
+    #[arg(long, value_enum, value_name = "FORMAT", env = "LISTENDROP_LOG_FORMAT",
+          default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Kernel-side options.
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+}
+
+/// Options of `check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Kernel-side options (the same as the daemon's, to check what it would do).
+    #[command(flatten)]
+    pub probes: ProbeArgs,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -89,9 +206,27 @@ mod tests {
     #[test]
     fn defaults() {
         let cli = Cli::try_parse_from(["listendrop"]).unwrap();
-        assert_eq!(cli.listen_address, "127.0.0.1:9477".parse().unwrap());
-        assert_eq!(cli.btf, PathBuf::from("/sys/kernel/btf/vmlinux"));
-        assert_eq!(cli.events_buffer_kib * 1024, DEFAULT_EVENTS_BYTES);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.listen_address, "127.0.0.1:9477".parse().unwrap());
+        assert_eq!(cli.run.probes.btf, PathBuf::from("/sys/kernel/btf/vmlinux"));
+        assert_eq!(
+            cli.run.probes.events_buffer_kib * 1024,
+            DEFAULT_EVENTS_BYTES
+        );
+        assert_eq!(cli.run.probes.probe_kind, KindChoice::Auto);
+    }
+
+    #[test]
+    fn run_and_check_commands() {
+        let cli = Cli::try_parse_from(["listendrop", "run", "--probe-kind", "kprobe"]).unwrap();
+        let Some(Command::Run(run)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.probes.probe_kind, KindChoice::Kprobe);
+        let cli = Cli::try_parse_from(["listendrop", "check", "--btf", "/x"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Check(_))));
+        let cli = Cli::try_parse_from(["listendrop", "--exclude-ports", "22,80"]).unwrap();
+        assert_eq!(cli.run.exclude_ports, [22, 80]);
     }
 
     #[test]
@@ -99,6 +234,7 @@ mod tests {
         assert!(Cli::try_parse_from(["listendrop", "--web.listen-address", "nope"]).is_err());
         assert!(Cli::try_parse_from(["listendrop", "--events-buffer-kib", "100"]).is_err());
         assert!(Cli::try_parse_from(["listendrop", "--max-listener-keys", "0"]).is_err());
+        assert!(Cli::try_parse_from(["listendrop", "--probe-kind", "uprobe"]).is_err());
         assert!(Cli::try_parse_from(["listendrop", "--frobnicate"]).is_err());
     }
 }

@@ -17,6 +17,8 @@ use listendrop_common::{
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
+use crate::filter::Filter;
+
 /// Why a ring-buffer record could not be decoded.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -114,8 +116,12 @@ pub struct EventStats {
     pub malformed: AtomicU64,
 }
 
-/// Drains the ring buffer forever, logging each dropped handshake.
-pub async fn drain(ring: RingBuf<MapData>, stats: Arc<EventStats>) -> anyhow::Result<()> {
+/// Drains the ring buffer forever, logging each event `filter` allows.
+pub async fn drain(
+    ring: RingBuf<MapData>,
+    stats: Arc<EventStats>,
+    filter: Arc<Filter>,
+) -> anyhow::Result<()> {
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the
     // AsyncFd (and with it the RingBuf) is dropped.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -127,7 +133,9 @@ pub async fn drain(ring: RingBuf<MapData>, stats: Arc<EventStats>) -> anyhow::Re
             match decode(&record) {
                 Ok(event) => {
                     stats.received.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(target: "listendrop::drop", "{}", LogLine(&event));
+                    if filter.allows(event.listener.netns, event.listener.port) {
+                        tracing::info!(target: "listendrop::drop", "{}", LogLine(&event));
+                    }
                 }
                 Err(e) => {
                     stats.malformed.fetch_add(1, Ordering::Relaxed);

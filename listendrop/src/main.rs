@@ -1,44 +1,85 @@
 //! listendrop: which listening TCP sockets drop connections, why, and from whom.
 
 mod btf;
+mod check;
 mod cli;
+mod config;
 mod counters;
 mod daemon;
 mod events;
+mod filter;
 mod http;
 mod layout;
 mod metrics;
 mod privileges;
 mod probes;
+mod session;
 mod tracefs;
 
 use std::{io::IsTerminal as _, process::ExitCode};
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
+use cli::{Cli, Command, LogFormat, RunArgs};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cli.log_level))
-        .unwrap_or_else(|e| {
-            eprintln!(
-                "listendrop: error: bad --log-level {:?}: {e}",
-                cli.log_level
-            );
-            std::process::exit(2)
-        });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
-    match daemon::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let result = match cli.command {
+        None => run(cli.run, &matches),
+        Some(Command::Run(args)) => {
+            let sub = matches.subcommand_matches("run").unwrap_or(&matches);
+            run(args, sub)
+        }
+        Some(Command::Check(args)) => {
+            init_logging("warn", LogFormat::Text);
+            check::check(&args).map(|ok| {
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            })
+        }
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             // One line, cause chain included, so it reads well in journald.
             eprintln!("listendrop: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(mut args: RunArgs, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
+    let file = config::apply(&mut args, matches)?;
+    init_logging(&args.log_level, args.log_format);
+    if let Some(file) = file {
+        tracing::info!("configuration from {}", file.display());
+    }
+    daemon::run(args).map(|()| ExitCode::SUCCESS)
+}
+
+/// Logs to stderr: text (no timestamps under systemd, whose journal adds them) or JSON.
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|e| {
+            eprintln!("listendrop: error: bad --log-level {level:?}: {e}");
+            std::process::exit(2)
+        });
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match (format, journald) {
+        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).init(),
+        (LogFormat::Text, false) => builder.with_ansi(ansi).init(),
     }
 }

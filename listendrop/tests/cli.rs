@@ -89,3 +89,75 @@ fn help_explains_every_option() {
     }
     assert!(help.contains("[default: 127.0.0.1:9477]"), "{help}");
 }
+
+/// A port that is taken for as long as the returned listener lives.
+fn taken() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    (l, addr)
+}
+
+fn config_file(tag: &str, text: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("listendrop-cli-{}-{tag}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn flag_beats_environment_beats_file() {
+    // The address each source names is taken, so the daemon stops at once and its error
+    // says which source won.
+    let (_a, file_addr) = taken();
+    let (_b, env_addr) = taken();
+    let (_c, flag_addr) = taken();
+    let path = config_file("prec", &format!("web-listen-address = \"{file_addr}\"\n"));
+    let base = || {
+        let mut cmd = Command::new(binary());
+        cmd.arg("--config")
+            .arg(&path)
+            .env_remove("LISTENDROP_WEB_LISTEN_ADDRESS");
+        cmd
+    };
+    let f = run_to_exit(&mut base());
+    assert_one_line_error(&f, &[&file_addr]);
+    let f = run_to_exit(base().env("LISTENDROP_WEB_LISTEN_ADDRESS", &env_addr));
+    assert_one_line_error(&f, &[&env_addr]);
+    let f = run_to_exit(
+        base()
+            .env("LISTENDROP_WEB_LISTEN_ADDRESS", &env_addr)
+            .args(["--web.listen-address", &flag_addr]),
+    );
+    assert_one_line_error(&f, &[&flag_addr]);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn bad_config_file_names_the_file_and_line() {
+    let path = config_file("bad", "log-level = \"info\"\nprobe-kind = \"uprobe\"\n");
+    let f = run_to_exit(Command::new(binary()).arg("--config").arg(&path));
+    assert_one_line_error(&f, &[path.to_str().unwrap(), "line 2", "uprobe"]);
+    let _ = std::fs::remove_file(&path);
+    let f = run_to_exit(Command::new(binary()).args(["--config", "/nonexistent/listendrop.toml"]));
+    assert_one_line_error(&f, &["/nonexistent/listendrop.toml"]);
+}
+
+#[test]
+fn check_without_privileges_says_so_and_fails() {
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        cmd.arg(binary());
+        cmd
+    } else {
+        Command::new(binary())
+    };
+    let out = cmd.arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("privileges  [--]") && text.contains("CAP_BPF"),
+        "{text}"
+    );
+    assert!(text.contains("cannot load"), "{text}");
+}

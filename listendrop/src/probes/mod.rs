@@ -45,7 +45,8 @@ impl Kind {
 }
 
 /// `--probe-kind`: let listendrop choose, or force one kind for testing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KindChoice {
     /// The best kind each hook allows on this kernel.
     #[default]

@@ -64,3 +64,30 @@ fn sigterm_and_sigint_leave_no_program_behind() {
         }
     }
 }
+
+#[test]
+fn check_reports_what_the_daemon_attaches() {
+    if !require_root("check_reports_what_the_daemon_attaches") {
+        return;
+    }
+    let mut cmd = Command::new(crate::support::daemon::binary());
+    cmd.arg("check");
+    if let Ok(kind) = std::env::var("LISTENDROP_PROBE_KIND") {
+        cmd.args(["--probe-kind", &kind]);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let daemon = Daemon::start(&[]);
+    let metrics = daemon.metrics();
+    for sample in metrics.iter().filter(|s| s.metric == "listendrop_coverage") {
+        let reason = sample.labels.get("reason").unwrap();
+        let covered = crate::support::daemon::value(sample) == 1.0;
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(reason))
+            .unwrap_or_else(|| panic!("check does not list {reason}:\n{text}"));
+        assert_eq!(line.contains("[ok]"), covered, "{line}");
+    }
+    assert!(daemon.stop().success());
+}

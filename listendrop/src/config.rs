@@ -1,0 +1,214 @@
+//! The optional TOML configuration file and its place in the precedence
+//! flag > environment (`LISTENDROP_*`) > file > default.
+//!
+//! Keys are the long option names without their dashes (`web-listen-address`,
+//! `probe-kind`, ...). An unknown key, a wrong type or a syntax error is an error naming
+//! the file and the line: a typo must never silently fall back to a default.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{parser::ValueSource, ArgMatches};
+use serde::Deserialize;
+
+use crate::{
+    cli::{LogFormat, RunArgs},
+    probes::KindChoice,
+};
+
+/// Read when `--config` is not given and the file exists.
+pub const DEFAULT_PATH: &str = "/etc/listendrop/config.toml";
+
+/// Everything the file may set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    web_listen_address: Option<SocketAddr>,
+    include_netns: Option<Vec<u32>>,
+    exclude_netns: Option<Vec<u32>>,
+    include_ports: Option<Vec<u16>>,
+    exclude_ports: Option<Vec<u16>>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    btf: Option<PathBuf>,
+    probe_kind: Option<KindChoice>,
+    max_listener_keys: Option<u32>,
+    max_handshakes: Option<u32>,
+    events_buffer_kib: Option<u32>,
+    events_per_listener_per_sec: Option<u32>,
+    episode_gap_secs: Option<u64>,
+}
+
+/// Applies the configuration file to `args` for every option that was neither given as
+/// a flag nor in the environment (`matches` tells which). Returns the file used, if any.
+pub fn apply(args: &mut RunArgs, matches: &ArgMatches) -> anyhow::Result<Option<PathBuf>> {
+    let path = match &args.config {
+        Some(path) => path.clone(),
+        None if Path::new(DEFAULT_PATH).exists() => PathBuf::from(DEFAULT_PATH),
+        None => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    let file = parse(&text).map_err(|e| anyhow!("configuration file {}: {e}", path.display()))?;
+    merge(args, file, |id| {
+        matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    })
+    .map_err(|e| anyhow!("configuration file {}: {e}", path.display()))?;
+    Ok(Some(path))
+}
+
+/// Parses the file; errors say the line.
+fn parse(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let message = e.message().trim().replace('\n', " ");
+        match line {
+            Some(line) => format!("line {line}: {message}"),
+            None => message,
+        }
+    })
+}
+
+/// Copies each value the file sets into `args`, unless `explicit(option id)` says the
+/// user set it by flag or environment.
+fn merge(
+    args: &mut RunArgs,
+    file: FileConfig,
+    explicit: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    macro_rules! take {
+        ($id:literal, $from:expr, $to:expr) => {
+            if let Some(value) = $from {
+                if !explicit($id) {
+                    $to = value;
+                }
+            }
+        };
+    }
+    take!(
+        "listen_address",
+        file.web_listen_address,
+        args.listen_address
+    );
+    take!("include_netns", file.include_netns, args.include_netns);
+    take!("exclude_netns", file.exclude_netns, args.exclude_netns);
+    take!("include_ports", file.include_ports, args.include_ports);
+    take!("exclude_ports", file.exclude_ports, args.exclude_ports);
+    take!("log_level", file.log_level, args.log_level);
+    take!("log_format", file.log_format, args.log_format);
+    let p = &mut args.probes;
+    take!("btf", file.btf, p.btf);
+    take!("probe_kind", file.probe_kind, p.probe_kind);
+    take!(
+        "max_listener_keys",
+        file.max_listener_keys,
+        p.max_listener_keys
+    );
+    take!("max_handshakes", file.max_handshakes, p.max_handshakes);
+    take!(
+        "events_buffer_kib",
+        file.events_buffer_kib,
+        p.events_buffer_kib
+    );
+    take!(
+        "events_per_listener_per_sec",
+        file.events_per_listener_per_sec,
+        p.events_per_listener_per_sec
+    );
+    take!(
+        "episode_gap_secs",
+        file.episode_gap_secs,
+        p.episode_gap_secs
+    );
+    // The file bypasses clap's value parsers: check the same ranges.
+    if !(4..=1024 * 1024).contains(&p.events_buffer_kib) || !p.events_buffer_kib.is_power_of_two() {
+        bail!(
+            "events-buffer-kib = {} is not a power of two between 4 and 1048576",
+            p.events_buffer_kib
+        );
+    }
+    if p.max_listener_keys == 0 || p.max_handshakes == 0 || p.episode_gap_secs == 0 {
+        bail!("max-listener-keys, max-handshakes and episode-gap-secs must be at least 1");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+    use crate::cli::Cli;
+
+    /// Parses `argv` and applies `file`, as main does. (Environment precedence is tested
+    /// on the real binary in tests/cli.rs, where the environment is the child's own.)
+    fn resolve(argv: &[&str], file: &str) -> anyhow::Result<RunArgs> {
+        let dir = std::env::temp_dir().join(format!(
+            "listendrop-config-{}-{:x}",
+            std::process::id(),
+            file.len() * 31 + argv.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, file).unwrap();
+        let mut full = vec!["listendrop", "--config", path.to_str().unwrap()];
+        full.extend_from_slice(argv);
+        let matches = Cli::command().try_get_matches_from(full)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let result = apply(&mut cli.run, &matches);
+        let _ = std::fs::remove_dir_all(&dir);
+        result?;
+        Ok(cli.run)
+    }
+
+    #[test]
+    fn file_sets_what_flags_do_not() {
+        let run = resolve(
+            &["--probe-kind", "kprobe"],
+            "web-listen-address = \"0.0.0.0:9999\"\nprobe-kind = \"fentry\"\nexclude-ports = [22]\n",
+        )
+        .unwrap();
+        assert_eq!(run.listen_address, "0.0.0.0:9999".parse().unwrap());
+        assert_eq!(run.probes.probe_kind, KindChoice::Kprobe, "flag beats file");
+        assert_eq!(run.exclude_ports, [22]);
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_line() {
+        let err = resolve(&[], "log-level = \"info\"\nweb-listen-adress = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("web-listen-adress"),
+            "{err}"
+        );
+        let err = resolve(&[], "\n\nmax-handshakes = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        let err = resolve(&[], "probe-kind = [\n").unwrap_err().to_string();
+        assert!(err.contains("line"), "{err}");
+        let err = resolve(&[], "events-buffer-kib = 100\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("power of two"), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let matches = Cli::command()
+            .try_get_matches_from(["listendrop", "--config", "/nonexistent/listendrop.toml"])
+            .unwrap();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap();
+        let err = apply(&mut cli.run, &matches).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/listendrop.toml"), "{err}");
+    }
+}

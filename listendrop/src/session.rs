@@ -1,0 +1,65 @@
+//! Opening the kernel side: BTF, privileges, layout, programs — shared by every command
+//! that loads the programs (the daemon, `check`).
+
+use anyhow::{anyhow, Context as _};
+use listendrop_common::{Reason, Settings};
+
+use crate::{
+    btf::KernelBtf,
+    cli::ProbeArgs,
+    layout::Layout,
+    privileges,
+    probes::{Probes, Sizes},
+    tracefs::Tracefs,
+};
+
+/// Resolves the layout and loads and attaches the programs as `args` ask.
+pub fn open(args: &ProbeArgs) -> anyhow::Result<Probes> {
+    let btf = KernelBtf::open(&args.btf)?;
+    privileges::check().map_err(|e| anyhow!(e))?;
+    let tracefs = Tracefs::find();
+    let layout = Layout::resolve(&btf, tracefs.as_ref()).context(
+        "this kernel lacks socket fields every listendrop hook reads; please report it \
+         with `uname -r`",
+    )?;
+    let sizes = Sizes {
+        max_listener_keys: args.max_listener_keys,
+        max_handshakes: args.max_handshakes,
+        events_bytes: args.events_buffer_kib * 1024,
+    };
+    let settings = Settings {
+        episode_gap_ns: args.episode_gap_secs * 1_000_000_000,
+        events_per_sec: args.events_per_listener_per_sec,
+        _pad: 0,
+    };
+    Probes::load(&layout, &btf, &args.btf, &settings, sizes, args.probe_kind)
+}
+
+/// Logs what was attached, what was not and why, and which drop classes that leaves
+/// unobserved.
+pub fn report(probes: &Probes) {
+    for hook in &probes.hooks {
+        let kind = hook.kind.as_str();
+        match &hook.status {
+            Ok(()) => tracing::info!("attached {kind} {}", hook.probe),
+            Err(why) => tracing::info!("not attached: {kind} {}: {why}", hook.probe),
+        }
+    }
+    let uncovered: Vec<&str> = probes
+        .coverage()
+        .into_iter()
+        .filter(|(_, covered)| !covered)
+        .map(|(reason, _)| reason.as_str())
+        .collect();
+    if uncovered.len() == Reason::ALL.len() {
+        tracing::warn!(
+            "no hook could be attached on this kernel: listendrop serves its health metrics \
+             but will count no drops"
+        );
+    } else if !uncovered.is_empty() {
+        tracing::warn!(
+            "not observable on this kernel (listendrop_coverage=0): {}",
+            uncovered.join(", ")
+        );
+    }
+}
