@@ -1,4 +1,8 @@
 //! The HTTP endpoint: `GET /metrics` (Prometheus text format) and `GET /healthz`.
+//!
+//! Hardened for a host agent: only GET/HEAD of three paths, small header limits, a header
+//! read timeout, a lifetime cap per connection and a cap on concurrent connections, so idle
+//! or hostile clients cannot starve the scraper or the daemon.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -9,18 +13,29 @@ use hyper::{
     StatusCode,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::{io::AsyncWriteExt as _, net::TcpListener, sync::Semaphore};
 
 /// Produces the body of `/metrics`, or an error message.
 pub type Scrape = Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>;
 
 /// Prometheus' text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Connections served at once; more are answered 503 and closed.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Time a client has to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of one connection (keep-alive included).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Request head buffer (request line + headers); larger requests get 431.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Header lines accepted.
+const MAX_HEADERS: usize = 32;
 
 /// Serves requests on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, scrape: Scrape) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (mut stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -29,18 +44,34 @@ pub async fn serve(listener: TcpListener, scrape: Scrape) {
                 continue;
             }
         };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!("HTTP connection from {peer} refused: {MAX_CONNECTIONS} already open");
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+            continue;
+        };
         let scrape = Arc::clone(&scrape);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| {
                 let scrape = Arc::clone(&scrape);
                 async move { Ok::<_, Infallible>(route(&req, &scrape)) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_headers(MAX_HEADERS)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("HTTP connection from {peer}: {e}");
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Err(e)) => tracing::debug!("HTTP connection from {peer}: {e}"),
+                Err(_) => tracing::debug!(
+                    "HTTP connection from {peer} closed after {CONNECTION_LIFETIME:?}"
+                ),
+                Ok(Ok(())) => {}
             }
         });
     }

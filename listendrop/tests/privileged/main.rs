@@ -11,5 +11,6 @@
 mod support;
 
 mod ack;
+mod http;
 mod lifecycle;
 mod syn;

@@ -1,0 +1,69 @@
+//! The HTTP endpoint under hostile clients: idle connections, malformed and oversized
+//! requests, wrong methods and paths; a normal scrape must still succeed.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    time::Duration,
+};
+
+use crate::support::{daemon::Daemon, require_root};
+
+/// Sends raw bytes and returns the status line of the answer (empty if closed).
+fn raw_request(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn hostile_clients_do_not_starve_the_scraper() {
+    if !require_root("hostile_clients_do_not_starve_the_scraper") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    // Hundreds of connections that never send a byte.
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(daemon.addr).unwrap())
+        .collect();
+    let (status, body) = daemon.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("listendrop_build_info"));
+
+    assert!(raw_request(daemon.addr, b"\x16\x03\x01garbage\r\n\r\n").contains("400"));
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nx-big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let answer = raw_request(daemon.addr, huge.as_bytes());
+    assert!(answer.contains("431") || answer.is_empty(), "{answer}");
+    let many: String = (0..100).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let answer = raw_request(
+        daemon.addr,
+        format!("GET /metrics HTTP/1.1\r\n{many}\r\n").as_bytes(),
+    );
+    assert!(answer.contains("431") || answer.is_empty(), "{answer}");
+    assert!(raw_request(
+        daemon.addr,
+        b"POST /metrics HTTP/1.1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .contains("405"));
+    assert!(raw_request(
+        daemon.addr,
+        b"GET /admin HTTP/1.1\r\nconnection: close\r\n\r\n"
+    )
+    .contains("404"));
+    assert_eq!(daemon.get("/healthz"), (200, "ok\n".to_owned()));
+
+    let (status, _) = daemon.get("/metrics");
+    assert_eq!(status, 200, "scrape after the abuse");
+    drop(idle);
+    assert!(daemon.stop().success());
+}
