@@ -9,6 +9,7 @@ mod daemon;
 mod events;
 mod filter;
 mod http;
+mod inventory;
 mod layout;
 mod metrics;
 mod privileges;

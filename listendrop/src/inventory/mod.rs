@@ -1,0 +1,422 @@
+//! The listener inventory (issue 4, "who is dropping"): every TCP listening socket of
+//! every network namespace, with its queues, its owner process, its namespace's sysctls
+//! and kernel counters, and a diagnosis — all without eBPF, from sock_diag and /proc.
+//!
+//! [`Inventory::collect`] builds a [`Snapshot`]. Each namespace is read on a thread that
+//! entered it ([`namespaces::run_in`]); a namespace that vanishes or cannot be read is
+//! logged and listed in [`Snapshot::skipped`], never fatal. Owners come from an
+//! [`owners::OwnerIndex`] that rescans /proc only when the set of listeners changed.
+#![allow(
+    dead_code,
+    reason = "the daemon does not use the inventory yet (issue 4); its tests do"
+)]
+
+pub mod counters;
+pub mod diagnosis;
+pub mod namespaces;
+pub mod owners;
+pub mod sockdiag;
+pub mod sysctls;
+
+#[cfg(test)]
+mod testutil;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::Instant,
+};
+
+use counters::KernelCounters;
+use diagnosis::Facts;
+use namespaces::Namespace;
+use owners::{CpuSample, Owner, OwnerIndex};
+use sockdiag::ListenSocket;
+use sysctls::Sysctls;
+
+/// Why part of the inventory could not be read. Each message names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// A /proc file or directory could not be read through procfs.
+    #[error("cannot read {what}: {source}")]
+    Proc {
+        /// What was read.
+        what: String,
+        /// What procfs said.
+        source: procfs::ProcError,
+    },
+    /// A plain I/O operation failed.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was attempted, with the path.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A kernel file did not have the expected format.
+    #[error("unexpected content in {what}")]
+    Format {
+        /// The file and what was wrong.
+        what: String,
+    },
+    /// The namespace file could not be opened (the namespace or its process is gone).
+    #[error(
+        "cannot open network namespace {path}: {source} (it vanished, or opening another \
+         process's namespace needs root)"
+    )]
+    OpenNamespace {
+        /// `/run/netns/NAME` or `/proc/PID/ns/net`.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `setns(CLONE_NEWNET)` failed.
+    #[error(
+        "cannot enter network namespace {path}: {source}: setns(CLONE_NEWNET) needs \
+         CAP_SYS_ADMIN: run listendrop as root"
+    )]
+    EnterNamespace {
+        /// The namespace file.
+        path: PathBuf,
+        /// The errno.
+        source: nix::errno::Errno,
+    },
+    /// A NETLINK_SOCK_DIAG operation failed.
+    #[error(
+        "sock_diag: cannot {what}: {source} (sock_diag needs CAP_NET_ADMIN for other \
+         namespaces' sockets: run listendrop as root)"
+    )]
+    SockDiag {
+        /// The step that failed.
+        what: &'static str,
+        /// The OS error (or the kernel's netlink error).
+        source: std::io::Error,
+    },
+    /// The kernel's sock_diag answer could not be decoded.
+    #[error(
+        "sock_diag: cannot decode the kernel's answer: {source} (a kernel newer than \
+         netlink-packet-sock-diag knows? please report it)"
+    )]
+    SockDiagDecode {
+        /// The decoder's error.
+        source: netlink_packet_core::DecodeError,
+    },
+}
+
+/// One listener with everything known about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    /// What sock_diag says: address, queues, `sk_drops`, SYN queue.
+    pub socket: ListenSocket,
+    /// The process holding it; `None` if no process does (e.g. kept by a process in
+    /// another PID namespace that /proc does not show, or closed meanwhile).
+    pub owner: Option<Owner>,
+    /// Whether the owner used most of a CPU since the previous collect; `None` on the
+    /// first look at that process.
+    pub owner_busy: Option<bool>,
+    /// `sk_drops` since the previous collect (all of them on the first look).
+    pub new_sk_drops: u64,
+    /// [`diagnosis::diagnose`] of [`Listener::facts`] (no per-reason drops: those come
+    /// from the eBPF side).
+    pub diagnosis: Vec<String>,
+}
+
+impl Listener {
+    /// The diagnosis inputs known to the inventory; add listendrop's per-reason drop
+    /// counts to `drops` and call [`diagnosis::diagnose`] again for a fuller picture.
+    pub fn facts(&self, sysctls: &Sysctls) -> Facts {
+        Facts {
+            accept_queue_limit: self.socket.accept_queue_limit,
+            accept_queue_len: self.socket.accept_queue_len,
+            syn_recv: self.socket.syn_recv,
+            somaxconn: sysctls.somaxconn,
+            syncookies: sysctls.tcp_syncookies,
+            abort_on_overflow: sysctls.tcp_abort_on_overflow,
+            max_syn_backlog: sysctls.tcp_max_syn_backlog,
+            synack_retries: sysctls.tcp_synack_retries,
+            drops: BTreeMap::new(),
+            sk_drops: self.new_sk_drops,
+            owner_busy: self.owner_busy,
+        }
+    }
+}
+
+/// One network namespace's part of a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceReport {
+    /// Which namespace.
+    pub namespace: Namespace,
+    /// Its listen-related sysctls.
+    pub sysctls: Sysctls,
+    /// Its kernel counters (absolute).
+    pub counters: KernelCounters,
+    /// Its TCP listeners, IPv4 first.
+    pub listeners: Vec<Listener>,
+    /// SYN_RECV entries that matched no listener.
+    pub unattributed_syn_recv: u32,
+}
+
+/// A namespace that could not be read during a collect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its inode (0 when the namespaces could not be listed at all).
+    pub inode: u32,
+    /// Why, with the fix.
+    pub error: String,
+}
+
+/// Everything one [`Inventory::collect`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every readable namespace, the host's first.
+    pub namespaces: Vec<NamespaceReport>,
+    /// Namespaces that vanished or failed while being read.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Snapshot {
+    /// The report of namespace `inode`, if it was read.
+    pub fn namespace(&self, inode: u32) -> Option<&NamespaceReport> {
+        self.namespaces.iter().find(|n| n.namespace.inode == inode)
+    }
+}
+
+/// Collects [`Snapshot`]s, keeping what makes the next one cheaper or richer: the owner
+/// index, the owners' last CPU samples and the listeners' last `sk_drops`.
+#[derive(Debug)]
+pub struct Inventory {
+    owners: OwnerIndex,
+    cpu: BTreeMap<i32, (CpuSample, Instant)>,
+    sk_drops: BTreeMap<u64, u32>,
+    ticks_per_second: u64,
+}
+
+impl Default for Inventory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Inventory {
+    /// An inventory with nothing seen yet.
+    pub fn new() -> Self {
+        Self {
+            owners: OwnerIndex::new(),
+            cpu: BTreeMap::new(),
+            sk_drops: BTreeMap::new(),
+            ticks_per_second: procfs::ticks_per_second(),
+        }
+    }
+
+    /// How many times the owner index scanned /proc.
+    pub fn owner_scans(&self) -> u64 {
+        self.owners.scans()
+    }
+
+    /// Reads every namespace now. Failures of single namespaces are logged and listed in
+    /// [`Snapshot::skipped`]; a failure to list namespaces at all gives an empty snapshot
+    /// whose only skipped entry has inode 0.
+    pub fn collect(&mut self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        let namespaces = match namespaces::discover() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("listener inventory: {e}");
+                snapshot.skipped.push(Skipped {
+                    inode: 0,
+                    error: e.to_string(),
+                });
+                return snapshot;
+            }
+        };
+        let mut found = Vec::new();
+        for ns in namespaces {
+            match read_namespace(&ns) {
+                Ok((sockets, sysctls, counters)) => found.push((ns, sockets, sysctls, counters)),
+                Err(e) => {
+                    tracing::warn!(
+                        netns = ns.inode,
+                        path = %ns.path.display(),
+                        "listener inventory skips a namespace: {e}"
+                    );
+                    snapshot.skipped.push(Skipped {
+                        inode: ns.inode,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        let inodes: BTreeSet<u64> = found
+            .iter()
+            .flat_map(|(_, s, _, _)| s.listeners.iter().map(|l| l.inode))
+            .filter(|&i| i != 0)
+            .collect();
+        self.owners.refresh(&inodes);
+        let now = Instant::now();
+        let mut cpu = BTreeMap::new();
+        let mut sk_drops = BTreeMap::new();
+        for (namespace, sockets, sysctls, counters) in found {
+            let listeners = sockets
+                .listeners
+                .into_iter()
+                .map(|socket| {
+                    let owner = self.owners.get(socket.inode).cloned();
+                    let owner_busy = owner.as_ref().and_then(|o| {
+                        let sample = *cpu
+                            .entry(o.pid)
+                            .or_insert_with(|| owners::cpu_sample(o.pid).map(|s| (s, now)))
+                            .as_ref()?;
+                        let (before, at) = self.cpu.get(&o.pid)?;
+                        owners::cpu_busy(*before, sample.0, sample.1 - *at, self.ticks_per_second)
+                    });
+                    let drops = socket.sk_drops.unwrap_or(0);
+                    let new_sk_drops =
+                        u64::from(drops.saturating_sub(
+                            self.sk_drops.get(&socket.cookie).copied().unwrap_or(0),
+                        ));
+                    sk_drops.insert(socket.cookie, drops);
+                    let mut listener = Listener {
+                        socket,
+                        owner,
+                        owner_busy,
+                        new_sk_drops,
+                        diagnosis: Vec::new(),
+                    };
+                    listener.diagnosis = diagnosis::diagnose(&listener.facts(&sysctls));
+                    listener
+                })
+                .collect();
+            snapshot.namespaces.push(NamespaceReport {
+                namespace,
+                sysctls,
+                counters,
+                listeners,
+                unattributed_syn_recv: sockets.unattributed_syn_recv,
+            });
+        }
+        self.cpu = cpu
+            .into_iter()
+            .filter_map(|(pid, s)| Some((pid, s?)))
+            .collect();
+        self.sk_drops = sk_drops;
+        snapshot
+    }
+}
+
+/// Reads one namespace: sock_diag and sysctls on a thread inside it, counters through a
+/// process living in it (or on that thread when none does, or it exited or moved to
+/// another namespace since discovery).
+fn read_namespace(
+    ns: &Namespace,
+) -> Result<(sockdiag::Sockets, Sysctls, KernelCounters), InventoryError> {
+    let by_pid = ns.pid.and_then(|pid| {
+        let counters = counters::read_for_pid(pid).ok()?;
+        (namespaces::net_inode(pid).ok()? == ns.inode).then_some(counters)
+    });
+    namespaces::run_in(&ns.path, || {
+        let counters = match by_pid {
+            Some(c) => c,
+            None => counters::read_current_thread()?,
+        };
+        Ok((sockdiag::dump()?, sysctls::read()?, counters))
+    })
+}
+
+/// End to end against the real system (root): a namespace of the test's own with a
+/// listener held by a real `sleep` process, compared with `ss`, `nstat` and `/proc/sys`
+/// inside that namespace.
+#[cfg(test)]
+mod privileged {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::inventory::testutil::{
+        ns_cat, require_root,
+        sockets::{connect, listen, local},
+        ss_listeners, Netns, Sleeper,
+    };
+
+    #[test]
+    fn collect_reports_owner_queues_counters_and_diagnosis() {
+        if !require_root("collect_reports_owner_queues_counters_and_diagnosis") {
+            return;
+        }
+        let ns = Netns::new("inv-collect");
+        // Backlog 5 and 6 connections nobody accepts: the accept queue is full.
+        let (socket, _clients) = ns.enter(|| {
+            let socket = listen("127.0.0.1:0".parse().unwrap(), 5, None);
+            let addr = local(&socket);
+            let clients: Vec<_> = (0..6).map(|_| connect(addr)).collect();
+            (socket, clients)
+        });
+        let port = local(&socket).port();
+        let owner = Sleeper::start(&ns, &[&socket]);
+        drop(socket);
+        let inode = u32::try_from(ns.inode).unwrap();
+
+        let mut inventory = Inventory::new();
+        let first = inventory.collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let second = inventory.collect();
+        assert!(second.namespaces[0].namespace.host, "host first");
+
+        let find = |s: &Snapshot| {
+            let report = s
+                .namespace(inode)
+                .unwrap_or_else(|| panic!("namespace {inode} missing: {s:#?}"))
+                .clone();
+            let listener = report
+                .listeners
+                .iter()
+                .find(|l| l.socket.port == port)
+                .unwrap_or_else(|| panic!("port {port} missing: {report:#?}"))
+                .clone();
+            (report, listener)
+        };
+        let (_, before) = find(&first);
+        assert_eq!(before.owner_busy, None, "first look: no CPU history");
+        let (report, l) = find(&second);
+
+        assert_eq!(report.namespace.names, std::slice::from_ref(&ns.name));
+        assert_eq!(report.namespace.pid, Some(owner.pid()));
+
+        let ss = ss_listeners(&ns);
+        let theirs = ss.iter().find(|s| s.inode == l.socket.inode).unwrap();
+        assert_eq!(
+            (l.socket.accept_queue_len, l.socket.accept_queue_limit),
+            (theirs.recv_q, theirs.send_q)
+        );
+        assert_eq!((theirs.recv_q, theirs.send_q), (6, 5));
+
+        let owner_found = l.owner.as_ref().expect("owner");
+        assert_eq!(owner_found.pid, owner.pid());
+        assert_eq!(owner_found.comm, owner.comm());
+        assert_eq!(owner_found.holders, 1);
+        assert_eq!(l.owner_busy, Some(false), "sleep uses no CPU");
+
+        let somaxconn: u32 = ns_cat(&ns, "/proc/sys/net/core/somaxconn").parse().unwrap();
+        assert_eq!(report.sysctls.somaxconn, somaxconn);
+        let syncookies: u32 = ns_cat(&ns, "/proc/sys/net/ipv4/tcp_syncookies")
+            .parse()
+            .unwrap();
+        assert_eq!(report.sysctls.tcp_syncookies, syncookies);
+
+        let nstat = ns.nstat();
+        for (name, value) in report.counters.named() {
+            assert_eq!(Some(&value), nstat.get(name), "{name}");
+        }
+
+        let wanted = format!(
+            "backlog 5 caps the accept queue below net.core.somaxconn {somaxconn} — raise the \
+             application's listen backlog"
+        );
+        assert!(l.diagnosis.contains(&wanted), "{:#?}", l.diagnosis);
+        assert!(
+            l.diagnosis
+                .iter()
+                .any(|d| d.starts_with("accept queue full while the owner is idle")),
+            "{:#?}",
+            l.diagnosis
+        );
+    }
+}

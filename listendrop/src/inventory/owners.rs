@@ -1,0 +1,288 @@
+//! Which process holds a socket: `/proc/*/fd` links `socket:[inode]`, scanned with procfs.
+//!
+//! Scanning every file descriptor of every process is the expensive part of the
+//! inventory, so [`OwnerIndex`] keeps the result and scans again only when the set of
+//! listening socket inodes changed. A socket handed to another process (fd passing,
+//! the original holder exiting) without any listener appearing or closing keeps its old
+//! owner until the next change.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use procfs::process::{FDTarget, Process};
+
+/// The process that holds a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Lowest pid among the holders (the parent of forked workers, usually).
+    pub pid: i32,
+    /// Its command name (`/proc/PID/comm`, at most 15 bytes).
+    pub comm: String,
+    /// Its cgroup path (`/proc/PID/cgroup`; the cgroup v2 one when there is one).
+    pub cgroup: String,
+    /// How many processes hold the socket (forked workers share one listener).
+    pub holders: u32,
+}
+
+/// Socket inode → owner, rebuilt only when the set of wanted inodes changes.
+#[derive(Debug, Default)]
+pub struct OwnerIndex {
+    inodes: BTreeSet<u64>,
+    owners: BTreeMap<u64, Owner>,
+    scans: u64,
+}
+
+impl OwnerIndex {
+    /// An empty index; the first [`OwnerIndex::refresh`] scans.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the index cover exactly `inodes`, scanning /proc only if they differ from
+    /// the last scan's. Returns whether it scanned.
+    pub fn refresh(&mut self, inodes: &BTreeSet<u64>) -> bool {
+        if self.scans > 0 && *inodes == self.inodes {
+            return false;
+        }
+        self.owners = scan(inodes);
+        self.inodes = inodes.clone();
+        self.scans += 1;
+        true
+    }
+
+    /// The owner of socket `inode`, if a process holds it.
+    pub fn get(&self, inode: u64) -> Option<&Owner> {
+        self.owners.get(&inode)
+    }
+
+    /// How many times /proc was scanned.
+    pub fn scans(&self) -> u64 {
+        self.scans
+    }
+}
+
+/// Walks `/proc/*/fd` once and returns the owner of each of `inodes` that some process
+/// holds. Processes that exit or cannot be read meanwhile are skipped.
+pub fn scan(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Owner> {
+    // inode → pids holding it (a process with several fds of one socket counts once).
+    let mut holders: BTreeMap<u64, BTreeSet<i32>> = BTreeMap::new();
+    if inodes.is_empty() {
+        return BTreeMap::new();
+    }
+    let Ok(processes) = procfs::process::all_processes() else {
+        return BTreeMap::new();
+    };
+    for process in processes.flatten() {
+        let Ok(fds) = process.fd() else { continue };
+        for fd in fds.flatten() {
+            if let FDTarget::Socket(inode) = fd.target {
+                if inodes.contains(&inode) {
+                    holders.entry(inode).or_default().insert(process.pid());
+                }
+            }
+        }
+    }
+    holders
+        .into_iter()
+        .filter_map(|(inode, pids)| {
+            // Lowest pid first; if it exited since, the next one.
+            let count = u32::try_from(pids.len()).unwrap_or(u32::MAX);
+            pids.iter()
+                .find_map(|&pid| describe(pid, count))
+                .map(|owner| (inode, owner))
+        })
+        .collect()
+}
+
+/// comm and cgroup of `pid`, `None` if it is gone.
+fn describe(pid: i32, holders: u32) -> Option<Owner> {
+    let process = Process::new(pid).ok()?;
+    let comm = process.stat().ok()?.comm;
+    let cgroup = process
+        .cgroups()
+        .map(|c| pick_cgroup(&c.0))
+        .unwrap_or_default();
+    Some(Owner {
+        pid,
+        comm,
+        cgroup,
+        holders,
+    })
+}
+
+/// The cgroup path to show: the unified (v2, hierarchy 0) one when present, otherwise
+/// the first v1 hierarchy's, empty if there is none.
+pub fn pick_cgroup(entries: &[procfs::ProcessCGroup]) -> String {
+    entries
+        .iter()
+        .find(|c| c.hierarchy == 0)
+        .or_else(|| entries.first())
+        .map(|c| c.pathname.clone())
+        .unwrap_or_default()
+}
+
+/// A process's CPU time at one moment: `utime + stime` from `/proc/PID/stat`, in clock
+/// ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuSample {
+    /// `utime + stime`, all threads, in clock ticks (`getconf CLK_TCK`).
+    pub ticks: u64,
+}
+
+/// Reads `/proc/PID/stat` utime + stime.
+pub fn cpu_sample(pid: i32) -> Option<CpuSample> {
+    let stat = Process::new(pid).ok()?.stat().ok()?;
+    Some(CpuSample {
+        ticks: stat.utime + stat.stime,
+    })
+}
+
+/// Share of one CPU at or above which an owner counts as busy.
+pub const BUSY_CPU_SHARE: f64 = 0.8;
+
+/// Whether a process was busy between two samples `elapsed` apart: it used at least
+/// [`BUSY_CPU_SHARE`] of one CPU. `None` when the interval is empty.
+pub fn cpu_busy(
+    before: CpuSample,
+    after: CpuSample,
+    elapsed: Duration,
+    ticks_per_second: u64,
+) -> Option<bool> {
+    if elapsed.is_zero() || ticks_per_second == 0 {
+        return None;
+    }
+    let used = after.ticks.saturating_sub(before.ticks) as f64 / ticks_per_second as f64;
+    Some(used / elapsed.as_secs_f64() >= BUSY_CPU_SHARE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cg(hierarchy: u32, controllers: &[&str], path: &str) -> procfs::ProcessCGroup {
+        procfs::ProcessCGroup {
+            hierarchy,
+            controllers: controllers.iter().map(|s| (*s).to_owned()).collect(),
+            pathname: path.to_owned(),
+        }
+    }
+
+    #[test]
+    fn pick_cgroup_prefers_v2() {
+        let entries = [
+            cg(4, &["cpu", "cpuacct"], "/v1"),
+            cg(0, &[], "/system.slice/nginx.service"),
+        ];
+        assert_eq!(pick_cgroup(&entries), "/system.slice/nginx.service");
+        assert_eq!(pick_cgroup(&entries[..1]), "/v1");
+        assert_eq!(pick_cgroup(&[]), "");
+    }
+
+    #[test]
+    fn cpu_busy_compares_with_one_cpu() {
+        let s = |ticks| CpuSample { ticks };
+        let sec = Duration::from_secs(1);
+        assert_eq!(cpu_busy(s(100), s(190), sec, 100), Some(true), "90 %");
+        assert_eq!(cpu_busy(s(100), s(180), sec, 100), Some(true), "80 %");
+        assert_eq!(cpu_busy(s(100), s(110), sec, 100), Some(false), "10 %");
+        assert_eq!(
+            cpu_busy(s(100), s(500), Duration::from_secs(2), 100),
+            Some(true),
+            "two cores of a multi-threaded owner"
+        );
+        assert_eq!(cpu_busy(s(100), s(90), sec, 100), Some(false), "pid reuse");
+        assert_eq!(cpu_busy(s(1), s(2), Duration::ZERO, 100), None);
+    }
+
+    #[test]
+    fn index_scans_only_when_the_inode_set_changes() {
+        let mut index = OwnerIndex::new();
+        let a = BTreeSet::from([u64::MAX - 1]);
+        assert!(index.refresh(&a));
+        assert!(!index.refresh(&a));
+        assert!(!index.refresh(&a.clone()));
+        assert!(index.refresh(&BTreeSet::from([u64::MAX - 2])));
+        assert_eq!(index.scans(), 2);
+        assert_eq!(index.get(u64::MAX - 2), None, "no such socket");
+    }
+}
+
+/// Against the real system (root): sockets handed to real `sleep` processes, whose pid
+/// and comm are known.
+#[cfg(test)]
+mod privileged {
+    use std::os::{fd::AsRawFd as _, unix::fs::MetadataExt as _};
+
+    use super::*;
+    use crate::inventory::testutil::{require_root, sockets::listen, Netns, Sleeper};
+
+    /// `0::PATH` of `/proc/PID/cgroup`, read directly.
+    fn cgroup_v2(pid: i32) -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn owner_is_the_process_holding_the_socket() {
+        if !require_root("owner_is_the_process_holding_the_socket") {
+            return;
+        }
+        let ns = Netns::new("inv-own");
+        let socket = ns.enter(|| listen("127.0.0.1:0".parse().unwrap(), 16, None));
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))
+            .unwrap()
+            .ino();
+        // Two processes share the listener, like forked workers.
+        let first = Sleeper::start(&ns, &[&socket]);
+        let second = Sleeper::start(&ns, &[&socket]);
+        drop(socket);
+        let inodes = BTreeSet::from([inode]);
+
+        let mut index = OwnerIndex::new();
+        assert!(index.refresh(&inodes));
+        let owner = index.get(inode).expect("an owner").clone();
+        assert_eq!(owner.pid, first.pid().min(second.pid()), "lowest pid");
+        assert_eq!(owner.holders, 2);
+        assert_eq!(owner.comm, "sleep");
+        assert_eq!(owner.comm, first.comm());
+        assert_eq!(owner.cgroup, cgroup_v2(owner.pid));
+
+        drop(second);
+        assert!(!index.refresh(&inodes), "same listeners: no rescan");
+        assert_eq!(index.scans(), 1);
+        let now = scan(&inodes);
+        assert_eq!(now[&inode].pid, first.pid());
+        assert_eq!(now[&inode].holders, 1);
+
+        drop(first);
+        assert!(scan(&inodes).is_empty(), "closed with its last holder");
+    }
+
+    #[test]
+    fn a_sleeping_owner_is_idle() {
+        if !require_root("a_sleeping_owner_is_idle") {
+            return;
+        }
+        let ns = Netns::new("inv-cpu");
+        let sleeper = Sleeper::start(&ns, &[]);
+        let before = cpu_sample(sleeper.pid()).unwrap();
+        let start = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
+        let after = cpu_sample(sleeper.pid()).unwrap();
+        assert_eq!(
+            cpu_busy(before, after, start.elapsed(), procfs::ticks_per_second()),
+            Some(false)
+        );
+        let ours = cpu_sample(std::process::id() as i32).unwrap();
+        assert!(
+            ours.ticks > 0 || cfg!(miri),
+            "a test process has used some CPU"
+        );
+    }
+}

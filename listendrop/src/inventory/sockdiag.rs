@@ -1,0 +1,647 @@
+//! TCP listening sockets and their SYN queues from NETLINK_SOCK_DIAG (`ss -lnt` without
+//! `ss`), in the network namespace of the calling thread.
+//!
+//! One dump per address family asks for the LISTEN sockets (with `INET_DIAG_SKMEMINFO`) and
+//! the SYN_RECV request sockets. For a listener, `idiag_rqueue` is its accept queue length
+//! and `idiag_wqueue` its limit (`min(backlog, net.core.somaxconn)`), and
+//! `SK_MEMINFO_DROPS` is `sk_drops`, every handshake packet it dropped. Request sockets
+//! (half-open connections, the SYN queue) carry no listener reference, only their local
+//! address and port, so they are counted per (family, address, port) and attributed to
+//! the listener that the kernel's lookup would pick for that address and port: an exact
+//! address before a wildcard (`0.0.0.0`/`::`) one, and a dual-stack IPv6 listener
+//! (`IPV6_V6ONLY` off) for IPv4 requests. Members of one SO_REUSEPORT group share address
+//! and port and cannot be told apart this way: each member reports the group's total and
+//! [`ListenSocket::syn_recv_shared_by`] says how many share it.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_sock_diag::{
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP, TCP_LISTEN, TCP_SYN_RECV},
+    inet::{nlas::Nla, ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags},
+    SockDiagMessage,
+};
+use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
+
+use super::InventoryError;
+
+/// IPv4 or IPv6, as the `family` label spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// AF_INET.
+    Ipv4,
+    /// AF_INET6 (including dual-stack sockets).
+    Ipv6,
+}
+
+impl Family {
+    /// `ipv4` or `ipv6`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// A TCP socket in LISTEN state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenSocket {
+    /// Address family.
+    pub family: Family,
+    /// Bound address (`0.0.0.0`/`::` for wildcard listeners).
+    pub addr: IpAddr,
+    /// Bound port.
+    pub port: u16,
+    /// Socket inode (`socket:[inode]` in `/proc/PID/fd`, `ino:` in `ss -e`).
+    pub inode: u64,
+    /// Socket cookie, unique for the boot (`sk:` in `ss -e`, `bpf_get_socket_cookie`).
+    pub cookie: u64,
+    /// Connections waiting for `accept()` (`idiag_rqueue`, Recv-Q of `ss -lnt`).
+    pub accept_queue_len: u32,
+    /// Accept queue limit, `min(backlog, net.core.somaxconn)` (`idiag_wqueue`, Send-Q).
+    /// The kernel drops when the length exceeds it, so the queue holds limit + 1.
+    pub accept_queue_limit: u32,
+    /// `sk_drops`: handshake packets this socket dropped since it was created
+    /// (`SK_MEMINFO_DROPS`, `d` in `ss -m`); `None` if the kernel sent no
+    /// `INET_DIAG_SKMEMINFO`.
+    pub sk_drops: Option<u32>,
+    /// `IPV6_V6ONLY` (IPv6 sockets only; a dual-stack listener also takes IPv4).
+    pub v6only: bool,
+    /// Half-open connections (SYN_RECV request sockets) to this listener's address and
+    /// port: its SYN queue length, shared with its SO_REUSEPORT group.
+    pub syn_recv: u32,
+    /// How many listeners share `syn_recv` (1, or the size of an SO_REUSEPORT group).
+    pub syn_recv_shared_by: u32,
+}
+
+/// The local end of a request socket: what SYN_RECV entries are counted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestKey {
+    /// Family the kernel reported for the request.
+    pub family: Family,
+    /// Local (server) address the SYN was sent to.
+    pub addr: IpAddr,
+    /// Local port.
+    pub port: u16,
+}
+
+/// What one namespace's dump found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sockets {
+    /// Every listener, IPv4 first, with its SYN queue attributed.
+    pub listeners: Vec<ListenSocket>,
+    /// SYN_RECV entries no listener could be found for (the listener closed meanwhile).
+    pub unattributed_syn_recv: u32,
+}
+
+/// One decoded sock_diag answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Entry {
+    Listener(ListenSocket),
+    Request(RequestKey),
+}
+
+/// Dumps the TCP listeners and SYN queues of the calling thread's network namespace.
+pub fn dump() -> Result<Sockets, InventoryError> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|source| InventoryError::SockDiag {
+        what: "open a NETLINK_SOCK_DIAG socket",
+        source,
+    })?;
+    socket
+        .bind_auto()
+        .and_then(|_| socket.connect(&SocketAddr::new(0, 0)))
+        .map_err(|source| InventoryError::SockDiag {
+            what: "bind the NETLINK_SOCK_DIAG socket",
+            source,
+        })?;
+    let mut listeners = Vec::new();
+    let mut requests: BTreeMap<RequestKey, u32> = BTreeMap::new();
+    for (seq, family) in [(1, AF_INET), (2, AF_INET6)] {
+        for response in dump_family(&socket, family, seq)? {
+            match classify(&response) {
+                Some(Entry::Listener(l)) => listeners.push(l),
+                Some(Entry::Request(key)) => *requests.entry(key).or_default() += 1,
+                None => {}
+            }
+        }
+    }
+    let unattributed_syn_recv = attribute(&mut listeners, &requests);
+    Ok(Sockets {
+        listeners,
+        unattributed_syn_recv,
+    })
+}
+
+/// Sends one dump request for TCP sockets of `family` in LISTEN or SYN_RECV state and
+/// collects the answers until NLMSG_DONE.
+fn dump_family(socket: &Socket, family: u8, seq: u32) -> Result<Vec<InetResponse>, InventoryError> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = seq;
+    let mut request = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::SKMEMINFO,
+            states: StateFlags::LISTEN | StateFlags::SYN_RECV,
+            socket_id: if family == AF_INET {
+                SocketId::new_v4()
+            } else {
+                SocketId::new_v6()
+            },
+        })
+        .into(),
+    );
+    request.finalize();
+    let mut buf = vec![0; request.buffer_len()];
+    request.serialize(&mut buf);
+    socket
+        .send(&buf, 0)
+        .map_err(|source| InventoryError::SockDiag {
+            what: "send the dump request",
+            source,
+        })?;
+    let mut out = Vec::new();
+    loop {
+        let (datagram, _) = socket
+            .recv_from_full()
+            .map_err(|source| InventoryError::SockDiag {
+                what: "receive the dump",
+                source,
+            })?;
+        if parse_datagram(&datagram, &mut out)? {
+            return Ok(out);
+        }
+    }
+}
+
+/// Appends the inet answers of one netlink datagram to `out`; `Ok(true)` once the dump
+/// is done.
+fn parse_datagram(mut bytes: &[u8], out: &mut Vec<InetResponse>) -> Result<bool, InventoryError> {
+    while !bytes.is_empty() {
+        let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
+            .map_err(|source| InventoryError::SockDiagDecode { source })?;
+        let len = message.header.length as usize;
+        match message.payload {
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(e) if e.code.is_some() => {
+                return Err(InventoryError::SockDiag {
+                    what: "dump TCP sockets",
+                    source: e.to_io(),
+                })
+            }
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => out.push(*r),
+            _ => {}
+        }
+        // Messages are 4-byte aligned within a datagram.
+        let next = len.next_multiple_of(4);
+        if len == 0 || next > bytes.len() {
+            break;
+        }
+        bytes = &bytes[next..];
+    }
+    Ok(false)
+}
+
+/// The socket cookie from `idiag_cookie[2]` (two host-endian u32, low word first), as
+/// `ss` prints it.
+fn cookie(raw: &[u8; 8]) -> u64 {
+    let lo = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let hi = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Turns an answer into a listener or a request key (`None` for anything else).
+fn classify(r: &InetResponse) -> Option<Entry> {
+    let family = match r.header.family {
+        AF_INET => Family::Ipv4,
+        AF_INET6 => Family::Ipv6,
+        _ => return None,
+    };
+    let id = &r.header.socket_id;
+    match r.header.state {
+        TCP_LISTEN => {
+            let mut sk_drops = None;
+            let mut v6only = false;
+            for nla in &r.nlas {
+                match nla {
+                    Nla::MemInfo(m) => sk_drops = Some(m.drops),
+                    Nla::SkV6Only(v) => v6only = *v,
+                    _ => {}
+                }
+            }
+            Some(Entry::Listener(ListenSocket {
+                family,
+                addr: id.source_address,
+                port: id.source_port,
+                inode: u64::from(r.header.inode),
+                cookie: cookie(&id.cookie),
+                accept_queue_len: r.header.recv_queue,
+                accept_queue_limit: r.header.send_queue,
+                sk_drops,
+                v6only,
+                syn_recv: 0,
+                syn_recv_shared_by: 0,
+            }))
+        }
+        TCP_SYN_RECV => Some(Entry::Request(RequestKey {
+            family,
+            addr: id.source_address,
+            port: id.source_port,
+        })),
+        _ => None,
+    }
+}
+
+/// The IPv4 address of IPv4 traffic: a plain IPv4 address or an IPv4-mapped IPv6 one.
+fn ipv4_of(addr: IpAddr) -> Option<Ipv4Addr> {
+    match addr {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(a) => a.to_ipv4_mapped(),
+    }
+}
+
+/// How well listener `l` matches a request to `r`: 2 for its exact address, 1 as a
+/// wildcard, `None` if it would not receive that SYN.
+fn score(l: &ListenSocket, r: &RequestKey) -> Option<u8> {
+    if l.port != r.port {
+        return None;
+    }
+    match l.family {
+        Family::Ipv4 => {
+            if r.family != Family::Ipv4 {
+                None
+            } else if l.addr == r.addr {
+                Some(2)
+            } else if l.addr.is_unspecified() {
+                Some(1)
+            } else {
+                None
+            }
+        }
+        Family::Ipv6 => match ipv4_of(r.addr) {
+            Some(v4) if !l.v6only => {
+                if ipv4_of(l.addr) == Some(v4) && !l.addr.is_unspecified() {
+                    Some(2)
+                } else if l.addr.is_unspecified() {
+                    Some(1)
+                } else {
+                    None
+                }
+            }
+            Some(_) => None,
+            None if l.addr == r.addr => Some(2),
+            None if l.addr.is_unspecified() => Some(1),
+            None => None,
+        },
+    }
+}
+
+/// Sets `syn_recv`/`syn_recv_shared_by` of each listener from the per-key request counts;
+/// returns how many requests matched no listener.
+pub fn attribute(listeners: &mut [ListenSocket], requests: &BTreeMap<RequestKey, u32>) -> u32 {
+    for l in listeners.iter_mut() {
+        l.syn_recv = 0;
+        l.syn_recv_shared_by = 1;
+    }
+    let mut unattributed = 0;
+    for (key, &count) in requests {
+        let best = listeners.iter().filter_map(|l| score(l, key)).max();
+        let Some(best) = best else {
+            unattributed += count;
+            continue;
+        };
+        let group: Vec<usize> = (0..listeners.len())
+            .filter(|&i| score(&listeners[i], key) == Some(best))
+            .collect();
+        let shared_by = u32::try_from(group.len()).unwrap_or(u32::MAX);
+        for i in group {
+            listeners[i].syn_recv += count;
+            listeners[i].syn_recv_shared_by = shared_by;
+        }
+    }
+    unattributed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use netlink_packet_sock_diag::inet::{nlas::MemInfo, InetResponseHeader};
+
+    use super::*;
+
+    fn listener(family: Family, addr: &str, port: u16, v6only: bool) -> ListenSocket {
+        ListenSocket {
+            family,
+            addr: addr.parse().unwrap(),
+            port,
+            inode: 1,
+            cookie: 1,
+            accept_queue_len: 0,
+            accept_queue_limit: 128,
+            sk_drops: Some(0),
+            v6only,
+            syn_recv: 0,
+            syn_recv_shared_by: 0,
+        }
+    }
+
+    fn key(family: Family, addr: &str, port: u16) -> RequestKey {
+        RequestKey {
+            family,
+            addr: addr.parse().unwrap(),
+            port,
+        }
+    }
+
+    fn response(family: u8, state: u8, src: IpAddr, port: u16, nlas: Vec<Nla>) -> InetResponse {
+        let mut socket_id = if family == AF_INET {
+            SocketId::new_v4()
+        } else {
+            SocketId::new_v6()
+        };
+        socket_id.source_address = src;
+        socket_id.source_port = port;
+        socket_id.cookie = [0x78, 0x56, 0x34, 0x12, 0x02, 0, 0, 0];
+        InetResponse {
+            header: InetResponseHeader {
+                family,
+                state,
+                timer: None,
+                socket_id,
+                recv_queue: 3,
+                send_queue: 5,
+                uid: 0,
+                inode: 4242,
+            },
+            nlas: nlas.into(),
+        }
+    }
+
+    #[test]
+    fn cookie_is_high_word_then_low_word() {
+        let raw = [0x78, 0x56, 0x34, 0x12, 0x02, 0, 0, 0];
+        if cfg!(target_endian = "little") {
+            assert_eq!(cookie(&raw), 0x2_1234_5678);
+        }
+        assert_eq!(cookie(&[0; 8]), 0);
+    }
+
+    #[test]
+    fn classify_reads_queues_drops_and_v6only() {
+        let mem = MemInfo {
+            receive_queue: 0,
+            receive_queue_max: 0,
+            send_queue: 0,
+            send_queue_max: 0,
+            bottom_send_queues: 0,
+            cache: 0,
+            options: 0,
+            backlog_queue_length: 0,
+            drops: 17,
+        };
+        let r = response(
+            AF_INET6,
+            TCP_LISTEN,
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            8080,
+            vec![Nla::MemInfo(mem), Nla::SkV6Only(true)],
+        );
+        let Some(Entry::Listener(l)) = classify(&r) else {
+            panic!("not a listener")
+        };
+        assert_eq!(l.family, Family::Ipv6);
+        assert_eq!(l.port, 8080);
+        assert_eq!((l.accept_queue_len, l.accept_queue_limit), (3, 5));
+        assert_eq!(l.sk_drops, Some(17));
+        assert!(l.v6only);
+        assert_eq!(l.inode, 4242);
+
+        let r = response(AF_INET, TCP_LISTEN, "10.0.0.1".parse().unwrap(), 80, vec![]);
+        let Some(Entry::Listener(l)) = classify(&r) else {
+            panic!("not a listener")
+        };
+        assert_eq!(l.sk_drops, None, "no SKMEMINFO, no drops");
+
+        let r = response(
+            AF_INET,
+            TCP_SYN_RECV,
+            "10.0.0.1".parse().unwrap(),
+            80,
+            vec![],
+        );
+        assert_eq!(
+            classify(&r),
+            Some(Entry::Request(key(Family::Ipv4, "10.0.0.1", 80)))
+        );
+        let r = response(AF_INET, 1, "10.0.0.1".parse().unwrap(), 80, vec![]);
+        assert_eq!(classify(&r), None, "established sockets are ignored");
+    }
+
+    #[test]
+    fn parse_datagram_reads_several_messages_and_done() {
+        let mut bytes = Vec::new();
+        for port in [1, 2] {
+            let mut m = NetlinkMessage::new(
+                NetlinkHeader::default(),
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(Box::new(response(
+                    AF_INET,
+                    TCP_LISTEN,
+                    "127.0.0.1".parse().unwrap(),
+                    port,
+                    vec![],
+                )))),
+            );
+            m.finalize();
+            let mut buf = vec![0; m.buffer_len()];
+            m.serialize(&mut buf);
+            bytes.extend_from_slice(&buf);
+        }
+        let mut out = Vec::new();
+        assert!(!parse_datagram(&bytes, &mut out).unwrap(), "no DONE yet");
+        let ports: Vec<u16> = out.iter().map(|r| r.header.socket_id.source_port).collect();
+        assert_eq!(ports, [1, 2]);
+
+        let mut done = NetlinkMessage::<SockDiagMessage>::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::Done(netlink_packet_core::DoneMessage::default()),
+        );
+        done.finalize();
+        let mut buf = vec![0; done.buffer_len()];
+        done.serialize(&mut buf);
+        assert!(parse_datagram(&buf, &mut out).unwrap());
+    }
+
+    #[test]
+    fn exact_address_beats_wildcard() {
+        let mut ls = vec![
+            listener(Family::Ipv4, "0.0.0.0", 80, false),
+            listener(Family::Ipv4, "10.0.0.1", 80, false),
+        ];
+        let reqs = BTreeMap::from([
+            (key(Family::Ipv4, "10.0.0.1", 80), 3),
+            (key(Family::Ipv4, "10.0.0.2", 80), 2),
+            (key(Family::Ipv4, "10.0.0.2", 81), 7),
+        ]);
+        assert_eq!(attribute(&mut ls, &reqs), 7, "nobody listens on :81");
+        assert_eq!(ls[0].syn_recv, 2, "wildcard gets other addresses");
+        assert_eq!(ls[1].syn_recv, 3);
+        assert_eq!((ls[0].syn_recv_shared_by, ls[1].syn_recv_shared_by), (1, 1));
+    }
+
+    #[test]
+    fn dual_stack_listener_takes_ipv4_requests_unless_v6only() {
+        let reqs = BTreeMap::from([
+            (key(Family::Ipv4, "127.0.0.1", 80), 1),
+            (key(Family::Ipv6, "::ffff:127.0.0.1", 80), 2),
+            (key(Family::Ipv6, "::1", 80), 4),
+        ]);
+        let mut ls = vec![listener(Family::Ipv6, "::", 80, false)];
+        assert_eq!(attribute(&mut ls, &reqs), 0);
+        assert_eq!(ls[0].syn_recv, 7);
+
+        let mut ls = vec![listener(Family::Ipv6, "::", 80, true)];
+        assert_eq!(attribute(&mut ls, &reqs), 3);
+        assert_eq!(ls[0].syn_recv, 4);
+
+        let mut ls = vec![
+            listener(Family::Ipv6, "::ffff:127.0.0.1", 80, false),
+            listener(Family::Ipv6, "::", 80, false),
+        ];
+        attribute(&mut ls, &reqs);
+        assert_eq!((ls[0].syn_recv, ls[1].syn_recv), (3, 4));
+    }
+
+    #[test]
+    fn ipv4_listener_ignores_ipv6_requests() {
+        let mut ls = vec![listener(Family::Ipv4, "0.0.0.0", 80, false)];
+        let reqs = BTreeMap::from([(key(Family::Ipv6, "::1", 80), 1)]);
+        assert_eq!(attribute(&mut ls, &reqs), 1);
+        assert_eq!(ls[0].syn_recv, 0);
+    }
+
+    #[test]
+    fn reuseport_members_share_the_group_total() {
+        let mut ls = vec![
+            listener(Family::Ipv4, "0.0.0.0", 80, false),
+            listener(Family::Ipv4, "0.0.0.0", 80, false),
+            listener(Family::Ipv4, "0.0.0.0", 443, false),
+        ];
+        let reqs = BTreeMap::from([(key(Family::Ipv4, "10.0.0.1", 80), 5)]);
+        attribute(&mut ls, &reqs);
+        assert_eq!((ls[0].syn_recv, ls[0].syn_recv_shared_by), (5, 2));
+        assert_eq!((ls[1].syn_recv, ls[1].syn_recv_shared_by), (5, 2));
+        assert_eq!((ls[2].syn_recv, ls[2].syn_recv_shared_by), (0, 1));
+    }
+}
+
+/// Against the real system (root): listeners in a namespace of the test's own, compared
+/// with what `ip netns exec NS ss` prints there.
+#[cfg(test)]
+mod privileged {
+    use std::{
+        net::{Ipv6Addr, SocketAddr, TcpStream},
+        path::Path,
+        time::Duration,
+    };
+
+    use socket2::{Domain, Socket, Type};
+
+    use super::*;
+    use crate::inventory::{
+        namespaces::run_in,
+        testutil::{
+            require_root,
+            sockets::{connect, listen, local},
+            ss_listeners, ss_syn_recv, wait_until, Netns, SsListener,
+        },
+    };
+
+    /// Our dump and ss's, taken until ss shows the same thing before and after ours.
+    fn dump_and_ss(ns: &Netns) -> (Sockets, Vec<SsListener>) {
+        let path = format!("/run/netns/{}", ns.name);
+        for _ in 0..5 {
+            let before = ss_listeners(ns);
+            let ours = run_in(Path::new(&path), dump).unwrap();
+            if ss_listeners(ns) == before {
+                return (ours, before);
+            }
+        }
+        panic!("the listeners of {} keep changing", ns.name);
+    }
+
+    #[test]
+    fn dump_matches_ss() {
+        if !require_root("dump_matches_ss") {
+            return;
+        }
+        let ns = Netns::new("inv-diag");
+        let (full, deferred, dual, _clients) = ns.enter(|| {
+            // Backlog 2: three connections fill the accept queue (it holds limit + 1);
+            // a fourth SYN finds it full and is dropped (sk_drops).
+            let full = listen("127.0.0.1:0".parse().unwrap(), 2, None);
+            let addr = local(&full);
+            let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+            let late = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            late.set_nonblocking(true).unwrap();
+            let _ = late.connect(&addr.into());
+            std::thread::sleep(Duration::from_millis(200));
+            drop(late); // closed before its SYN is retransmitted: no more drops
+                        // TCP_DEFER_ACCEPT: handshakes without data stay SYN_RECV request sockets.
+            let deferred = listen("[::1]:0".parse().unwrap(), 7, Some(30));
+            let daddr = local(&deferred);
+            clients.extend((0..2).map(|_| connect(daddr)));
+            // A dual-stack wildcard listener: IPv4 requests show as IPv4-mapped IPv6.
+            let dual = listen("[::]:0".parse().unwrap(), 9, Some(30));
+            let port = local(&dual).port();
+            clients.push(connect(SocketAddr::from(([127, 0, 0, 1], port))));
+            clients.push(connect(SocketAddr::from((Ipv6Addr::LOCALHOST, port))));
+            (full, deferred, dual, clients)
+        });
+        let (fport, dport) = (local(&full).port(), local(&deferred).port());
+        let duport = local(&dual).port();
+        wait_until("SYN_RECV entries", || {
+            ss_syn_recv(&ns, dport) == 2 && ss_syn_recv(&ns, duport) == 2
+        });
+
+        let (ours, ss) = dump_and_ss(&ns);
+        assert_eq!(ours.listeners.len(), ss.len(), "{ours:?}\n{ss:?}");
+        for theirs in &ss {
+            let l = ours
+                .listeners
+                .iter()
+                .find(|l| l.inode == theirs.inode)
+                .unwrap_or_else(|| panic!("ss lists {theirs:?}, we do not: {ours:?}"));
+            assert_eq!(l.accept_queue_len, theirs.recv_q, "Recv-Q of {theirs:?}");
+            assert_eq!(l.accept_queue_limit, theirs.send_q, "Send-Q of {theirs:?}");
+            assert_eq!(l.cookie, theirs.cookie, "sk: of {theirs:?}");
+            assert_eq!(l.sk_drops, Some(theirs.drops), "skmem d of {theirs:?}");
+            assert!(
+                theirs.local.ends_with(&format!(":{}", l.port)),
+                "{theirs:?}"
+            );
+            assert_eq!(l.syn_recv, ss_syn_recv(&ns, l.port), "{l:?}");
+        }
+        let f = ours.listeners.iter().find(|l| l.port == fport).unwrap();
+        assert_eq!(f.family, Family::Ipv4);
+        assert_eq!(f.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((f.accept_queue_len, f.accept_queue_limit), (3, 2));
+        assert!(f.sk_drops.unwrap() >= 1, "{f:?}");
+        let d = ours.listeners.iter().find(|l| l.port == dport).unwrap();
+        assert_eq!(d.family, Family::Ipv6);
+        assert_eq!((d.syn_recv, d.syn_recv_shared_by), (2, 1));
+        assert_eq!((d.accept_queue_len, d.accept_queue_limit), (0, 7));
+        let du = ours.listeners.iter().find(|l| l.port == duport).unwrap();
+        assert_eq!((du.family, du.v6only), (Family::Ipv6, false));
+        assert_eq!(du.syn_recv, 2, "one IPv4 and one IPv6 request");
+        assert_eq!(ours.unattributed_syn_recv, 0);
+    }
+}
