@@ -58,6 +58,8 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the LRU map of recently dropped handshakes.
 pub const MAP_HANDSHAKES: &str = "HANDSHAKES";
+/// Name of the per-listener accept-queue high-water map (socket cookie → length).
+pub const MAP_HIGH_WATER: &str = "HIGH_WATER";
 /// Name of the per-listener event rate-limit map.
 pub const MAP_RATE: &str = "RATE";
 /// Name of the read-only global holding the [`KernelOffsets`].

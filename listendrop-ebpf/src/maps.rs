@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use listendrop_common::{
     DropCount, HandshakeKey, HandshakeState, ListenerKey, RateState, COUNTERS_LEN,
@@ -40,6 +40,40 @@ pub(crate) static HANDSHAKES: LruHashMap<HandshakeKey, HandshakeState> =
 #[map]
 pub(crate) static RATE: LruHashMap<ListenerKey, RateState> =
     LruHashMap::with_max_entries(DEFAULT_MAX_LISTENER_KEYS, 0);
+
+/// Highest accept queue length seen per listener since the daemon last read it, keyed by
+/// socket cookie (0 until the kernel generated one: the daemon's sock_diag does). Catches
+/// short stalls that sampling between scrapes misses.
+#[map]
+pub(crate) static HIGH_WATER: HashMap<u64, u32> =
+    HashMap::with_max_entries(DEFAULT_MAX_LISTENER_KEYS, 0);
+
+/// Notes the accept queue length of listener `sk` for the high-water mark.
+#[inline(always)]
+pub(crate) fn high_water(sk: *const u8) {
+    use crate::{config::off, kernel::read};
+    let (Ok(cookie), Ok(len)) = (
+        read::<u64>(sk, off!(sk_cookie)),
+        read::<u32>(sk, off!(sk_ack_backlog)),
+    ) else {
+        return;
+    };
+    if cookie == 0 {
+        return;
+    }
+    match HIGH_WATER.get_ptr_mut(&cookie) {
+        // SAFETY: a valid element pointer; a lost race between CPUs costs at most one
+        // sample of a maximum.
+        Some(max) => unsafe {
+            if len > *max {
+                *max = len;
+            }
+        },
+        None => {
+            let _ = HIGH_WATER.insert(&cookie, &len, 0);
+        }
+    }
+}
 
 /// State of the hooked call in progress on this CPU, from entry to return
 /// (`calls::SLOT_*`).

@@ -42,6 +42,61 @@ pub enum Command {
     /// class observable or not, capabilities) and exit 0 if listendrop can count drops
     /// here, 1 if not. The first thing to run on a new host.
     Check(CheckArgs),
+    /// A table of every listening socket of every network namespace: owner, accept queue
+    /// (now/limit), SYN queue, drops (total, per second over the last minute, per reason)
+    /// and a diagnosis. Works without the daemon (sock_diag); richer when it runs.
+    Status(StatusArgs),
+    /// Live stream of dropped handshakes: time, listener, owner, client, reason, queue.
+    /// Loads its own probes (root), with or without the daemon running.
+    Trace(TraceArgs),
+}
+
+/// Options of `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the daemon serves its metrics.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        env = "LISTENDROP_WEB_LISTEN_ADDRESS",
+        default_value = "127.0.0.1:9477"
+    )]
+    pub daemon: SocketAddr,
+    /// Do not ask the daemon, even if it runs.
+    #[arg(long)]
+    pub no_daemon: bool,
+    /// Only these network namespaces (inode numbers).
+    #[arg(long, value_name = "INODE", value_delimiter = ',')]
+    pub netns: Vec<u32>,
+    /// Only these ports.
+    #[arg(long, value_name = "PORT", value_delimiter = ',')]
+    pub port: Vec<u16>,
+}
+
+/// Options of `trace`.
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// One JSON object per line instead of columns.
+    #[arg(long)]
+    pub json: bool,
+    /// Only these listener ports.
+    #[arg(long, value_name = "PORT", value_delimiter = ',')]
+    pub port: Vec<u16>,
+    /// Only these network namespaces (inode numbers).
+    #[arg(long, value_name = "INODE", value_delimiter = ',')]
+    pub netns: Vec<u32>,
+    /// Only these reasons (e.g. ack_accept_queue_full, syn_queue_full, synack_retransmit).
+    #[arg(long, value_name = "REASON", value_delimiter = ',')]
+    pub reason: Vec<String>,
+    /// Exit after this many events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Kernel-side options.
+    #[command(flatten)]
+    pub probes: ProbeArgs,
 }
 
 /// Options of the kernel side, shared by every command that loads the programs.
@@ -162,6 +217,12 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub exclude_ports: Vec<u16>,
+
+    /// Seconds between two passes of the listener inventory (queues, owners, sysctls and
+    /// kernel counters of every namespace, read with sock_diag and /proc).
+    #[arg(long, value_name = "SECS", env = "LISTENDROP_INVENTORY_INTERVAL_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub inventory_interval_secs: u64,
 
     /// Log filter: error, warn, info (every dropped handshake), debug, or a tracing
     /// directive such as `listendrop=debug`. RUST_LOG overrides it.

@@ -31,6 +31,7 @@ struct FileConfig {
     exclude_netns: Option<Vec<u32>>,
     include_ports: Option<Vec<u16>>,
     exclude_ports: Option<Vec<u16>>,
+    inventory_interval_secs: Option<u64>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     btf: Option<PathBuf>,
@@ -102,6 +103,11 @@ fn merge(
     take!("exclude_netns", file.exclude_netns, args.exclude_netns);
     take!("include_ports", file.include_ports, args.include_ports);
     take!("exclude_ports", file.exclude_ports, args.exclude_ports);
+    take!(
+        "inventory_interval_secs",
+        file.inventory_interval_secs,
+        args.inventory_interval_secs
+    );
     take!("log_level", file.log_level, args.log_level);
     take!("log_format", file.log_format, args.log_format);
     let p = &mut args.probes;
@@ -135,8 +141,15 @@ fn merge(
             p.events_buffer_kib
         );
     }
-    if p.max_listener_keys == 0 || p.max_handshakes == 0 || p.episode_gap_secs == 0 {
-        bail!("max-listener-keys, max-handshakes and episode-gap-secs must be at least 1");
+    if p.max_listener_keys == 0
+        || p.max_handshakes == 0
+        || p.episode_gap_secs == 0
+        || args.inventory_interval_secs == 0
+    {
+        bail!(
+            "max-listener-keys, max-handshakes, episode-gap-secs and inventory-interval-secs \
+             must be at least 1"
+        );
     }
     Ok(())
 }

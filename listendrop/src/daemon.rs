@@ -1,25 +1,82 @@
-//! The daemon: bind, load and attach, then serve metrics and log drops until
-//! SIGINT/SIGTERM.
+//! The daemon: bind, load and attach, then serve metrics, log drops and keep the listener
+//! inventory fresh until SIGINT/SIGTERM.
 
 use std::{
+    collections::HashMap,
     io,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, Context as _};
-use aya::maps::RingBuf;
-use listendrop_common::MAP_EVENTS;
+use aya::maps::{MapData, RingBuf};
+use listendrop_common::{DropEvent, Reason, MAP_EVENTS, MAP_HIGH_WATER};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     cli::RunArgs,
+    context::Context,
     counters::Counters,
-    events::{self, EventStats},
+    events::{self, EventStats, LogLine},
     filter::Filter,
     http,
-    metrics::Metrics,
+    inventory::Inventory,
+    metrics::{ListenerLabels, Metrics},
     session,
 };
+
+/// A listener quiet for this long is "starting to drop" again at its next drop.
+const QUIET: Duration = Duration::from_secs(300);
+
+/// Everything the tasks share.
+struct Shared {
+    counters: Mutex<Counters>,
+    high_water: Mutex<aya::maps::HashMap<MapData, u64, u32>>,
+    context: Mutex<Context>,
+    metrics: Metrics,
+    stats: Arc<EventStats>,
+    filter: Filter,
+}
+
+/// Locks a mutex; a panic elsewhere must not stop the exporter.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// One scrape: the kernel counters, the high-water marks (reset by reading), the
+    /// latest inventory, rendered.
+    fn scrape(&self) -> anyhow::Result<String> {
+        let counts = lock(&self.counters).snapshot()?;
+        let high_water = take_high_water(&mut lock(&self.high_water));
+        let mut shown = counts.clone();
+        shown
+            .drops
+            .retain(|key, _| self.filter.allows(key.netns, key.port));
+        self.metrics.update(&shown, &self.stats);
+        self.metrics
+            .update_context(&lock(&self.context), &counts, &high_water, &self.filter);
+        Ok(self.metrics.render())
+    }
+
+    /// One inventory pass (blocking: sock_diag in every namespace, /proc).
+    fn refresh(&self, inventory: &mut Inventory) {
+        let snapshot = inventory.collect();
+        match lock(&self.counters).snapshot() {
+            Ok(counts) => lock(&self.context).refresh(snapshot, &counts, Instant::now()),
+            Err(e) => tracing::warn!("reading counters for the inventory failed: {e:#}"),
+        }
+    }
+}
+
+/// Reads and clears the eBPF high-water marks (cookie → length).
+fn take_high_water(map: &mut aya::maps::HashMap<MapData, u64, u32>) -> HashMap<u64, u32> {
+    let marks: HashMap<u64, u32> = map.iter().filter_map(Result::ok).collect();
+    for cookie in marks.keys() {
+        let _ = map.remove(cookie);
+    }
+    marks
+}
 
 /// Runs the daemon until a termination signal.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -38,44 +95,53 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let mut probes = session::open(&args.probes)?;
     session::report(&probes);
 
-    let filter = Arc::new(Filter::from_args(&args));
-    let counters = Mutex::new(Counters::take(&mut probes.ebpf)?);
-    let ring = RingBuf::try_from(
-        probes
-            .ebpf
-            .take_map(MAP_EVENTS)
-            .context("map EVENTS missing from the eBPF object")?,
-    )
-    .context("map EVENTS")?;
+    let take = |ebpf: &mut aya::Ebpf, name: &str| {
+        ebpf.take_map(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))
+    };
+    let ring = RingBuf::try_from(take(&mut probes.ebpf, MAP_EVENTS)?).context("map EVENTS")?;
+    let high_water = aya::maps::HashMap::try_from(take(&mut probes.ebpf, MAP_HIGH_WATER)?)
+        .context("map HIGH_WATER")?;
     let stats = Arc::new(EventStats::default());
-    let metrics =
-        Arc::new(Metrics::new(&probes.hooks, &probes.coverage()).context("registering metrics")?);
+    let shared = Arc::new(Shared {
+        counters: Mutex::new(Counters::take(&mut probes.ebpf)?),
+        high_water: Mutex::new(high_water),
+        context: Mutex::new(Context::default()),
+        metrics: Metrics::new(&probes.hooks, &probes.coverage()).context("registering metrics")?,
+        stats: Arc::clone(&stats),
+        filter: Filter::from_args(&args),
+    });
+
+    // The inventory walks every namespace: a thread of its own, never a scrape's cost.
+    let interval = Duration::from_secs(args.inventory_interval_secs);
+    {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("inventory".into())
+            .spawn(move || {
+                let mut inventory = Inventory::new();
+                loop {
+                    shared.refresh(&mut inventory);
+                    std::thread::sleep(interval);
+                }
+            })
+            .context("starting the inventory thread")?;
+    }
 
     let scrape: http::Scrape = {
-        let stats = Arc::clone(&stats);
-        let metrics = Arc::clone(&metrics);
-        let filter = Arc::clone(&filter);
-        Arc::new(move || {
-            let mut snap = counters
-                .lock()
-                .map_err(|_| anyhow!("counter reader poisoned"))?
-                .snapshot()?;
-            snap.drops
-                .retain(|key, _| filter.allows(key.netns, key.port));
-            metrics.update(&snap, &stats);
-            Ok(metrics.render())
-        })
+        let shared = Arc::clone(&shared);
+        Arc::new(move || shared.scrape())
     };
-
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     tracing::info!("serving metrics on http://{served}/metrics");
     // Type=notify units start their dependents now; elsewhere this does nothing.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
+    let mut logger = DropLogger::new(Arc::clone(&shared));
     let result = tokio::select! {
         () = http::serve(listener, scrape) => Ok(()),
-        r = events::drain(ring, Arc::clone(&stats), Arc::clone(&filter)) => r.context("reading drop events"),
+        r = events::drain(ring, stats, |e| logger.log(e)) => r.context("reading drop events"),
         _ = sigint.recv() => { tracing::info!("SIGINT: detaching and exiting"); Ok(()) }
         _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching and exiting"); Ok(()) }
     };
@@ -83,6 +149,66 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     // Dropping the loaded object detaches every hook and unloads the programs and maps.
     drop(probes);
     result
+}
+
+/// Logs each event with its owner, and the diagnosis when a listener starts dropping.
+struct DropLogger {
+    shared: Arc<Shared>,
+    last_drop: HashMap<ListenerLabels, Instant>,
+}
+
+impl DropLogger {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            last_drop: HashMap::new(),
+        }
+    }
+
+    fn log(&mut self, event: &DropEvent) {
+        let key = &event.listener;
+        if !self.shared.filter.allows(key.netns, key.port) {
+            return;
+        }
+        let labels = ListenerLabels::of(key);
+        let ctx = lock(&self.shared.context);
+        let owner = ctx.owner(key.netns, event.cookie, &labels);
+        tracing::info!(target: "listendrop::drop", "{}", LogLine { event, owner });
+        if !Reason::from_u32(key.reason).is_some_and(Reason::is_drop) {
+            return;
+        }
+        let now = Instant::now();
+        let quiet = self
+            .last_drop
+            .insert(labels.clone(), now)
+            .is_none_or(|last| now.duration_since(last) > QUIET);
+        if quiet {
+            let owner = owner.map_or_else(
+                || "unknown owner".into(),
+                |o| format!("{}/{}", o.pid, o.comm),
+            );
+            let listener = std::net::SocketAddr::new(events::listen_ip(key), key.port);
+            tracing::warn!(
+                target: "listendrop::diagnosis",
+                "listener {listener} (netns {}, {owner}) started dropping handshakes ({})",
+                key.netns,
+                events::reason_label(key.reason)
+            );
+            for line in ctx
+                .rows
+                .get(&labels)
+                .map(|r| r.diagnosis.as_slice())
+                .unwrap_or_default()
+            {
+                tracing::warn!(target: "listendrop::diagnosis", "listener {listener}: {line}");
+            }
+        }
+        // Forget listeners quiet for long, so the map stays bounded.
+        if self.last_drop.len() > 10_000 {
+            self.last_drop
+                .retain(|_, at| now.duration_since(*at) <= QUIET);
+        }
+    }
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

@@ -17,7 +17,7 @@ use listendrop_common::{
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::filter::Filter;
+use crate::inventory::owners::Owner;
 
 /// Why a ring-buffer record could not be decoded.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -66,21 +66,29 @@ pub fn reason_label(raw: u32) -> &'static str {
 }
 
 /// The log line of one event, e.g.
-/// `listener=127.0.0.1:7004 netns=4026531840 client=127.0.0.1:51234 server=127.0.0.1:7004
-/// reason=ack_accept_queue_full accept_queue=2/1 syn_queue=0 new_handshake=yes`.
-pub struct LogLine<'a>(pub &'a DropEvent);
+/// `listener=127.0.0.1:7004 netns=4026531840 owner=1234/nginx client=127.0.0.1:51234
+/// server=127.0.0.1:7004 reason=ack_accept_queue_full accept_queue=2/1 syn_queue=0
+/// new_handshake=yes`.
+pub struct LogLine<'a> {
+    /// The event.
+    pub event: &'a DropEvent,
+    /// The listener's owner, when the inventory knows it.
+    pub owner: Option<&'a Owner>,
+}
 
 impl fmt::Display for LogLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let e = self.0;
+        let e = self.event;
         let listener = SocketAddr::new(listen_ip(&e.listener), e.listener.port);
         let client = SocketAddr::new(ip(e.family, &e.saddr), e.sport);
         let server = SocketAddr::new(ip(e.family, &e.daddr), e.dport);
+        write!(f, "listener={listener} netns={}", e.listener.netns)?;
+        if let Some(owner) = self.owner {
+            write!(f, " owner={}/{}", owner.pid, owner.comm)?;
+        }
         write!(
             f,
-            "listener={listener} netns={} client={client} server={server} reason={} \
-             accept_queue={}/{} syn_queue={}",
-            e.listener.netns,
+            " client={client} server={server} reason={} accept_queue={}/{} syn_queue={}",
             reason_label(e.listener.reason),
             e.accept_queue_len,
             e.accept_queue_max,
@@ -116,11 +124,11 @@ pub struct EventStats {
     pub malformed: AtomicU64,
 }
 
-/// Drains the ring buffer forever, logging each event `filter` allows.
+/// Drains the ring buffer forever, handing each decoded event to `handle`.
 pub async fn drain(
     ring: RingBuf<MapData>,
     stats: Arc<EventStats>,
-    filter: Arc<Filter>,
+    mut handle: impl FnMut(&DropEvent),
 ) -> anyhow::Result<()> {
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the
     // AsyncFd (and with it the RingBuf) is dropped.
@@ -133,9 +141,7 @@ pub async fn drain(
             match decode(&record) {
                 Ok(event) => {
                     stats.received.fetch_add(1, Ordering::Relaxed);
-                    if filter.allows(event.listener.netns, event.listener.port) {
-                        tracing::info!(target: "listendrop::drop", "{}", LogLine(&event));
-                    }
+                    handle(&event);
                 }
                 Err(e) => {
                     stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -208,7 +214,11 @@ mod tests {
     #[test]
     fn log_line_ipv4() {
         assert_eq!(
-            LogLine(&v4_event()).to_string(),
+            LogLine {
+                event: &v4_event(),
+                owner: None
+            }
+            .to_string(),
             "listener=127.0.0.1:7004 netns=4026531840 client=127.0.0.2:51234 \
              server=127.0.0.1:7004 reason=ack_accept_queue_full accept_queue=2/1 syn_queue=0 \
              new_handshake=yes"
@@ -219,11 +229,19 @@ mod tests {
     fn log_line_flags() {
         let mut e = v4_event();
         e.flags = FLAG_RESET;
-        let line = LogLine(&e).to_string();
+        let line = LogLine {
+            event: &e,
+            owner: None,
+        }
+        .to_string();
         assert!(line.ends_with(" new_handshake=no reset=sent"), "{line}");
         e.listener.reason = Reason::SynackRetransmit as u32;
         e.flags = FLAG_CLIENT_BELIEVES_CONNECTED;
-        let line = LogLine(&e).to_string();
+        let line = LogLine {
+            event: &e,
+            owner: None,
+        }
+        .to_string();
         assert!(line.contains(" reason=synack_retransmit "), "{line}");
         assert!(!line.contains("new_handshake"), "{line}");
         assert!(line.contains("client believes it is connected"), "{line}");
@@ -234,7 +252,11 @@ mod tests {
         let mut e = v4_event();
         e.listener.family = AF_INET6;
         e.listener.addr = [0; 16];
-        let line = LogLine(&e).to_string();
+        let line = LogLine {
+            event: &e,
+            owner: None,
+        }
+        .to_string();
         assert!(line.starts_with("listener=[::]:7004 "), "{line}");
         assert!(line.contains(" client=127.0.0.2:51234 "), "{line}");
     }
@@ -245,7 +267,12 @@ mod tests {
         e.family = AF_INET6;
         e.saddr = Ipv6Addr::LOCALHOST.octets();
         e.daddr = Ipv6Addr::LOCALHOST.octets();
-        assert!(LogLine(&e).to_string().contains(" client=[::1]:51234 "));
+        assert!(LogLine {
+            event: &e,
+            owner: None
+        }
+        .to_string()
+        .contains(" client=[::1]:51234 "));
     }
 
     #[test]

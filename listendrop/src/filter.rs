@@ -22,6 +22,12 @@ impl Filter {
         }
     }
 
+    /// Whether per-namespace series of `netns` are reported.
+    pub fn allows_netns(&self, netns: u32) -> bool {
+        (self.include_netns.is_empty() || self.include_netns.contains(&netns))
+            && !self.exclude_netns.contains(&netns)
+    }
+
     /// Whether a listener in `netns` on `port` is reported.
     pub fn allows(&self, netns: u32, port: u16) -> bool {
         (self.include_netns.is_empty() || self.include_netns.contains(&netns))

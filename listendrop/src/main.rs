@@ -4,6 +4,7 @@ mod btf;
 mod check;
 mod cli;
 mod config;
+mod context;
 mod counters;
 mod daemon;
 mod events;
@@ -15,6 +16,8 @@ mod metrics;
 mod privileges;
 mod probes;
 mod session;
+mod status;
+mod trace;
 mod tracefs;
 
 use std::{io::IsTerminal as _, process::ExitCode};
@@ -35,6 +38,14 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("run").unwrap_or(&matches);
             run(args, sub)
         }
+        Some(Command::Status(args)) => {
+            init_logging("error", LogFormat::Text);
+            status::status(&args).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::Trace(args)) => {
+            init_logging("warn", LogFormat::Text);
+            trace::trace(args).map(|()| ExitCode::SUCCESS)
+        }
         Some(Command::Check(args)) => {
             init_logging("warn", LogFormat::Text);
             check::check(&args).map(|ok| {
@@ -48,6 +59,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `listendrop status | head`: the reader left, nothing to report.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             // One line, cause chain included, so it reads well in journald.
             eprintln!("listendrop: error: {e:#}");

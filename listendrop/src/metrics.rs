@@ -20,7 +20,7 @@ type CounterVec = GenericCounterVec<AtomicU64>;
 
 /// The labels of a listener. No client address or port is ever a label: their number is
 /// unbounded; they are in the log and the event stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ListenerLabels {
     /// Network namespace inode.
     pub netns: String,
@@ -51,7 +51,8 @@ impl ListenerLabels {
         }
     }
 
-    fn values(&self) -> [&str; 4] {
+    /// The four label values, in [`Self::NAMES`] order.
+    pub fn values(&self) -> [&str; 4] {
         [
             &self.netns,
             self.family,
@@ -84,6 +85,22 @@ pub struct Metrics {
     events_malformed: Counter,
     unattributed: CounterVec,
     bpf_errors: CounterVec,
+    context: ContextFamilies,
+}
+
+/// The families fed by the listener inventory (`update_context`).
+struct ContextFamilies {
+    accept_len: IntGaugeVec,
+    accept_limit: IntGaugeVec,
+    syn_len: IntGaugeVec,
+    high_water: IntGaugeVec,
+    drop_rate: prometheus::GaugeVec,
+    info: IntGaugeVec,
+    sysctl: IntGaugeVec,
+    kernel: CounterVec,
+    unattributed: CounterVec,
+    /// Namespaces given per-namespace series last time (to drop vanished ones).
+    namespaces: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn counter_vec(
@@ -215,10 +232,12 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), &kernel_release()])
             .set(1);
+        let context = ContextFamilies::new(&r)?;
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Self {
+            context,
             registry: r,
             drops,
             handshakes,
@@ -307,12 +326,205 @@ impl Metrics {
     }
 }
 
-/// Moves a counter up to `total`, an absolute value read from the kernel. Kernel counters
-/// only grow while the programs are loaded, so a smaller value is ignored.
+/// Moves a counter to `total`, an absolute value read from the kernel. A smaller value
+/// means the source restarted (a namespace reborn under the same inode): the counter
+/// resets, which is what Prometheus' rate() expects.
 fn set_total(counter: &Counter, total: u64) {
     let current = counter.get();
-    if total > current {
+    if total < current {
+        counter.reset();
+        counter.inc_by(total);
+    } else if total > current {
         counter.inc_by(total - current);
+    }
+}
+
+impl ContextFamilies {
+    fn new(r: &Registry) -> prometheus::Result<Self> {
+        let listener = &ListenerLabels::NAMES;
+        let info_labels = [
+            "netns",
+            "family",
+            "listen_addr",
+            "listen_port",
+            "pid",
+            "comm",
+            "cgroup",
+        ];
+        let drop_rate = prometheus::GaugeVec::new(
+            Opts::new(
+                "listendrop_recent_drop_rate",
+                "Drops per second of the listener over the last minute, as `listendrop status` \
+                 shows it (in PromQL prefer rate(listendrop_drops_total[1m])).",
+            ),
+            listener,
+        )?;
+        r.register(Box::new(drop_rate.clone()))?;
+        Ok(Self {
+            accept_len: gauge_vec(
+                r,
+                "listendrop_accept_queue_length",
+                "Connections waiting for accept() now (Recv-Q of ss -lnt; SO_REUSEPORT members \
+                 of one address summed).",
+                listener,
+            )?,
+            accept_limit: gauge_vec(
+                r,
+                "listendrop_accept_queue_limit",
+                "Accept queue limit: min(listen() backlog, net.core.somaxconn) (Send-Q of \
+                 ss -lnt). The kernel drops when the length exceeds it.",
+                listener,
+            )?,
+            syn_len: gauge_vec(
+                r,
+                "listendrop_syn_queue_length",
+                "Half-open connections (SYN_RECV requests) of the listener now.",
+                listener,
+            )?,
+            high_water: gauge_vec(
+                r,
+                "listendrop_accept_queue_high_water",
+                "Highest accept queue length seen since the previous scrape: sampled, and \
+                 observed by the eBPF hooks at every SYN, handshake and drop where the kernel \
+                 allows them (catches stalls shorter than the scrape interval).",
+                listener,
+            )?,
+            drop_rate,
+            info: gauge_vec(
+                r,
+                "listendrop_listener_info",
+                "1 per listening socket owner: the process (lowest pid among holders), its \
+                 name and cgroup.",
+                &info_labels,
+            )?,
+            sysctl: gauge_vec(
+                r,
+                "listendrop_sysctl",
+                "Listen-related sysctls of each network namespace (net.core.somaxconn, \
+                 net.ipv4.tcp_max_syn_backlog, tcp_abort_on_overflow, tcp_syncookies, \
+                 tcp_synack_retries).",
+                &["netns", "name"],
+            )?,
+            kernel: counter_vec(
+                r,
+                "listendrop_kernel_counter_total",
+                "The kernel's own counters of each network namespace (nstat TcpExt*), for \
+                 reconciliation with listendrop's.",
+                &["netns", "counter"],
+            )?,
+            unattributed: counter_vec(
+                r,
+                "listendrop_unattributed_drops_total",
+                "Per namespace: the kernel's ListenDrops since listendrop started minus the drops \
+                 listendrop attributed to a listener. Not zero means drops of a class this \
+                 kernel does not let listendrop see (listendrop_coverage) or an uncounted one.",
+                &["netns"],
+            )?,
+            namespaces: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+        })
+    }
+}
+
+impl Metrics {
+    /// Copies the listener inventory (`ctx`), the drop counts it is reconciled with and
+    /// the eBPF high-water marks (`high_water`: socket cookie → length) into the metrics.
+    pub fn update_context(
+        &self,
+        ctx: &crate::context::Context,
+        counts: &Snapshot,
+        high_water: &std::collections::HashMap<u64, u32>,
+        filter: &crate::filter::Filter,
+    ) {
+        let f = &self.context;
+        for vec in [
+            &f.accept_len,
+            &f.accept_limit,
+            &f.syn_len,
+            &f.high_water,
+            &f.info,
+        ] {
+            vec.reset();
+        }
+        f.drop_rate.reset();
+        for (labels, row) in &ctx.rows {
+            let netns = labels.netns.parse().unwrap_or(0);
+            let port = labels.listen_port.parse().unwrap_or(0);
+            if !filter.allows(netns, port) {
+                continue;
+            }
+            let values = labels.values();
+            f.accept_len
+                .with_label_values(&values)
+                .set(i64::from(row.accept_queue_len));
+            f.accept_limit
+                .with_label_values(&values)
+                .set(i64::from(row.accept_queue_limit));
+            f.syn_len
+                .with_label_values(&values)
+                .set(i64::from(row.syn_queue_len));
+            let observed = row
+                .cookies
+                .iter()
+                .filter_map(|c| high_water.get(c))
+                .copied()
+                .max();
+            let high = observed.unwrap_or(0).max(row.accept_queue_len);
+            f.high_water.with_label_values(&values).set(i64::from(high));
+            if let Some(rate) = ctx.rate(labels) {
+                f.drop_rate.with_label_values(&values).set(rate);
+            }
+            for owner in &row.owners {
+                let pid = owner.pid.to_string();
+                f.info
+                    .with_label_values(&[
+                        values[0],
+                        values[1],
+                        values[2],
+                        values[3],
+                        &pid,
+                        &owner.comm,
+                        &owner.cgroup,
+                    ])
+                    .set(1);
+            }
+        }
+        let unattributed = ctx.unattributed(counts);
+        let mut seen = std::collections::BTreeSet::new();
+        for ns in &ctx.inventory.namespaces {
+            let inode = ns.namespace.inode;
+            if !filter.allows_netns(inode) {
+                continue;
+            }
+            let netns = inode.to_string();
+            for (name, value) in ns.sysctls.named() {
+                f.sysctl
+                    .with_label_values(&[&netns, name])
+                    .set(i64::from(value));
+            }
+            for (name, value) in ns.counters.named() {
+                set_total(&f.kernel.with_label_values(&[&netns, name]), value);
+            }
+            set_total(
+                &f.unattributed.with_label_values(&[&netns]),
+                unattributed.get(&inode).copied().unwrap_or(0),
+            );
+            seen.insert(netns);
+        }
+        // Namespaces that vanished lose their series.
+        let mut last = f
+            .namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in last.difference(&seen) {
+            for (name, _) in crate::inventory::counters::KernelCounters::default().named() {
+                let _ = f.kernel.remove_label_values(&[gone, name]);
+            }
+            let _ = f.unattributed.remove_label_values(&[gone]);
+            for name in crate::inventory::sysctls::KEYS {
+                let _ = f.sysctl.remove_label_values(&[gone, name]);
+            }
+        }
+        *last = seen;
     }
 }
 

@@ -16,7 +16,7 @@ use listendrop_common::Reason;
 use crate::{
     calls::{self, CallState, SLOT_CONN_REQUEST},
     config::off,
-    kernel, record,
+    kernel, maps, record,
 };
 
 #[kprobe]
@@ -24,6 +24,7 @@ pub fn conn_request_kprobe(ctx: ProbeContext) -> u32 {
     let (Some(sk), Some(skb)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(3)) else {
         return 0;
     };
+    maps::high_water(sk as *const u8);
     calls::enter(SLOT_CONN_REQUEST, sk, skb, 0, 0);
     0
 }
@@ -36,7 +37,9 @@ pub fn conn_request_kretprobe(_ctx: RetProbeContext) -> u32 {
 
 #[fentry(function = "tcp_conn_request")]
 pub fn conn_request_fentry(ctx: FEntryContext) -> u32 {
-    calls::enter(SLOT_CONN_REQUEST, ctx.arg(2), ctx.arg(3), 0, 0);
+    let sk: u64 = ctx.arg(2);
+    maps::high_water(sk as *const u8);
+    calls::enter(SLOT_CONN_REQUEST, sk, ctx.arg(3), 0, 0);
     0
 }
 

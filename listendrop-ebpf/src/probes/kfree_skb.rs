@@ -35,6 +35,7 @@ fn try_listen_overflow(ctx: &TracePointContext) -> Result<(), i32> {
         maps::bump(COUNTER_NO_LISTENER);
         return Ok(());
     }
+    maps::high_water(sk);
     // SAFETY: as above.
     let skb: *const u8 = unsafe { ctx.read_at(off!(tp_kfree_skb_skbaddr))? };
     let Some(mut event) = record::observe(sk, Reason::AckAcceptQueueFull) else {

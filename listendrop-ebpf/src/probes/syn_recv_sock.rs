@@ -17,7 +17,7 @@ use listendrop_common::{event::FLAG_RESET, Reason};
 
 use crate::{
     calls::{self, CallState, SLOT_CONN_REQUEST, SLOT_SYN_RECV_SOCK},
-    kernel, record,
+    kernel, maps, record,
 };
 
 #[kprobe]
@@ -29,6 +29,7 @@ pub fn syn_recv_sock_kprobe(ctx: ProbeContext) -> u32 {
         ctx.arg::<u64>(4),
     );
     if let (Some(sk), Some(skb), Some(dst), Some(req_unhash)) = args {
+        maps::high_water(sk as *const u8);
         calls::enter(SLOT_SYN_RECV_SOCK, sk, skb, dst, req_unhash);
     }
     0

@@ -36,6 +36,19 @@ pub const KEYS: [&str; 5] = [
     "net.ipv4.tcp_synack_retries",
 ];
 
+impl Sysctls {
+    /// Each value with its name from [`KEYS`].
+    pub fn named(&self) -> [(&'static str, u32); 5] {
+        [
+            (KEYS[0], self.somaxconn),
+            (KEYS[1], self.tcp_max_syn_backlog),
+            (KEYS[2], self.tcp_abort_on_overflow),
+            (KEYS[3], self.tcp_syncookies),
+            (KEYS[4], self.tcp_synack_retries),
+        ]
+    }
+}
+
 /// Reads the sysctls of the calling thread's network namespace.
 pub fn read() -> Result<Sysctls, InventoryError> {
     read_from(Path::new(PROC_SYS))

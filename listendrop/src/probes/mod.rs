@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader};
 use listendrop_common::{
     Reason, Settings, GLOBAL_OFFSETS, GLOBAL_SETTINGS, MAP_DROPS, MAP_EVENTS, MAP_HANDSHAKES,
-    MAP_RATE,
+    MAP_HIGH_WATER, MAP_RATE,
 };
 
 use attach::Attacher;
@@ -134,6 +134,7 @@ impl Probes {
             .override_global(GLOBAL_SETTINGS, settings, true)
             .map_max_entries(MAP_DROPS, sizes.max_listener_keys)
             .map_max_entries(MAP_RATE, sizes.max_listener_keys)
+            .map_max_entries(MAP_HIGH_WATER, sizes.max_listener_keys)
             .map_max_entries(MAP_HANDSHAKES, sizes.max_handshakes)
             .map_max_entries(MAP_EVENTS, sizes.events_bytes)
             .load(EBPF_OBJECT)

@@ -12,13 +12,13 @@ use crate::support::{
 };
 
 /// What an ACK-time overflow scenario did.
-struct AckOverflow {
+pub(crate) struct AckOverflow {
     /// The overflowing listener.
-    listener: SocketAddr,
+    pub(crate) listener: SocketAddr,
     /// A second listener in the same namespace that accepts normally.
     quiet: SocketAddr,
     /// Client ports of the connections whose handshake the kernel dropped.
-    victims: BTreeSet<u16>,
+    pub(crate) victims: BTreeSet<u16>,
     /// The listener's listen() backlog: its accept queue limit.
     backlog: i32,
     /// What each victim read after the episode (Ok(0) if nothing happened).
@@ -34,7 +34,12 @@ struct AckOverflow {
 /// queue ends at `backlog + 1`: full. The victims' data then overflows, and so does every
 /// client retransmit and every ACK answering a SYN-ACK retransmit (TCP_DEFER_ACCEPT of 1 s
 /// lets the listener resend SYN-ACKs at once), until the listener is closed.
-fn ack_overflow(ns: &Netns, bind: &str, client_to: Option<&str>, victims: usize) -> AckOverflow {
+pub(crate) fn ack_overflow(
+    ns: &Netns,
+    bind: &str,
+    client_to: Option<&str>,
+    victims: usize,
+) -> AckOverflow {
     let backlog = i32::try_from(victims).unwrap() + 1;
     ns.enter(|| {
         let listener = listen(bind.parse().unwrap(), backlog, Some(1));

@@ -11,6 +11,7 @@
 mod support;
 
 mod ack;
+mod context;
 mod http;
 mod lifecycle;
 mod syn;

@@ -54,3 +54,23 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 pub fn poke(stream: &mut TcpStream) {
     stream.write_all(b"x").unwrap();
 }
+
+/// Starts `sleep 600` holding `socket` (inherited as a file descriptor), so that a real
+/// process other than the test owns it; the caller then closes its own copy.
+pub fn hold_in_child(socket: &Socket) -> std::process::Child {
+    use std::os::unix::process::CommandExt as _;
+    let fd = socket.as_raw_fd();
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("600");
+    // SAFETY: between fork and exec only async-signal-safe fcntl runs, on an fd the child
+    // inherited: it clears close-on-exec there alone, so no other child gets the socket.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn sleep")
+}

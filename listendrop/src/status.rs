@@ -1,0 +1,260 @@
+//! `listendrop status`: every listener with its drop story, like `ss -lnt` but with the
+//! owner, both queues, the drops and why, and what to do about it. Works without the
+//! daemon (sock_diag and kernel counters); asks the daemon's /metrics when it runs for the
+//! drops per reason and the recent rate.
+
+use std::{collections::BTreeMap, io::Write as _, net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::{
+    cli::StatusArgs,
+    context::rows,
+    inventory::{diagnosis, Inventory},
+    metrics::ListenerLabels,
+};
+
+/// What the daemon reports per listener.
+#[derive(Debug, Default)]
+struct FromDaemon {
+    drops: BTreeMap<String, u64>,
+    rate: Option<f64>,
+}
+
+/// One line of the table.
+#[derive(Debug)]
+struct Line {
+    labels: ListenerLabels,
+    owner: String,
+    accept: (u32, u32),
+    syn: u32,
+    drops: Option<u64>,
+    sk_drops: u64,
+    rate: Option<f64>,
+    reasons: BTreeMap<String, u64>,
+    diagnosis: Vec<String>,
+}
+
+/// Prints the status; `Ok(())` even when some namespaces could not be read (they are
+/// listed).
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let snapshot = Inventory::new().collect();
+    let daemon = if args.no_daemon {
+        None
+    } else {
+        from_daemon(args.daemon)
+    };
+    let mut lines = Vec::new();
+    for ns in &snapshot.namespaces {
+        if !args.netns.is_empty() && !args.netns.contains(&ns.namespace.inode) {
+            continue;
+        }
+        for (labels, row) in rows(std::slice::from_ref(ns)) {
+            let port: u16 = labels.listen_port.parse().unwrap_or(0);
+            if !args.port.is_empty() && !args.port.contains(&port) {
+                continue;
+            }
+            let known = daemon.as_ref().map(|d| {
+                d.get(&labels)
+                    .map_or_else(FromDaemon::default, |f| FromDaemon {
+                        drops: f.drops.clone(),
+                        rate: f.rate,
+                    })
+            });
+            let reasons = known.as_ref().map(|k| k.drops.clone()).unwrap_or_default();
+            let first = ns
+                .listeners
+                .iter()
+                .find(|l| l.socket.port == port && l.socket.addr.to_string() == labels.listen_addr);
+            let mut facts = first.map(|l| l.facts(&ns.sysctls)).unwrap_or_default();
+            facts.accept_queue_len = row.accept_queue_len;
+            facts.accept_queue_limit = row.accept_queue_limit;
+            facts.drops = reasons.clone();
+            lines.push(Line {
+                owner: row
+                    .owners
+                    .first()
+                    .map_or_else(|| "-".into(), |o| format!("{}/{}", o.pid, o.comm)),
+                accept: (row.accept_queue_len, row.accept_queue_limit),
+                syn: row.syn_queue_len,
+                drops: known.as_ref().map(|k| {
+                    k.drops
+                        .iter()
+                        .filter(|(r, _)| is_drop(r))
+                        .map(|(_, n)| n)
+                        .sum()
+                }),
+                sk_drops: row.sk_drops,
+                rate: known.as_ref().and_then(|k| k.rate),
+                reasons,
+                diagnosis: diagnosis::diagnose(&facts),
+                labels,
+            });
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let listeners: Vec<_> = lines.iter().map(to_json).collect();
+        let skipped: Vec<_> = snapshot
+            .skipped
+            .iter()
+            .map(|s| json!({"netns": s.inode, "error": s.error}))
+            .collect();
+        let doc = json!({
+            "daemon": daemon.is_some(),
+            "listeners": listeners,
+            "skipped_namespaces": skipped,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<11} {:<28} {:<20} {:>9} {:>5} {:>8} {:>8}  REASONS",
+        "NETNS", "LISTEN", "OWNER", "ACCEPTQ", "SYNQ", "DROPS", "DROPS/S"
+    )?;
+    for line in &lines {
+        let listen = SocketAddr::new(
+            line.labels
+                .listen_addr
+                .parse()
+                .unwrap_or([0, 0, 0, 0].into()),
+            line.labels.listen_port.parse().unwrap_or(0),
+        );
+        let reasons: Vec<String> = line
+            .reasons
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        writeln!(
+            out,
+            "{:<11} {:<28} {:<20} {:>9} {:>5} {:>8} {:>8}  {}",
+            line.labels.netns,
+            listen.to_string(),
+            truncate(&line.owner, 20),
+            format!("{}/{}", line.accept.0, line.accept.1),
+            line.syn,
+            line.drops
+                .map_or_else(|| format!("({})", line.sk_drops), |d| d.to_string()),
+            line.rate.map_or_else(|| "-".into(), |r| format!("{r:.2}")),
+            if reasons.is_empty() {
+                "-".into()
+            } else {
+                reasons.join(" ")
+            }
+        )?;
+        for d in &line.diagnosis {
+            writeln!(out, "            ! {d}")?;
+        }
+    }
+    if daemon.is_none() {
+        writeln!(
+            out,
+            "\n(listendrop daemon not reachable{}: DROPS in parentheses are the kernel's \
+             per-socket sk_drops, reasons unknown; run the daemon for the drop story)",
+            if args.no_daemon { ", --no-daemon" } else { "" }
+        )?;
+    }
+    for skipped in &snapshot.skipped {
+        writeln!(
+            out,
+            "namespace {} not read: {}",
+            skipped.inode, skipped.error
+        )?;
+    }
+    Ok(())
+}
+
+fn is_drop(reason: &str) -> bool {
+    listendrop_common::Reason::ALL
+        .iter()
+        .any(|r| r.is_drop() && r.as_str() == reason)
+}
+
+fn truncate(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_owned()
+    } else {
+        s.chars()
+            .take(width - 1)
+            .chain(std::iter::once('…'))
+            .collect()
+    }
+}
+
+fn to_json(line: &Line) -> serde_json::Value {
+    json!({
+        "netns": line.labels.netns.parse::<u64>().unwrap_or(0),
+        "family": line.labels.family,
+        "listen_addr": line.labels.listen_addr,
+        "listen_port": line.labels.listen_port.parse::<u16>().unwrap_or(0),
+        "owner": line.owner,
+        "accept_queue_length": line.accept.0,
+        "accept_queue_limit": line.accept.1,
+        "syn_queue_length": line.syn,
+        "drops_total": line.drops,
+        "sk_drops": line.sk_drops,
+        "drops_per_second_1m": line.rate,
+        "reasons": line.reasons,
+        "diagnosis": line.diagnosis,
+    })
+}
+
+/// Drops per reason and recent rate per listener from a running daemon, or `None`.
+fn from_daemon(addr: SocketAddr) -> Option<BTreeMap<ListenerLabels, FromDaemon>> {
+    let body = fetch(addr).ok()?;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).ok()?;
+    let mut out: BTreeMap<ListenerLabels, FromDaemon> = BTreeMap::new();
+    for sample in scrape.samples {
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            _ => continue,
+        };
+        let l = |k: &str| sample.labels.get(k).unwrap_or("").to_owned();
+        let labels = ListenerLabels {
+            netns: l("netns"),
+            family: if l("family") == "ipv6" {
+                "ipv6"
+            } else {
+                "ipv4"
+            },
+            listen_addr: l("listen_addr"),
+            listen_port: l("listen_port"),
+        };
+        let entry = || FromDaemon::default();
+        match sample.metric.as_str() {
+            "listendrop_drops_total" => {
+                *out.entry(labels)
+                    .or_insert_with(entry)
+                    .drops
+                    .entry(l("reason"))
+                    .or_default() += value as u64;
+            }
+            "listendrop_syncookies_sent_total" => {
+                out.entry(labels)
+                    .or_insert_with(entry)
+                    .drops
+                    .insert("syncookie_sent".into(), value as u64);
+            }
+            "listendrop_recent_drop_rate" => {
+                out.entry(labels).or_insert_with(entry).rate = Some(value)
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+fn fetch(addr: SocketAddr) -> anyhow::Result<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(&format!("http://{addr}/metrics"))
+        .call()
+        .with_context(|| format!("GET http://{addr}/metrics"))?;
+    Ok(resp.body_mut().read_to_string()?)
+}

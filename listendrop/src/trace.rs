@@ -1,0 +1,248 @@
+//! `listendrop trace`: a live stream of dropped handshakes (and SYN-ACK retransmits of
+//! handshakes whose ACK was dropped), in columns or as JSON lines. Loads its own programs,
+//! so it works with or without the daemon.
+
+use std::{
+    io::Write as _,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use aya::maps::RingBuf;
+use listendrop_common::{
+    event::{FLAG_CLIENT_BELIEVES_CONNECTED, FLAG_NEW_HANDSHAKE, FLAG_RESET},
+    DropEvent, MAP_EVENTS,
+};
+use serde_json::json;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    cli::TraceArgs,
+    context::Context,
+    counters::Snapshot,
+    events::{self, ip, listen_ip, reason_label, EventStats},
+    inventory::Inventory,
+    metrics::ListenerLabels,
+    session,
+};
+
+/// Runs until SIGINT/SIGTERM or `--count` events.
+pub fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: TraceArgs) -> anyhow::Result<()> {
+    let mut probes = session::open(&args.probes)?;
+    let uncovered: Vec<&str> = probes
+        .coverage()
+        .into_iter()
+        .filter(|(_, c)| !c)
+        .map(|(r, _)| r.as_str())
+        .collect();
+    if !uncovered.is_empty() {
+        eprintln!(
+            "listendrop trace: not observable on this kernel: {}",
+            uncovered.join(", ")
+        );
+    }
+    let ring = RingBuf::try_from(
+        probes
+            .ebpf
+            .take_map(MAP_EVENTS)
+            .context("map EVENTS missing from the eBPF object")?,
+    )
+    .context("map EVENTS")?;
+
+    // Owners come from the inventory, refreshed in the background.
+    let context = Arc::new(Mutex::new(Context::default()));
+    {
+        let context = Arc::clone(&context);
+        std::thread::Builder::new()
+            .name("inventory".into())
+            .spawn(move || {
+                let mut inventory = Inventory::new();
+                loop {
+                    let snapshot = inventory.collect();
+                    if let Ok(mut ctx) = context.lock() {
+                        ctx.refresh(snapshot, &Snapshot::default(), std::time::Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            })
+            .context("starting the inventory thread")?;
+    }
+    let clock = Clock::new();
+    eprintln!("listendrop trace: attached; waiting for drops (Ctrl-C to stop)");
+    if !args.json {
+        println!(
+            "{:<26} {:<11} {:<24} {:<18} {:<24} {:<28} {:>7} FLAGS",
+            "TIME", "NETNS", "LISTENER", "OWNER", "CLIENT", "REASON", "QUEUE"
+        );
+    }
+    let mut seen = 0u64;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let handle = |event: &DropEvent| {
+        if !wanted(&args, event) {
+            return;
+        }
+        let ctx = context
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let labels = ListenerLabels::of(&event.listener);
+        let owner = ctx
+            .owner(event.listener.netns, event.cookie, &labels)
+            .map(|o| (o.pid, o.comm.clone()));
+        let line = if args.json {
+            json_line(event, owner.as_ref(), clock.wall(event.ktime_ns))
+        } else {
+            column_line(event, owner.as_ref(), clock.wall(event.ktime_ns))
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+        seen += 1;
+        if args.count.is_some_and(|n| seen >= n) {
+            let _ = done_tx.try_send(());
+        }
+    };
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = events::drain(ring, Arc::new(EventStats::default()), handle) => r?,
+        _ = done_rx.recv() => {}
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    drop(probes);
+    Ok(())
+}
+
+fn wanted(args: &TraceArgs, e: &DropEvent) -> bool {
+    (args.port.is_empty() || args.port.contains(&e.listener.port))
+        && (args.netns.is_empty() || args.netns.contains(&e.listener.netns))
+        && (args.reason.is_empty()
+            || args
+                .reason
+                .iter()
+                .any(|r| r == reason_label(e.listener.reason)))
+}
+
+/// Turns `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) into wall-clock time.
+struct Clock {
+    wall_minus_mono: Duration,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(Duration::from)
+            .unwrap_or_default();
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            wall_minus_mono: wall.saturating_sub(mono),
+        }
+    }
+
+    fn wall(&self, ktime_ns: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + self.wall_minus_mono + Duration::from_nanos(ktime_ns)
+    }
+}
+
+fn flags(e: &DropEvent) -> Vec<&'static str> {
+    let mut flags = Vec::new();
+    if e.flags & FLAG_NEW_HANDSHAKE != 0 {
+        flags.push("new");
+    }
+    if e.flags & FLAG_RESET != 0 {
+        flags.push("reset");
+    }
+    if e.flags & FLAG_CLIENT_BELIEVES_CONNECTED != 0 {
+        flags.push("client-believes-connected");
+    }
+    flags
+}
+
+fn column_line(e: &DropEvent, owner: Option<&(i32, String)>, at: SystemTime) -> String {
+    let listener = SocketAddr::new(listen_ip(&e.listener), e.listener.port);
+    let client = SocketAddr::new(ip(e.family, &e.saddr), e.sport);
+    let owner = owner.map_or_else(|| "-".into(), |(pid, comm)| format!("{pid}/{comm}"));
+    format!(
+        "{:<26} {:<11} {:<24} {:<18} {:<24} {:<28} {:>7} {}",
+        humantime::format_rfc3339_micros(at).to_string(),
+        e.listener.netns,
+        listener.to_string(),
+        owner,
+        client.to_string(),
+        reason_label(e.listener.reason),
+        format!("{}/{}", e.accept_queue_len, e.accept_queue_max),
+        flags(e).join(",")
+    )
+}
+
+fn json_line(e: &DropEvent, owner: Option<&(i32, String)>, at: SystemTime) -> String {
+    json!({
+        "time": humantime::format_rfc3339_micros(at).to_string(),
+        "netns": e.listener.netns,
+        "family": if e.listener.family == listendrop_common::AF_INET6 { "ipv6" } else { "ipv4" },
+        "listen_addr": listen_ip(&e.listener).to_string(),
+        "listen_port": e.listener.port,
+        "owner": owner.map(|(pid, comm)| json!({"pid": pid, "comm": comm})),
+        "client_addr": ip(e.family, &e.saddr).to_string(),
+        "client_port": e.sport,
+        "server_addr": ip(e.family, &e.daddr).to_string(),
+        "server_port": e.dport,
+        "reason": reason_label(e.listener.reason),
+        "accept_queue_length": e.accept_queue_len,
+        "accept_queue_limit": e.accept_queue_max,
+        "syn_queue_length": e.syn_queue_len,
+        "new_handshake": e.flags & FLAG_NEW_HANDSHAKE != 0,
+        "reset": e.flags & FLAG_RESET != 0,
+        "client_believes_connected": e.flags & FLAG_CLIENT_BELIEVES_CONNECTED != 0,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use listendrop_common::{Reason, AF_INET};
+
+    use super::*;
+
+    #[test]
+    fn json_lines_carry_the_four_tuple() {
+        let mut e = DropEvent::ZERO;
+        e.listener.family = AF_INET;
+        e.listener.addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        e.listener.port = 80;
+        e.listener.netns = 9;
+        e.listener.reason = Reason::SynQueueFull as u32;
+        e.family = AF_INET;
+        e.saddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        e.daddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        e.sport = 5555;
+        e.dport = 80;
+        e.flags = FLAG_NEW_HANDSHAKE;
+        let line = json_line(&e, Some(&(42, "nginx".into())), SystemTime::UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["client_addr"], "10.0.0.2");
+        assert_eq!(v["client_port"], 5555);
+        assert_eq!(v["server_port"], 80);
+        assert_eq!(v["reason"], "syn_queue_full");
+        assert_eq!(v["owner"]["comm"], "nginx");
+        assert_eq!(v["new_handshake"], true);
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000000Z");
+        let col = column_line(&e, None, SystemTime::UNIX_EPOCH);
+        assert!(
+            col.contains("10.0.0.2:5555") && col.contains("syn_queue_full"),
+            "{col}"
+        );
+    }
+}
