@@ -49,7 +49,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
         writeln!(out, "\nlistendrop cannot load its programs here.")?;
         return Ok(false);
     }
-    let probes = match session::open(&args.probes) {
+    let probes = match session::open(&args.probes, None) {
         Ok(probes) => probes,
         Err(e) => {
             writeln!(out, "\nloading failed: {e:#}")?;

@@ -46,6 +46,8 @@ pub enum Command {
     /// (now/limit), SYN queue, drops (total, per second over the last minute, per reason)
     /// and a diagnosis. Works without the daemon (sock_diag); richer when it runs.
     Status(StatusArgs),
+    /// Detach and remove everything a pinned daemon left in bpffs (stop the daemon first).
+    Unpin(UnpinArgs),
     /// Live stream of dropped handshakes: time, listener, owner, client, reason, queue.
     /// Loads its own probes (root), with or without the daemon running.
     Trace(TraceArgs),
@@ -74,6 +76,19 @@ pub struct StatusArgs {
     /// Only these ports.
     #[arg(long, value_name = "PORT", value_delimiter = ',')]
     pub port: Vec<u16>,
+}
+
+/// Options of `unpin`.
+#[derive(Debug, Clone, Args)]
+pub struct UnpinArgs {
+    /// The pin directory the daemon used.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "LISTENDROP_PIN_DIR",
+        default_value = "/sys/fs/bpf/listendrop"
+    )]
+    pub pin_dir: PathBuf,
 }
 
 /// Options of `trace`.
@@ -223,6 +238,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", env = "LISTENDROP_INVENTORY_INTERVAL_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub inventory_interval_secs: u64,
+
+    /// bpffs directory where the hooks and counters are pinned, so that a restart or an
+    /// upgrade continues the same counters and misses no drop in between.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "LISTENDROP_PIN_DIR",
+        default_value = "/sys/fs/bpf/listendrop"
+    )]
+    pub pin_dir: PathBuf,
+
+    /// Pin nothing: everything is detached and freed when the daemon exits (ephemeral use,
+    /// tests, `cargo xtask run`).
+    #[arg(long, env = "LISTENDROP_NO_PIN")]
+    pub no_pin: bool,
 
     /// Log filter: error, warn, info (every dropped handshake), debug, or a tracing
     /// directive such as `listendrop=debug`. RUST_LOG overrides it.

@@ -32,6 +32,8 @@ struct FileConfig {
     include_ports: Option<Vec<u16>>,
     exclude_ports: Option<Vec<u16>>,
     inventory_interval_secs: Option<u64>,
+    pin_dir: Option<PathBuf>,
+    no_pin: Option<bool>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     btf: Option<PathBuf>,
@@ -108,6 +110,8 @@ fn merge(
         file.inventory_interval_secs,
         args.inventory_interval_secs
     );
+    take!("pin_dir", file.pin_dir, args.pin_dir);
+    take!("no_pin", file.no_pin, args.no_pin);
     take!("log_level", file.log_level, args.log_level);
     take!("log_format", file.log_format, args.log_format);
     let p = &mut args.probes;

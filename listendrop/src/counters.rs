@@ -37,14 +37,10 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Takes the counter maps out of the loaded object.
-    pub fn take(ebpf: &mut aya::Ebpf) -> anyhow::Result<Self> {
-        let drops = ebpf
-            .take_map(MAP_DROPS)
-            .context("map DROPS missing from the eBPF object")?;
-        let health = ebpf
-            .take_map(MAP_COUNTERS)
-            .context("map COUNTERS missing from the eBPF object")?;
+    /// Takes the counter maps from the probes.
+    pub fn take(probes: &mut crate::probes::Probes) -> anyhow::Result<Self> {
+        let drops = probes.take_map(MAP_DROPS)?;
+        let health = probes.take_map(MAP_COUNTERS)?;
         Ok(Self {
             drops: drops.try_into().context("map DROPS")?,
             health: health.try_into().context("map COUNTERS")?,

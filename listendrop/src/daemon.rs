@@ -22,6 +22,7 @@ use crate::{
     http,
     inventory::Inventory,
     metrics::{ListenerLabels, Metrics},
+    probes::Pinning,
     session,
 };
 
@@ -92,19 +93,18 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen_address).await?;
     let served = listener.local_addr().context("reading the bound address")?;
 
-    let mut probes = session::open(&args.probes)?;
+    let pinning = (!args.no_pin).then(|| Pinning {
+        dir: args.pin_dir.clone(),
+    });
+    let mut probes = session::open(&args.probes, pinning.as_ref())?;
     session::report(&probes);
 
-    let take = |ebpf: &mut aya::Ebpf, name: &str| {
-        ebpf.take_map(name)
-            .with_context(|| format!("map {name} missing from the eBPF object"))
-    };
-    let ring = RingBuf::try_from(take(&mut probes.ebpf, MAP_EVENTS)?).context("map EVENTS")?;
-    let high_water = aya::maps::HashMap::try_from(take(&mut probes.ebpf, MAP_HIGH_WATER)?)
-        .context("map HIGH_WATER")?;
+    let ring = RingBuf::try_from(probes.take_map(MAP_EVENTS)?).context("map EVENTS")?;
+    let high_water =
+        aya::maps::HashMap::try_from(probes.take_map(MAP_HIGH_WATER)?).context("map HIGH_WATER")?;
     let stats = Arc::new(EventStats::default());
     let shared = Arc::new(Shared {
-        counters: Mutex::new(Counters::take(&mut probes.ebpf)?),
+        counters: Mutex::new(Counters::take(&mut probes)?),
         high_water: Mutex::new(high_water),
         context: Mutex::new(Context::default()),
         metrics: Metrics::new(&probes.hooks, &probes.coverage()).context("registering metrics")?,
@@ -146,7 +146,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching and exiting"); Ok(()) }
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    // Dropping the loaded object detaches every hook and unloads the programs and maps.
+    if let Some(dir) = &probes.pinned {
+        tracing::info!(
+            "the hooks stay attached and counting, pinned in {}: a restart resumes them; \
+             `listendrop unpin` removes them",
+            dir.display()
+        );
+    }
+    // Dropping the loaded object detaches every unpinned hook and unloads what no pin holds.
     drop(probes);
     result
 }

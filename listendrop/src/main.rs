@@ -46,6 +46,16 @@ fn main() -> ExitCode {
             init_logging("warn", LogFormat::Text);
             trace::trace(args).map(|()| ExitCode::SUCCESS)
         }
+        Some(Command::Unpin(args)) => {
+            init_logging("warn", LogFormat::Text);
+            probes::pin::remove_all(&args.pin_dir).map(|n| {
+                println!(
+                    "removed {n} pinned program sets from {}",
+                    args.pin_dir.display()
+                );
+                ExitCode::SUCCESS
+            })
+        }
         Some(Command::Check(args)) => {
             init_logging("warn", LogFormat::Text);
             check::check(&args).map(|ok| {

@@ -9,12 +9,13 @@ use crate::{
     cli::ProbeArgs,
     layout::Layout,
     privileges,
-    probes::{Probes, Sizes},
+    probes::{Pinning, Probes, Sizes},
     tracefs::Tracefs,
 };
 
-/// Resolves the layout and loads and attaches the programs as `args` ask.
-pub fn open(args: &ProbeArgs) -> anyhow::Result<Probes> {
+/// Resolves the layout and loads and attaches the programs as `args` ask (pinned under
+/// `pinning`, adopting a previous run's pins, when given).
+pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> anyhow::Result<Probes> {
     let btf = KernelBtf::open(&args.btf)?;
     privileges::check().map_err(|e| anyhow!(e))?;
     let tracefs = Tracefs::find();
@@ -32,12 +33,30 @@ pub fn open(args: &ProbeArgs) -> anyhow::Result<Probes> {
         events_per_sec: args.events_per_listener_per_sec,
         _pad: 0,
     };
-    Probes::load(&layout, &btf, &args.btf, &settings, sizes, args.probe_kind)
+    Probes::load(
+        &layout,
+        &btf,
+        &args.btf,
+        &settings,
+        sizes,
+        args.probe_kind,
+        pinning,
+    )
 }
 
 /// Logs what was attached, what was not and why, and which drop classes that leaves
 /// unobserved.
 pub fn report(probes: &Probes) {
+    if probes.resumed {
+        tracing::info!(
+            "resumed the hooks a previous run left pinned in {}: counters continue",
+            probes
+                .pinned
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display()
+        );
+    }
     for hook in &probes.hooks {
         let kind = hook.kind.as_str();
         match &hook.status {

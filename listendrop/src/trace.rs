@@ -38,7 +38,7 @@ pub fn trace(args: TraceArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let mut probes = session::open(&args.probes)?;
+    let mut probes = session::open(&args.probes, None)?;
     let uncovered: Vec<&str> = probes
         .coverage()
         .into_iter()
@@ -51,13 +51,7 @@ async fn run(args: TraceArgs) -> anyhow::Result<()> {
             uncovered.join(", ")
         );
     }
-    let ring = RingBuf::try_from(
-        probes
-            .ebpf
-            .take_map(MAP_EVENTS)
-            .context("map EVENTS missing from the eBPF object")?,
-    )
-    .context("map EVENTS")?;
+    let ring = RingBuf::try_from(probes.take_map(MAP_EVENTS)?).context("map EVENTS")?;
 
     // Owners come from the inventory, refreshed in the background.
     let context = Arc::new(Mutex::new(Context::default()));

@@ -4,10 +4,11 @@ mod cmd;
 mod run;
 mod test;
 mod toolchain;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
-/// Developer commands for listendrop: build, run, test.
+/// Developer commands for listendrop: build, run, test, test in VMs.
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
 struct Cli {
@@ -26,17 +27,26 @@ enum Command {
     },
     /// Install the eBPF toolchain and test tools if needed, then run every check and test:
     /// rustfmt, clippy, unit tests and the privileged end-to-end tests (needs root).
-    Test,
+    Test {
+        /// Skip the QEMU kernel matrix (quicker local runs; CI never skips it).
+        #[arg(long)]
+        no_vm: bool,
+    },
     /// Only install what building and testing need (idempotent; quick when present).
     Setup,
+    /// Run the privileged tests on Debian cloud kernels 5.10, 6.1, 6.12 and 6.18, each in a
+    /// QEMU VM (TCG; no KVM needed). Kernels are downloaded once into ~/.cache/listendrop/vm
+    /// (or $LISTENDROP_VM_CACHE); console logs go to target/vm/<kernel>.log.
+    VmTest(vm::Options),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { args } => run::run(&args),
-        Command::Test => test::test(),
+        Command::Test { no_vm } => test::test(!no_vm),
         Command::Setup => toolchain::ensure_all(),
+        Command::VmTest(opts) => vm::vm_test(&opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

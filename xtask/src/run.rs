@@ -18,8 +18,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let binary =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/listendrop");
+    // A local run leaves nothing pinned behind unless asked to.
+    let mut args = args.to_vec();
+    if !args
+        .iter()
+        .any(|a| a.starts_with("--pin-dir") || a == "--no-pin")
+    {
+        args.push("--no-pin".into());
+    }
     eprintln!("xtask: exec {} {}", binary.display(), args.join(" "));
     // exec: signals (Ctrl-C) go straight to the daemon, which detaches cleanly.
-    let err = Command::new(&binary).args(args).exec();
+    let err = Command::new(&binary).args(&args).exec();
     bail!("cannot exec {}: {err}", binary.display())
 }

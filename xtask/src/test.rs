@@ -6,7 +6,22 @@ use anyhow::bail;
 
 use crate::{cmd, toolchain};
 
-pub fn test() -> anyhow::Result<()> {
+/// The kernel matrix after the host tests: every Debian series with the hooks `auto`
+/// picks (kprobes and fentry work there, so every drop class must be observable), then the
+/// newest again with kprobes forced, so both kinds are proven on it.
+const VM_RUNS: &[&[&str]] = &[
+    &["--env", "LISTENDROP_EXPECT_FULL_COVERAGE=1"],
+    &[
+        "--kernel",
+        "6.18",
+        "--env",
+        "LISTENDROP_EXPECT_FULL_COVERAGE=1",
+        "--env",
+        "LISTENDROP_PROBE_KIND=kprobe",
+    ],
+];
+
+pub fn test(vm: bool) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!(
             "the privileged tests load eBPF programs and create network namespaces: run \
@@ -32,6 +47,13 @@ pub fn test() -> anyhow::Result<()> {
             .args(["test", "--workspace", "--exclude", "listendrop-ebpf"])
             .env("LISTENDROP_REQUIRE_PRIVILEGED", "1"),
     )?;
+    if vm {
+        for run in VM_RUNS {
+            cmd::status(Command::new("cargo").args(["xtask", "vm-test"]).args(*run))?;
+        }
+    } else {
+        eprintln!("xtask: --no-vm: the kernel matrix was skipped (CI always runs it)");
+    }
     Ok(())
 }
 

@@ -14,11 +14,7 @@ use aya::{
 use super::{Group, Hook, Kind, KindChoice};
 use crate::{btf::KernelBtf, layout::Layout};
 
-/// An attached link; dropping it detaches.
-#[expect(
-    dead_code,
-    reason = "the links are held only for their Drop, which detaches"
-)]
+/// An attached link; dropping it detaches (unless it was pinned).
 pub enum OwnedLink {
     /// fentry.
     FEntry(FEntryLink),
@@ -28,6 +24,18 @@ pub enum OwnedLink {
     KProbe(KProbeLink),
     /// Tracepoint.
     TracePoint(TracePointLink),
+}
+
+/// An attached link and the hook it belongs to.
+pub struct AttachedLink {
+    /// What the hook reports.
+    pub group: Group,
+    /// The kernel function or tracepoint.
+    pub probe: &'static str,
+    /// How it is attached.
+    pub kind: Kind,
+    /// The link itself.
+    pub link: OwnedLink,
 }
 
 /// The ACK-time functions: IPv4 and IPv6 (`tcp_v6_syn_recv_sock` is static).
@@ -53,7 +61,7 @@ pub(super) struct Attacher<'a> {
     aya_btf: Option<Result<Btf, String>>,
     choice: KindChoice,
     hooks: Vec<Hook>,
-    links: Vec<(Group, Kind, OwnedLink)>,
+    links: Vec<AttachedLink>,
 }
 
 impl<'a> Attacher<'a> {
@@ -76,11 +84,8 @@ impl<'a> Attacher<'a> {
         }
     }
 
-    pub(super) fn finish(self) -> (Vec<Hook>, Vec<OwnedLink>) {
-        (
-            self.hooks,
-            self.links.into_iter().map(|(_, _, link)| link).collect(),
-        )
+    pub(super) fn finish(self) -> (Vec<Hook>, Vec<AttachedLink>) {
+        (self.hooks, self.links)
     }
 
     /// SYN-time: `tcp_conn_request` by fentry, else kprobe. No tracepoint sees these.
@@ -172,7 +177,12 @@ impl<'a> Attacher<'a> {
     ) -> bool {
         let status = result.map(|links| {
             self.links
-                .extend(links.into_iter().map(|l| (group, kind, l)))
+                .extend(links.into_iter().map(|link| AttachedLink {
+                    group,
+                    probe,
+                    kind,
+                    link,
+                }))
         });
         let ok = status.is_ok();
         self.hooks.push(Hook {
@@ -192,7 +202,7 @@ impl<'a> Attacher<'a> {
             }
         }
         // Dropping the links detaches them.
-        self.links.retain(|(g, k, _)| !(*g == group && *k == kind));
+        self.links.retain(|l| !(l.group == group && l.kind == kind));
     }
 
     /// Classifying needs the per-CPU MIB counters.

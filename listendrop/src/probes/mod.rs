@@ -3,8 +3,9 @@
 //! Dropping [`Probes`] detaches and unloads everything.
 
 mod attach;
+pub mod pin;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader};
@@ -105,19 +106,34 @@ pub struct Sizes {
     pub events_bytes: u32,
 }
 
-/// Loaded programs and their maps; attached hooks stay attached while this lives.
+/// Where to pin (`None`: nothing is pinned, everything detaches at exit).
+#[derive(Clone, Debug)]
+pub struct Pinning {
+    /// The pin directory in bpffs.
+    pub dir: PathBuf,
+}
+
+/// Loaded programs and their maps; attached hooks stay attached while this lives (and,
+/// when pinned, after it).
 pub struct Probes {
-    /// Every attach attempt, in order.
+    /// Every attach attempt, in order (only the attached hooks when resumed).
     pub hooks: Vec<Hook>,
-    /// Links of the attached hooks (dropped first: detaching before unloading).
+    /// Whether the programs were adopted from a previous run's pins.
+    pub resumed: bool,
+    /// Where the hooks and maps are pinned, if they are.
+    pub pinned: Option<PathBuf>,
+    /// Links not pinned (dropped first: detaching before unloading).
     _links: Vec<OwnedLink>,
-    /// The loaded object (programs and the maps not yet taken).
-    pub ebpf: Ebpf,
+    /// The loaded object, when loaded (not when resumed).
+    ebpf: Option<Ebpf>,
+    /// Pin directory of this run.
+    pins: Option<pin::PinDir>,
 }
 
 impl Probes {
     /// Loads the programs with `layout` and `settings`, and attaches the hooks `choice`
-    /// and the kernel allow.
+    /// and the kernel allow; with `pinning`, first adopts what a previous run with the
+    /// same fingerprint left pinned.
     pub fn load(
         layout: &Layout,
         btf: &KernelBtf,
@@ -125,10 +141,46 @@ impl Probes {
         settings: &Settings,
         sizes: Sizes,
         choice: KindChoice,
+        pinning: Option<&Pinning>,
     ) -> anyhow::Result<Self> {
-        let mut ebpf = EbpfLoader::new()
-            // The programs carry no CO-RE relocations (offsets come in OFFSETS), so aya
-            // needs no kernel BTF of its own.
+        let pins = pinning
+            .map(|p| {
+                let sizes_bytes = [
+                    sizes.max_listener_keys.to_le_bytes(),
+                    sizes.max_handshakes.to_le_bytes(),
+                    sizes.events_bytes.to_le_bytes(),
+                    (choice as u32).to_le_bytes(),
+                ]
+                .concat();
+                let fingerprint = pin::fingerprint(&[
+                    EBPF_OBJECT,
+                    pin::bytes_of(&layout.offsets),
+                    pin::bytes_of(settings),
+                    &sizes_bytes,
+                ]);
+                tracing::debug!("pin fingerprint {fingerprint}");
+                pin::PinDir::new(&p.dir, &fingerprint)
+            })
+            .transpose()?;
+        let pinned = pinning.map(|p| p.dir.clone());
+        if let Some(hooks) = pins.as_ref().and_then(pin::PinDir::adoptable) {
+            if let Some(pins) = &pins {
+                pins.remove_others();
+            }
+            return Ok(Self {
+                hooks,
+                resumed: true,
+                pinned,
+                _links: Vec::new(),
+                ebpf: None,
+                pins,
+            });
+        }
+
+        let mut loader = EbpfLoader::new();
+        // The programs carry no CO-RE relocations (offsets come in OFFSETS), so aya needs
+        // no kernel BTF of its own.
+        loader
             .btf(None)
             .override_global(GLOBAL_OFFSETS, &layout.offsets, true)
             .override_global(GLOBAL_SETTINGS, settings, true)
@@ -136,7 +188,13 @@ impl Probes {
             .map_max_entries(MAP_RATE, sizes.max_listener_keys)
             .map_max_entries(MAP_HIGH_WATER, sizes.max_listener_keys)
             .map_max_entries(MAP_HANDSHAKES, sizes.max_handshakes)
-            .map_max_entries(MAP_EVENTS, sizes.events_bytes)
+            .map_max_entries(MAP_EVENTS, sizes.events_bytes);
+        if let Some(pins) = &pins {
+            for name in pin::PINNED_MAPS {
+                loader.map_pin_path(name, pins.map(name));
+            }
+        }
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the eBPF programs into the kernel failed")?;
         let mut attacher = Attacher::new(&mut ebpf, layout, btf, btf_path, choice);
@@ -144,11 +202,35 @@ impl Probes {
         attacher.ack();
         attacher.synack();
         let (hooks, links) = attacher.finish();
+        let links = match &pins {
+            Some(pins) => {
+                let unpinned = pins.pin_links(links);
+                pins.remove_others();
+                unpinned
+            }
+            None => links.into_iter().map(|l| l.link).collect(),
+        };
         Ok(Self {
             hooks,
+            resumed: false,
+            pinned,
             _links: links,
-            ebpf,
+            ebpf: Some(ebpf),
+            pins,
         })
+    }
+
+    /// Takes map `name` (from the loaded object, or from its pin when resumed).
+    pub fn take_map(&mut self, name: &str) -> anyhow::Result<aya::maps::Map> {
+        if let Some(ebpf) = &mut self.ebpf {
+            return ebpf
+                .take_map(name)
+                .with_context(|| format!("map {name} missing from the eBPF object"));
+        }
+        let pins = self.pins.as_ref().context("no loaded object and no pins")?;
+        let data = aya::maps::MapData::from_pin(pins.map(name))
+            .with_context(|| format!("opening pinned map {}", pins.map(name).display()))?;
+        aya::maps::Map::from_map_data(data).with_context(|| format!("pinned map {name}"))
     }
 
     /// Whether each class of event is observable with the hooks attached.

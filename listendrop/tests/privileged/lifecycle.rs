@@ -91,3 +91,104 @@ fn check_reports_what_the_daemon_attaches() {
     }
     assert!(daemon.stop().success());
 }
+
+/// Every pinned link and map under `dir`.
+fn pins_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn restart_with_pins_misses_no_drop_and_unpin_removes_everything() {
+    if !require_root("restart_with_pins_misses_no_drop_and_unpin_removes_everything") {
+        return;
+    }
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/listendrop-test-{}",
+        std::process::id()
+    ));
+    let pin_dir = dir.to_str().unwrap().to_owned();
+    let first = Daemon::start(&["--pin-dir", &pin_dir]);
+    let ids = programs_of(first.pid());
+    assert!(!pins_under(&dir).is_empty(), "nothing pinned in {pin_dir}");
+
+    // Drops keep happening while the daemon restarts: the first daemon exits in the
+    // middle of the scenario, the second starts after a pause.
+    let ns = crate::support::netns::Netns::new("restart");
+    let before = ns.nstat();
+    let scenario = std::thread::scope(|s| {
+        let run = s.spawn(|| crate::ack::ack_overflow(&ns, "127.0.0.1:0", None, 2));
+        std::thread::sleep(Duration::from_millis(900));
+        assert!(first.stop().success());
+        // The pinned programs are still loaded (and counting) with no daemon running.
+        for id in &ids {
+            run_ok(id);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let second = Daemon::start(&["--pin-dir", &pin_dir]);
+        let scenario = run.join().unwrap();
+        (second, scenario)
+    });
+    let (second, scenario) = scenario;
+    let after = ns.nstat();
+    assert!(
+        second
+            .lines()
+            .iter()
+            .any(|l| l.contains("resumed the hooks")),
+        "{:#?}",
+        second.lines()
+    );
+    let overflows = crate::support::netns::delta(&before, &after, "TcpExtListenOverflows");
+    let metrics = second.metrics();
+    let port = scenario.listener.port().to_string();
+    crate::support::expect::counted(
+        &metrics,
+        &ns,
+        "listendrop_drops_total",
+        "ack_accept_queue_full",
+        &[("listen_port", &port)],
+        overflows,
+        "ListenOverflows across the restart",
+    );
+    assert!(second.stop().success());
+
+    // unpin detaches and frees everything.
+    let out = Command::new(crate::support::daemon::binary())
+        .args(["unpin", "--pin-dir", &pin_dir])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.exists(), "{pin_dir} still exists");
+    for id in ids {
+        let gone = !Command::new("bpftool")
+            .args(["prog", "show", "id", &id.to_string()])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(gone, "program {id} still loaded after unpin");
+    }
+}
+
+fn run_ok(id: &u64) {
+    run(Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]));
+}

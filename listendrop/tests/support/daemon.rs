@@ -65,6 +65,11 @@ impl Daemon {
     pub fn start(extra: &[&str]) -> Self {
         let mut cmd = Command::new(binary());
         cmd.args(["--web.listen-address", "127.0.0.1:0"]);
+        // Tests run daemons side by side: nothing pinned unless a test asks for its own
+        // pin directory.
+        if !extra.contains(&"--pin-dir") {
+            cmd.arg("--no-pin");
+        }
         // The VM matrix runs the suite once per hook kind.
         if let Ok(kind) = std::env::var("LISTENDROP_PROBE_KIND") {
             cmd.args(["--probe-kind", &kind]);

@@ -1,0 +1,306 @@
+//! Pinning in bpffs, so that a restarted (or upgraded) daemon continues the same counters
+//! and no drop goes uncounted while it restarts.
+//!
+//! Layout under the pin directory (default `/sys/fs/bpf/listendrop`):
+//! `<fingerprint>/maps/<MAP>` and `<fingerprint>/links/<group>-<probe>-<kind>-<n>`. The
+//! fingerprint covers the eBPF object, the kernel layout and the settings: a restart with
+//! the same ones adopts the pinned links and maps as they are (the programs never stopped
+//! counting); anything else attaches afresh and then removes the other fingerprints.
+//! Perf-event links (kprobes, tracepoints) are bpf links only since Linux 5.15; before
+//! that they cannot be pinned and detach when the daemon exits.
+
+use std::{
+    hash::{Hash as _, Hasher as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use aya::programs::links::{FdLink, PinnedLink};
+
+use super::{attach::AttachedLink, Group, Hook, Kind, OwnedLink};
+
+/// The maps the daemon reads, pinned so their counts survive a restart.
+pub(super) const PINNED_MAPS: [&str; 6] = [
+    listendrop_common::MAP_DROPS,
+    listendrop_common::MAP_COUNTERS,
+    listendrop_common::MAP_EVENTS,
+    listendrop_common::MAP_HIGH_WATER,
+    listendrop_common::MAP_HANDSHAKES,
+    listendrop_common::MAP_RATE,
+];
+
+/// Every probe name a hook can have (pin names refer to them by index).
+const PROBES: [&str; 5] = [
+    "tcp_conn_request",
+    "tcp_v4_syn_recv_sock",
+    "tcp_v6_syn_recv_sock",
+    "skb:kfree_skb",
+    "tcp:tcp_retransmit_synack",
+];
+
+/// A fingerprint of what the programs would be: object, layout, settings, choice.
+pub(super) fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for part in parts {
+        part.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// A plain-data value as bytes (for the fingerprint).
+pub(super) fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
+    // SAFETY: T is Pod: plain data without padding, any byte view is valid.
+    unsafe {
+        std::slice::from_raw_parts(
+            std::ptr::from_ref(value).cast::<u8>(),
+            std::mem::size_of::<T>(),
+        )
+    }
+}
+
+fn group_name(group: Group) -> &'static str {
+    match group {
+        Group::Syn => "syn",
+        Group::Ack => "ack",
+        Group::Synack => "synack",
+    }
+}
+
+fn parse_link_name(name: &str) -> Option<Hook> {
+    let mut parts = name.split('-');
+    let group = match parts.next()? {
+        "syn" => Group::Syn,
+        "ack" => Group::Ack,
+        "synack" => Group::Synack,
+        _ => return None,
+    };
+    let probe = PROBES.get(parts.next()?.parse::<usize>().ok()?)?;
+    let kind = match parts.next()? {
+        "fentry" => Kind::Fentry,
+        "kprobe" => Kind::Kprobe,
+        "tracepoint" => Kind::Tracepoint,
+        _ => return None,
+    };
+    Some(Hook {
+        group,
+        probe,
+        kind,
+        status: Ok(()),
+    })
+}
+
+/// The directory of one fingerprint.
+pub(super) struct PinDir {
+    root: PathBuf,
+    here: PathBuf,
+}
+
+/// Where bpffs is normally mounted (systemd does it at boot).
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Makes sure `root` lies on a bpffs: mounts one at /sys/fs/bpf when nothing is mounted
+/// there (as bpftool does); a `root` elsewhere must already be on one.
+pub(super) fn ensure_bpffs(root: &Path) -> anyhow::Result<()> {
+    use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
+    let on_bpffs = |p: &Path| statfs(p).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+    let anchor = root
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if on_bpffs(anchor) {
+        return Ok(());
+    }
+    if root.starts_with(BPFFS) && Path::new(BPFFS).is_dir() {
+        nix::mount::mount(
+            Some("bpf"),
+            BPFFS,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .with_context(|| format!("bpffs is not mounted at {BPFFS} and mounting it failed"))?;
+        tracing::info!("mounted bpffs at {BPFFS} for the pins");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} is not on a bpffs (mount -t bpf bpf DIR)",
+        root.display()
+    )
+}
+
+impl PinDir {
+    pub(super) fn new(root: &Path, fingerprint: &str) -> anyhow::Result<Self> {
+        ensure_bpffs(root)?;
+        let here = root.join(fingerprint);
+        for sub in ["maps", "links"] {
+            std::fs::create_dir_all(here.join(sub)).with_context(|| {
+                format!(
+                    "cannot create {} (is bpffs mounted at /sys/fs/bpf? `mount -t bpf bpf \
+                     /sys/fs/bpf`; or run with --no-pin)",
+                    here.join(sub).display()
+                )
+            })?;
+        }
+        Ok(Self {
+            root: root.to_owned(),
+            here,
+        })
+    }
+
+    /// Where map `name` is pinned.
+    pub(super) fn map(&self, name: &str) -> PathBuf {
+        self.here.join("maps").join(name)
+    }
+
+    /// The hooks pinned by a previous run with the same fingerprint, if any.
+    pub(super) fn adoptable(&self) -> Option<Vec<Hook>> {
+        let maps_ok = PINNED_MAPS.iter().all(|m| self.map(m).exists());
+        let hooks: Vec<Hook> = std::fs::read_dir(self.here.join("links"))
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|e| parse_link_name(e.file_name().to_str()?))
+            .collect();
+        (maps_ok && !hooks.is_empty()).then_some(hooks)
+    }
+
+    /// Pins every link, or — when some cannot be pinned (perf-event links before Linux
+    /// 5.15) — none: a restart then loads afresh onto the pinned maps (counters continue,
+    /// drops during the restart are missed) instead of resuming half the hooks. Returns
+    /// the links left to the daemon (detached when it exits).
+    pub(super) fn pin_links(&self, links: Vec<AttachedLink>) -> Vec<OwnedLink> {
+        let perf_links = aya::features().bpf_perf_link();
+        let pinnable = links.iter().all(|l| match l.link {
+            OwnedLink::FEntry(_) | OwnedLink::FExit(_) => true,
+            OwnedLink::KProbe(_) | OwnedLink::TracePoint(_) => perf_links,
+        });
+        if !pinnable {
+            tracing::warn!(
+                "this kernel cannot pin kprobe/tracepoint links (bpf perf links need 5.15+): \
+                 the counters are pinned and continue across a restart, but drops during \
+                 the restart itself are missed"
+            );
+            return links.into_iter().map(|l| l.link).collect();
+        }
+        for (
+            n,
+            AttachedLink {
+                group,
+                probe,
+                kind,
+                link,
+            },
+        ) in links.into_iter().enumerate()
+        {
+            let index = PROBES
+                .iter()
+                .position(|p| *p == probe)
+                .unwrap_or(usize::MAX);
+            let path = self.here.join("links").join(format!(
+                "{}-{index}-{}-{n}",
+                group_name(group),
+                kind.as_str()
+            ));
+            // aya attaches perf events through bpf links exactly when the kernel has
+            // them (checked above), so these conversions succeed.
+            let fd = match link {
+                OwnedLink::FEntry(l) => Ok(l.into()),
+                OwnedLink::FExit(l) => Ok(l.into()),
+                OwnedLink::KProbe(l) => FdLink::try_from(l),
+                OwnedLink::TracePoint(l) => FdLink::try_from(l),
+            };
+            let fd = match fd {
+                Ok(fd) => fd,
+                Err(e) => {
+                    tracing::error!(
+                        "{}: not a bpf link ({e}): that hook is detached; restart with --no-pin",
+                        path.display()
+                    );
+                    continue;
+                }
+            };
+            // A failed pin drops (detaches) the link: say so loudly.
+            if let Err(e) = fd.pin(&path) {
+                tracing::error!(
+                    "cannot pin {}: {e}: that hook is detached; restart with --no-pin",
+                    path.display()
+                );
+            }
+        }
+        Vec::new()
+    }
+
+    /// Removes the pins of every other fingerprint (older versions or settings): their
+    /// links detach, their maps are freed.
+    pub(super) fn remove_others(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if entry.path() != self.here {
+                remove(&entry.path());
+            }
+        }
+    }
+}
+
+/// Detaches and removes everything pinned under `dir` (links first, then maps).
+pub fn remove(dir: &Path) {
+    if let Ok(links) = std::fs::read_dir(dir.join("links")) {
+        for link in links.filter_map(Result::ok) {
+            match PinnedLink::from_pin(link.path()) {
+                Ok(pinned) => {
+                    let _ = pinned.unpin();
+                }
+                Err(_) => {
+                    let _ = std::fs::remove_file(link.path());
+                }
+            }
+        }
+    }
+    if let Ok(maps) = std::fs::read_dir(dir.join("maps")) {
+        for map in maps.filter_map(Result::ok) {
+            let _ = std::fs::remove_file(map.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir.join("links"));
+    let _ = std::fs::remove_dir(dir.join("maps"));
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// `listendrop unpin`: removes every fingerprint under `root`, then `root`.
+pub fn remove_all(root: &Path) -> anyhow::Result<usize> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", root.display())),
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        remove(&entry.path());
+        removed += 1;
+    }
+    std::fs::remove_dir(root).with_context(|| format!("cannot remove {}", root.display()))?;
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names_round_trip() {
+        let hook = parse_link_name("ack-1-fentry-3").unwrap();
+        assert_eq!(hook.group, Group::Ack);
+        assert_eq!(hook.probe, "tcp_v4_syn_recv_sock");
+        assert_eq!(hook.kind, Kind::Fentry);
+        assert!(parse_link_name("ack-9-fentry-0").is_none());
+        assert!(parse_link_name("nonsense").is_none());
+    }
+
+    #[test]
+    fn fingerprints_change_with_any_part() {
+        let a = fingerprint(&[b"object", b"layout"]);
+        assert_eq!(a, fingerprint(&[b"object", b"layout"]));
+        assert_ne!(a, fingerprint(&[b"object", b"layout2"]));
+    }
+}
