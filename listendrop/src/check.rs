@@ -24,16 +24,12 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
             )
         }
     )?;
-    let tracefs = Tracefs::find();
+    let tracefs = Tracefs::locate();
     writeln!(
         out,
         "tracefs     {} {}",
-        mark(tracefs.is_some()),
-        if tracefs.is_some() {
-            "mounted"
-        } else {
-            "not mounted: mount -t tracefs nodev /sys/kernel/tracing"
-        }
+        mark(tracefs.is_ok()),
+        tracefs.as_ref().map_or_else(String::as_str, |_| "mounted")
     )?;
     let privileges = privileges::check();
     writeln!(

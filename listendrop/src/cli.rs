@@ -133,7 +133,7 @@ pub struct ProbeArgs {
     pub probe_kind: KindChoice,
 
     /// Capacity of the in-kernel counter map, in (listener, reason) pairs. Drops of pairs
-    /// beyond it are counted in listendrop_drops_unattributed_total{cause="map_full"}.
+    /// beyond it are counted in listendrop_bpf_errors_total{kind="map_full"}.
     #[arg(long, value_name = "N", env = "LISTENDROP_MAX_LISTENER_KEYS",
           default_value_t = DEFAULT_MAX_LISTENER_KEYS,
           value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
@@ -238,6 +238,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", env = "LISTENDROP_INVENTORY_INTERVAL_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub inventory_interval_secs: u64,
+
+    /// A listener gone from the system for this long has its series removed from /metrics
+    /// and its in-kernel counters freed (bounded memory under listener churn).
+    #[arg(long, value_name = "SECS", env = "LISTENDROP_STALE_AFTER_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stale_after_secs: u64,
 
     /// bpffs directory where the hooks and counters are pinned, so that a restart or an
     /// upgrade continues the same counters and misses no drop in between.

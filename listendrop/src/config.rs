@@ -32,6 +32,7 @@ struct FileConfig {
     include_ports: Option<Vec<u16>>,
     exclude_ports: Option<Vec<u16>>,
     inventory_interval_secs: Option<u64>,
+    stale_after_secs: Option<u64>,
     pin_dir: Option<PathBuf>,
     no_pin: Option<bool>,
     log_level: Option<String>,
@@ -55,7 +56,8 @@ pub fn apply(args: &mut RunArgs, matches: &ArgMatches) -> anyhow::Result<Option<
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
-    let file = parse(&text).map_err(|e| anyhow!("configuration file {}: {e}", path.display()))?;
+    let file =
+        parse_file(&text).map_err(|e| anyhow!("configuration file {}: {e}", path.display()))?;
     merge(args, file, |id| {
         matches!(
             matches.value_source(id),
@@ -66,8 +68,13 @@ pub fn apply(args: &mut RunArgs, matches: &ArgMatches) -> anyhow::Result<Option<
     Ok(Some(path))
 }
 
-/// Parses the file; errors say the line.
-fn parse(text: &str) -> Result<FileConfig, String> {
+/// Parses the file; errors say the line. (Public for the fuzz target; the result is
+/// opaque outside this module.)
+pub fn parse(text: &str) -> Result<impl std::fmt::Debug, String> {
+    parse_file(text)
+}
+
+fn parse_file(text: &str) -> Result<FileConfig, String> {
     toml::from_str(text).map_err(|e| {
         let line = e
             .span()
@@ -110,6 +117,11 @@ fn merge(
         file.inventory_interval_secs,
         args.inventory_interval_secs
     );
+    take!(
+        "stale_after_secs",
+        file.stale_after_secs,
+        args.stale_after_secs
+    );
     take!("pin_dir", file.pin_dir, args.pin_dir);
     take!("no_pin", file.no_pin, args.no_pin);
     take!("log_level", file.log_level, args.log_level);
@@ -149,10 +161,11 @@ fn merge(
         || p.max_handshakes == 0
         || p.episode_gap_secs == 0
         || args.inventory_interval_secs == 0
+        || args.stale_after_secs == 0
     {
         bail!(
-            "max-listener-keys, max-handshakes, episode-gap-secs and inventory-interval-secs \
-             must be at least 1"
+            "max-listener-keys, max-handshakes, episode-gap-secs, inventory-interval-secs and \
+             stale-after-secs must be at least 1"
         );
     }
     Ok(())

@@ -47,6 +47,12 @@ impl Counters {
         })
     }
 
+    /// Deletes the counters of `key` (an expired listener), freeing its map entry.
+    pub fn remove(&mut self, key: &ListenerKey) {
+        // Already gone (a race with another remover) is fine.
+        let _ = self.drops.remove(key);
+    }
+
     /// Reads every counter now.
     pub fn snapshot(&self) -> anyhow::Result<Snapshot> {
         let mut snap = Snapshot::default();

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{anyhow, Context as _};
 use aya::maps::{MapData, RingBuf};
-use listendrop_common::{DropEvent, Reason, MAP_EVENTS, MAP_HIGH_WATER};
+use listendrop_common::{DropEvent, ListenerKey, Reason, MAP_EVENTS, MAP_HIGH_WATER};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -37,6 +37,9 @@ struct Shared {
     metrics: Metrics,
     stats: Arc<EventStats>,
     filter: Filter,
+    /// Listeners no longer in the inventory, since when (for `--stale-after-secs`).
+    gone_since: Mutex<HashMap<ListenerKey, Instant>>,
+    stale_after: Duration,
 }
 
 /// Locks a mutex; a panic elsewhere must not stop the exporter.
@@ -60,12 +63,43 @@ impl Shared {
         Ok(self.metrics.render())
     }
 
-    /// One inventory pass (blocking: sock_diag in every namespace, /proc).
+    /// One inventory pass (blocking: sock_diag in every namespace, /proc), then the
+    /// expiry of listeners gone for longer than `--stale-after-secs`.
     fn refresh(&self, inventory: &mut Inventory) {
         let snapshot = inventory.collect();
-        match lock(&self.counters).snapshot() {
-            Ok(counts) => lock(&self.context).refresh(snapshot, &counts, Instant::now()),
-            Err(e) => tracing::warn!("reading counters for the inventory failed: {e:#}"),
+        let counts = match lock(&self.counters).snapshot() {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!("reading counters for the inventory failed: {e:#}");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let mut ctx = lock(&self.context);
+        ctx.refresh(snapshot, &counts, now);
+        self.expire(&ctx, &counts, now);
+    }
+
+    /// Forgets the counters of listeners that left the inventory long enough ago, so that
+    /// listener churn cannot fill the kernel map nor grow the exposition without bound. A
+    /// namespace that could not be read this pass does not make its listeners "gone".
+    fn expire(&self, ctx: &Context, counts: &crate::counters::Snapshot, now: Instant) {
+        let unreadable: std::collections::BTreeSet<u32> =
+            ctx.inventory.skipped.iter().map(|s| s.inode).collect();
+        let mut gone = lock(&self.gone_since);
+        gone.retain(|key, _| counts.drops.contains_key(key));
+        for key in counts.drops.keys() {
+            let present = ctx.rows.contains_key(&ListenerLabels::of(key));
+            if present || unreadable.contains(&key.netns) || unreadable.contains(&0) {
+                gone.remove(key);
+                continue;
+            }
+            let since = *gone.entry(*key).or_insert(now);
+            if now.duration_since(since) >= self.stale_after {
+                lock(&self.counters).remove(key);
+                self.metrics.forget(key);
+                gone.remove(key);
+            }
         }
     }
 }
@@ -110,6 +144,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         metrics: Metrics::new(&probes.hooks, &probes.coverage()).context("registering metrics")?,
         stats: Arc::clone(&stats),
         filter: Filter::from_args(&args),
+        gone_since: Mutex::new(HashMap::new()),
+        stale_after: Duration::from_secs(args.stale_after_secs),
     });
 
     // The inventory walks every namespace: a thread of its own, never a scrape's cost.

@@ -26,7 +26,7 @@ pub struct Layout {
 impl Layout {
     /// Resolves the layout. Fails only when the socket and packet fields every hook reads
     /// are missing; a hook-specific gap lands in that hook's field.
-    pub fn resolve(btf: &KernelBtf, tracefs: Option<&Tracefs>) -> Result<Self, BtfError> {
+    pub fn resolve(btf: &KernelBtf, tracefs: Result<&Tracefs, &str>) -> Result<Self, BtfError> {
         let ptr = std::mem::size_of::<usize>();
         let mut offsets = KernelOffsets {
             sk_family: btf.member_sized("sock", "__sk_common.skc_family", 2)?,
@@ -78,17 +78,13 @@ fn sysctl_size(btf: &KernelBtf, path: &str) -> Result<u32, BtfError> {
     }
 }
 
-fn tracefs_required(tracefs: Option<&Tracefs>) -> Result<&Tracefs, String> {
-    tracefs.ok_or_else(|| {
-        "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` \
-         (or add it to /etc/fstab)"
-            .to_owned()
-    })
+fn tracefs_required<'a>(tracefs: Result<&'a Tracefs, &str>) -> Result<&'a Tracefs, String> {
+    tracefs.map_err(str::to_owned)
 }
 
 fn resolve_kfree_skb(
     btf: &KernelBtf,
-    tracefs: Option<&Tracefs>,
+    tracefs: Result<&Tracefs, &str>,
     offsets: &mut KernelOffsets,
 ) -> Result<(), String> {
     let fields = tracefs_required(tracefs)?
@@ -118,7 +114,10 @@ fn resolve_kfree_skb(
     Ok(())
 }
 
-fn resolve_synack(tracefs: Option<&Tracefs>, offsets: &mut KernelOffsets) -> Result<(), String> {
+fn resolve_synack(
+    tracefs: Result<&Tracefs, &str>,
+    offsets: &mut KernelOffsets,
+) -> Result<(), String> {
     let fields = tracefs_required(tracefs)?
         .fields("tcp", "tcp_retransmit_synack")
         .ok_or("this kernel has no tcp:tcp_retransmit_synack tracepoint (added in 4.15)")?;
@@ -227,14 +226,15 @@ mod tests {
         )
         .unwrap();
         let tracefs = Tracefs::at(&dir);
-        let layout = Layout::resolve(&btf, Some(&tracefs)).unwrap();
+        let layout = Layout::resolve(&btf, Ok(&tracefs)).unwrap();
         let why = layout.kfree_skb.unwrap_err();
         assert!(why.contains("rx_sk") && why.contains("6.11"), "{why}");
         let why = layout.synack.unwrap_err();
         assert!(why.contains("tcp_retransmit_synack"), "{why}");
         let _ = std::fs::remove_dir_all(&dir);
 
-        let none = Layout::resolve(&btf, None).unwrap();
+        let none = Layout::resolve(&btf, Err(crate::tracefs::NOT_MOUNTED)).unwrap();
         assert!(none.kfree_skb.unwrap_err().contains("mount -t tracefs"));
+        assert!(none.synack.unwrap_err().contains("mount -t tracefs"));
     }
 }

@@ -1,29 +1,14 @@
 //! listendrop: which listening TCP sockets drop connections, why, and from whom.
-
-mod btf;
-mod check;
-mod cli;
-mod config;
-mod context;
-mod counters;
-mod daemon;
-mod events;
-mod filter;
-mod http;
-mod inventory;
-mod layout;
-mod metrics;
-mod privileges;
-mod probes;
-mod session;
-mod status;
-mod trace;
-mod tracefs;
+//! The command line; everything else is in the library (`lib.rs`).
 
 use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::{CommandFactory as _, FromArgMatches as _};
-use cli::{Cli, Command, LogFormat, RunArgs};
+use listendrop::{
+    check,
+    cli::{Cli, Command, LogFormat, RunArgs},
+    config, daemon, probes, status, trace,
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {

@@ -83,7 +83,6 @@ pub struct Metrics {
     events: Counter,
     events_lost: CounterVec,
     events_malformed: Counter,
-    unattributed: CounterVec,
     bpf_errors: CounterVec,
     context: ContextFamilies,
 }
@@ -185,17 +184,12 @@ impl Metrics {
             "Ring-buffer records that could not be decoded (eBPF object of another version).",
         )?;
         r.register(Box::new(events_malformed.clone()))?;
-        let unattributed = counter_vec(
-            &r,
-            "listendrop_drops_unattributed_total",
-            "Drops seen but not attributed to a listener: cause=map_full (counter map full, \
-             raise --max-listener-keys) or cause=no_listener (no socket on the drop).",
-            &["cause"],
-        )?;
         let bpf_errors = counter_vec(
             &r,
             "listendrop_bpf_errors_total",
-            "Problems inside the eBPF programs: kind=read (a kernel read failed; a drop may be \
+            "Problems inside the eBPF programs: kind=map_full (a drop of a listener the full \
+             counter map had no room for: raise --max-listener-keys), kind=no_listener (a \
+             drop without its socket), kind=read (a kernel read failed; a drop may be \
              missing), kind=stale_call (a return probe was missed).",
             &["kind"],
         )?;
@@ -247,7 +241,6 @@ impl Metrics {
             events,
             events_lost,
             events_malformed,
-            unattributed,
             bpf_errors,
         })
     }
@@ -298,11 +291,11 @@ impl Metrics {
             snap.events_rate_limited,
         );
         set_total(
-            &self.unattributed.with_label_values(&["map_full"]),
+            &self.bpf_errors.with_label_values(&["map_full"]),
             snap.drops_map_full,
         );
         set_total(
-            &self.unattributed.with_label_values(&["no_listener"]),
+            &self.bpf_errors.with_label_values(&["no_listener"]),
             snap.no_listener,
         );
         set_total(
@@ -313,6 +306,26 @@ impl Metrics {
             &self.bpf_errors.with_label_values(&["stale_call"]),
             snap.stale_calls,
         );
+    }
+
+    /// Removes every series of the listener and reason of `key` (it expired).
+    pub fn forget(&self, key: &ListenerKey) {
+        let labels = ListenerLabels::of(key);
+        let Some(reason) = Reason::from_u32(key.reason) else {
+            return;
+        };
+        let _ = match reason {
+            Reason::SyncookieSent => self.syncookies.remove_label_values(&labels.values()),
+            Reason::SynackRetransmit => self
+                .synack_retransmits
+                .remove_label_values(&labels.values()),
+            Reason::OverflowReset => self.resets.remove_label_values(&labels.values()),
+            drop => {
+                let values = labels.values_with(drop.as_str());
+                let _ = self.handshakes.remove_label_values(&values);
+                self.drops.remove_label_values(&values)
+            }
+        };
     }
 
     /// The Prometheus text exposition of every family.
@@ -407,7 +420,7 @@ impl ContextFamilies {
             )?,
             kernel: counter_vec(
                 r,
-                "listendrop_kernel_counter_total",
+                "listendrop_kernel_netstat_total",
                 "The kernel's own counters of each network namespace (nstat TcpExt*), for \
                  reconciliation with listendrop's.",
                 &["netns", "counter"],
@@ -714,11 +727,7 @@ mod tests {
         );
         assert_eq!(find(&all, "listendrop_events_total", &[]), Some(40.0));
         assert_eq!(
-            find(
-                &all,
-                "listendrop_drops_unattributed_total",
-                &[("cause", "map_full")]
-            ),
+            find(&all, "listendrop_bpf_errors_total", &[("kind", "map_full")]),
             Some(2.0)
         );
         assert_eq!(

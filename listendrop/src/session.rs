@@ -18,8 +18,8 @@ use crate::{
 pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> anyhow::Result<Probes> {
     let btf = KernelBtf::open(&args.btf)?;
     privileges::check().map_err(|e| anyhow!(e))?;
-    let tracefs = Tracefs::find();
-    let layout = Layout::resolve(&btf, tracefs.as_ref()).context(
+    let tracefs = Tracefs::locate();
+    let layout = Layout::resolve(&btf, tracefs.as_ref().map_err(String::as_str)).context(
         "this kernel lacks socket fields every listendrop hook reads; please report it \
          with `uname -r`",
     )?;

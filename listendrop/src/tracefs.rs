@@ -6,6 +6,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// Why there is no tracefs, and the fix.
+pub const NOT_MOUNTED: &str =
+    "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (or add it to /etc/fstab)";
+
 /// One field of a tracepoint record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
@@ -24,11 +28,33 @@ pub struct Tracefs {
 impl Tracefs {
     /// The mounted tracefs, at `/sys/kernel/tracing` (4.1+) or under debugfs.
     pub fn find() -> Option<Self> {
-        ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.join("events").is_dir())
-            .map(|p| Self { root: p.to_owned() })
+        Self::locate().ok()
+    }
+
+    /// The mounted tracefs, or why there is none usable, with the fix.
+    pub fn locate() -> Result<Self, String> {
+        let mut denied = None;
+        for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].map(Path::new) {
+            match std::fs::metadata(root.join("events")) {
+                Ok(m) if m.is_dir() => {
+                    return Ok(Self {
+                        root: root.to_owned(),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    denied.get_or_insert(root);
+                }
+                _ => {}
+            }
+        }
+        Err(match denied {
+            Some(root) => format!(
+                "cannot read tracefs at {}: permission denied (run as root, or grant \
+                 CAP_DAC_READ_SEARCH as the systemd unit does)",
+                root.display()
+            ),
+            None => NOT_MOUNTED.to_owned(),
+        })
     }
 
     /// A tracefs laid out at `root` (tests).

@@ -1,6 +1,9 @@
 //! listendrop's developer commands. `cargo xtask --help` lists them.
 
+mod bench;
 mod cmd;
+mod fuzz;
+mod package;
 mod run;
 mod test;
 mod toolchain;
@@ -34,6 +37,27 @@ enum Command {
     },
     /// Only install what building and testing need (idempotent; quick when present).
     Setup,
+    /// Build the release binary and install it with the systemd unit, the sysusers file
+    /// and an example configuration (binary to /usr/local/bin, unit to
+    /// /etc/systemd/system). Root, unless --destdir.
+    Install {
+        /// Install under this directory instead of / (packaging, tests).
+        #[arg(long, value_name = "DIR")]
+        destdir: Option<std::path::PathBuf>,
+    },
+    /// Measure overheads and flood exactness (needs root) and add the report to
+    /// docs/benchmarks.md.
+    Bench,
+    /// Fuzz the parsers of outside bytes (ring-buffer events, sock_diag replies, netstat,
+    /// tracefs formats, the configuration file) with cargo-fuzz, each for a bounded time.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Build a .deb with cargo-deb (installed if missing) holding the same files as
+    /// `install`; prints its path.
+    Deb,
     /// Run the privileged tests on Debian cloud kernels 5.10, 6.1, 6.12 and 6.18, each in a
     /// QEMU VM (TCG; no KVM needed). Kernels are downloaded once into ~/.cache/listendrop/vm
     /// (or $LISTENDROP_VM_CACHE); console logs go to target/vm/<kernel>.log.
@@ -45,8 +69,12 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run { args } => run::run(&args),
         Command::Test { no_vm } => test::test(!no_vm),
-        Command::Setup => toolchain::ensure_all(),
+        Command::Setup => toolchain::ensure_all().map(|_| ()),
         Command::VmTest(opts) => vm::vm_test(&opts),
+        Command::Install { destdir } => package::install(destdir.as_deref()),
+        Command::Bench => bench::bench(),
+        Command::Fuzz { seconds } => fuzz::fuzz(seconds),
+        Command::Deb => package::deb().map(|p| println!("{}", p.display())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

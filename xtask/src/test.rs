@@ -28,7 +28,7 @@ pub fn test(vm: bool) -> anyhow::Result<()> {
              `sudo -E cargo xtask test` (plain `cargo test` runs the unprivileged ones)"
         );
     }
-    toolchain::ensure_all()?;
+    let venv_bin = toolchain::ensure_all()?;
     ensure_tracefs()?;
     cmd::status(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
     cmd::status(Command::new("cargo").args([
@@ -42,11 +42,20 @@ pub fn test(vm: bool) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     // LISTENDROP_REQUIRE_PRIVILEGED turns a privileged test's "skipped" into a failure.
+    // The deploy tests find kubernetes-validate and python's yaml/jsonschema first on PATH.
+    let path = format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     cmd::status(
         Command::new("cargo")
             .args(["test", "--workspace", "--exclude", "listendrop-ebpf"])
-            .env("LISTENDROP_REQUIRE_PRIVILEGED", "1"),
+            .env("LISTENDROP_REQUIRE_PRIVILEGED", "1")
+            .env("PATH", path),
     )?;
+    // The .deb and `cargo xtask install` must install the same files.
+    crate::package::check()?;
     if vm {
         for run in VM_RUNS {
             cmd::status(Command::new("cargo").args(["xtask", "vm-test"]).args(*run))?;

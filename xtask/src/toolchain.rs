@@ -15,11 +15,60 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// sysctl (procps).
 const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "util-linux", "procps"];
 
-/// Installs everything building and testing need.
-pub fn ensure_all() -> anyhow::Result<()> {
+/// Installs everything building and testing need; returns the directory of the test
+/// tools from PyPI (a virtualenv's `bin`), to put first on PATH.
+pub fn ensure_all() -> anyhow::Result<PathBuf> {
     ensure_ebpf_toolchain()?;
     ensure_packages(TEST_PACKAGES)?;
-    Ok(())
+    ensure_deploy_tools()
+}
+
+/// The Debian and PyPI packages the deploy tests use, listed in `deploy/ci-packages.txt`
+/// (`debian NAME` / `pypi NAME==VERSION`). PyPI packages go into a virtualenv under
+/// `target/` (Debian's python refuses system-wide pip installs, PEP 668).
+fn ensure_deploy_tools() -> anyhow::Result<PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let list = root.join("deploy/ci-packages.txt");
+    let text = std::fs::read_to_string(&list)
+        .with_context(|| format!("cannot read {}", list.display()))?;
+    let entries: Vec<(&str, &str)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .map(|(kind, name)| (kind, name.trim()))
+        .collect();
+    let debian: Vec<&str> = entries
+        .iter()
+        .filter(|(k, _)| *k == "debian")
+        .map(|(_, n)| *n)
+        .collect();
+    let mut debian = debian;
+    debian.push("python3-venv");
+    ensure_packages(&debian)?;
+    let venv = root.join("target/ci-venv");
+    let bin = venv.join("bin");
+    if !bin.join("python3").exists() {
+        cmd::status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    for (_, spec) in entries.iter().filter(|(k, _)| *k == "pypi") {
+        let (name, version) = spec.split_once("==").unwrap_or((spec, ""));
+        let installed =
+            cmd::probe(Command::new(bin.join("python3")).args(["-m", "pip", "show", name]))
+                .map(|o| {
+                    o.status.success()
+                        && (version.is_empty()
+                            || String::from_utf8_lossy(&o.stdout)
+                                .contains(&format!("Version: {version}\n")))
+                })
+                .unwrap_or(false);
+        if !installed {
+            cmd::status(
+                Command::new(bin.join("python3")).args(["-m", "pip", "install", "-q", spec]),
+            )?;
+        }
+    }
+    Ok(bin)
 }
 
 /// Installs what building the eBPF programs needs.

@@ -6,10 +6,6 @@
 //! entered it ([`namespaces::run_in`]); a namespace that vanishes or cannot be read is
 //! logged and listed in [`Snapshot::skipped`], never fatal. Owners come from an
 //! [`owners::OwnerIndex`] that rescans /proc only when the set of listeners changed.
-#![allow(
-    dead_code,
-    reason = "the daemon does not use the inventory yet (issue 4); its tests do"
-)]
 
 pub mod counters;
 pub mod diagnosis;
@@ -92,6 +88,12 @@ pub enum InventoryError {
         /// The OS error (or the kernel's netlink error).
         source: std::io::Error,
     },
+    /// The kernel has no sock_diag handler for TCP.
+    #[error(
+        "sock_diag: this kernel has no TCP handler loaded (CONFIG_INET_TCP_DIAG=m and the \
+         module is not loaded): run `modprobe tcp_diag`"
+    )]
+    SockDiagModule,
     /// The kernel's sock_diag answer could not be decoded.
     #[error(
         "sock_diag: cannot decode the kernel's answer: {source} (a kernel newer than \

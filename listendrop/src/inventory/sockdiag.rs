@@ -184,7 +184,10 @@ fn dump_family(socket: &Socket, family: u8, seq: u32) -> Result<Vec<InetResponse
 
 /// Appends the inet answers of one netlink datagram to `out`; `Ok(true)` once the dump
 /// is done.
-fn parse_datagram(mut bytes: &[u8], out: &mut Vec<InetResponse>) -> Result<bool, InventoryError> {
+pub fn parse_datagram(
+    mut bytes: &[u8],
+    out: &mut Vec<InetResponse>,
+) -> Result<bool, InventoryError> {
     while !bytes.is_empty() {
         let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
             .map_err(|source| InventoryError::SockDiagDecode { source })?;
@@ -192,10 +195,16 @@ fn parse_datagram(mut bytes: &[u8], out: &mut Vec<InetResponse>) -> Result<bool,
         match message.payload {
             NetlinkPayload::Done(_) => return Ok(true),
             NetlinkPayload::Error(e) if e.code.is_some() => {
+                let source = e.to_io();
+                // ENOENT: no handler for TCP, i.e. tcp_diag is not loaded (the kernel loads
+                // it through modprobe on demand; without modprobe it stays missing).
+                if source.raw_os_error() == Some(2) {
+                    return Err(InventoryError::SockDiagModule);
+                }
                 return Err(InventoryError::SockDiag {
                     what: "dump TCP sockets",
-                    source: e.to_io(),
-                })
+                    source,
+                });
             }
             NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => out.push(*r),
             _ => {}

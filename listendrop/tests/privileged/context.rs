@@ -177,7 +177,7 @@ fn owner_queues_sysctls_and_counters_match_the_system() {
         let k = |c: &str| {
             sum(
                 m,
-                "listendrop_kernel_counter_total",
+                "listendrop_kernel_netstat_total",
                 &[("netns", &netns), ("counter", c)],
             )
         };

@@ -54,9 +54,35 @@ pub fn ack(raw: &Socket, src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u3
     send(raw, &packet, *dst.ip());
 }
 
+/// Sends a segment with ACK and `payload`.
+pub fn data(
+    raw: &Socket,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) {
+    let builder = PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64)
+        .tcp(src.port(), dst.port(), seq, 64240)
+        .ack(ack);
+    let mut packet = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut packet, payload).unwrap();
+    send(raw, &packet, *dst.ip());
+}
+
 /// Waits for the SYN-ACK from `server` to `client` and returns its sequence number (the
 /// server's ISN: the syncookie when cookies are on).
 pub fn await_synack(sniffer: &Socket, server: SocketAddrV4, client: SocketAddrV4) -> u32 {
+    await_synack_numbers(sniffer, server, client).0
+}
+
+/// Waits for the SYN-ACK from `server` to `client`: (server ISN, client ISN).
+pub fn await_synack_numbers(
+    sniffer: &Socket,
+    server: SocketAddrV4,
+    client: SocketAddrV4,
+) -> (u32, u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
     while Instant::now() < deadline {
@@ -79,7 +105,10 @@ pub fn await_synack(sniffer: &Socket, server: SocketAddrV4, client: SocketAddrV4
             && tcp.source_port() == server.port()
             && tcp.destination_port() == client.port()
         {
-            return tcp.sequence_number();
+            return (
+                tcp.sequence_number(),
+                tcp.acknowledgment_number().wrapping_sub(1),
+            );
         }
     }
     panic!("no SYN-ACK from {server} to {client} within 10 s");

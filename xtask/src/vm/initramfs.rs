@@ -1,5 +1,5 @@
 //! The VM's whole userspace: busybox, the two static binaries, iproute2 and bpftool with
-//! their shared libraries, the kernel's veth module, and an `/init` that runs the tests and
+//! their shared libraries, the kernel modules the tests need, and an `/init` that runs the tests and
 //! prints one result marker. Packed as a gzipped newc cpio archive, one per kernel.
 
 use std::{
@@ -22,8 +22,18 @@ const TOOLS: &[(&str, &str)] = &[
     ("bpftool", "bin/bpftool"),
 ];
 
-/// Where the kernel's veth module goes, uncompressed for busybox `insmod`.
-const VETH: &str = "lib/modules/veth.ko";
+/// The kernel modules the tests need, in load order (each after its dependencies), as
+/// paths under the kernel's module directory without the compression suffix: veth for the
+/// SYN-flood scenarios, inet_diag and tcp_diag for sock_diag (ss and the inventory). On a
+/// real host the kernel loads these on demand through modprobe; the VM has none.
+const MODULES: &[&str] = &[
+    "kernel/drivers/net/veth.ko",
+    "kernel/net/ipv4/inet_diag.ko",
+    "kernel/net/ipv4/tcp_diag.ko",
+];
+
+/// Where the modules go in the VM, uncompressed for busybox `insmod`.
+const MODULE_DIR: &str = "lib/modules";
 
 /// What `/init` runs.
 pub struct InitOptions<'a> {
@@ -87,10 +97,22 @@ impl Rootfs {
 
     /// Packs the root filesystem with `kernel`'s modules into `out` (gzipped newc cpio).
     pub fn pack(&self, kernel: &Kernel, out: &Path) -> anyhow::Result<()> {
-        let veth = self.dir.join(VETH);
-        let _ = fs::remove_file(&veth);
-        if let Some(module) = kernel.modules.as_deref().and_then(find_veth) {
-            decompress_module(&module, &veth)?;
+        let dir = self.dir.join(MODULE_DIR);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        for (n, module) in MODULES.iter().enumerate() {
+            let found = kernel
+                .modules
+                .as_deref()
+                .and_then(|m| find_module(m, module));
+            if let Some(found) = found {
+                let name = Path::new(module)
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy();
+                // The number keeps the load order in the VM's `ls`.
+                decompress_module(&found, &dir.join(format!("{n}-{name}")))?;
+            }
         }
         let list = out.with_extension("list");
         fs::write(&list, file_list(&self.dir)?.join("\n") + "\n")
@@ -164,7 +186,7 @@ impl Rootfs {
     }
 }
 
-/// The `/init` script: mounts, veth, loopback, environment, the tests, one marker line,
+/// The `/init` script: mounts, modules, loopback, environment, the tests, one marker line,
 /// power off. PID 1 must never exit (the kernel would panic), so nothing here aborts.
 fn init_script(init: &InitOptions) -> String {
     let exports: String = init
@@ -191,7 +213,7 @@ try mount -t tmpfs tmpfs /tmp
 try mkdir -p /run/netns
 try mount -t tracefs tracefs /sys/kernel/tracing
 try mount -t bpf bpf /sys/fs/bpf
-[ -f /{VETH} ] && try insmod /{VETH}
+for module in /{MODULE_DIR}/*.ko; do [ -f "$module" ] && try insmod "$module"; done
 try ip link set lo up
 export LISTENDROP_BIN=/bin/listendrop LISTENDROP_REQUIRE_PRIVILEGED=1 LISTENDROP_VM=1 RUST_BACKTRACE=1
 {exports}echo "listendrop-vm: kernel $(uname -r): what listendrop attaches here"
@@ -258,11 +280,11 @@ fn find_program(name: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{name} is not installed (not on PATH nor in /usr/sbin)"))
 }
 
-/// `kernel/drivers/net/veth.ko[.xz|.zst]` under a kernel's module directory.
-fn find_veth(modules: &Path) -> Option<PathBuf> {
+/// `module[.xz|.zst]` under a kernel's module directory.
+fn find_module(modules: &Path, module: &str) -> Option<PathBuf> {
     ["", ".xz", ".zst"]
         .iter()
-        .map(|ext| modules.join(format!("kernel/drivers/net/veth.ko{ext}")))
+        .map(|ext| modules.join(format!("{module}{ext}")))
         .find(|p| p.is_file())
 }
 

@@ -1,0 +1,420 @@
+//! `cargo xtask bench`: what listendrop costs and how exact it stays under floods, measured
+//! side by side on this machine. Prints a Markdown report on stdout (xtask appends it to
+//! docs/benchmarks.md). Needs root. Not a pass/fail test: targets are reported with the
+//! figures, and a miss is marked.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{
+    daemon::{sum, Daemon},
+    netns::{delta, run, Netns},
+    raw,
+    sockets::{connect, listen, local, poke},
+};
+
+/// Run time and run count of one program, from bpftool with kernel.bpf_stats_enabled=1.
+fn prog_stats(id: u64) -> (u64, u64) {
+    let out = run(Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (
+        v["run_time_ns"].as_u64().unwrap_or(0),
+        v["run_cnt"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Programs held by `pid` with their names (fdinfo prog_id, bpftool names).
+fn programs_of(pid: u32) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map_while(Result::ok)
+    {
+        if std::fs::read_link(fd.path()).unwrap_or_default().to_str() != Some("anon_inode:bpf-prog")
+        {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_str().unwrap()
+        ))
+        .unwrap_or_default();
+        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
+            let id: u64 = id.trim().parse().unwrap();
+            let show =
+                run(Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]));
+            let v: serde_json::Value = serde_json::from_str(&show).unwrap();
+            out.push((id, v["name"].as_str().unwrap_or("").to_owned()));
+        }
+    }
+    out
+}
+
+/// Sets a sysctl and restores it on drop.
+struct Sysctl {
+    key: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(key: &'static str, value: &str) -> Self {
+        let old = run(Command::new("sysctl").args(["-n", key]))
+            .trim()
+            .to_owned();
+        run(Command::new("sysctl").args(["-q", "-w", &format!("{key}={value}")]));
+        Self { key, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = Command::new("sysctl")
+            .args(["-q", "-w", &format!("{}={}", self.key, self.old)])
+            .status();
+    }
+}
+
+/// UDP datagrams to a closed port for `secs`: every one is freed with a drop reason that
+/// is not a listen overflow (the path every other freed packet on a host takes).
+fn udp_flood(ns: &Netns, secs: u64) -> u64 {
+    ns.enter(|| {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut sent = 0u64;
+        while Instant::now() < deadline {
+            for _ in 0..1000 {
+                let _ = s.send_to(b"x", "127.0.0.1:9");
+                sent += 1;
+            }
+        }
+        sent
+    })
+}
+
+/// An accept queue held full and one handshake whose final ACK is replayed with raw
+/// packets as fast as this process can send them: every packet is an ACK-time overflow.
+fn overflow_flood(ns: &Netns, secs: u64) -> (u64, SocketAddr) {
+    ns.enter(|| {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), 1, Some(30));
+        let SocketAddr::V4(server) = local(&listener) else {
+            unreachable!()
+        };
+        let sniffer = raw::tcp_sniffer();
+        let victim = connect(SocketAddr::V4(server));
+        let SocketAddr::V4(client) = victim.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let (server_isn, client_isn) = raw::await_synack_numbers(&sniffer, server, client);
+        let mut fillers: Vec<TcpStream> = (0..2).map(|_| connect(SocketAddr::V4(server))).collect();
+        for f in &mut fillers {
+            poke(f);
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let sender = raw::sender();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut sent = 0u64;
+        while Instant::now() < deadline {
+            for _ in 0..1000 {
+                raw::data(
+                    &sender,
+                    client,
+                    server,
+                    client_isn.wrapping_add(1),
+                    server_isn.wrapping_add(1),
+                    b"x",
+                );
+                sent += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        drop(listener);
+        (sent, SocketAddr::V4(server))
+    })
+}
+
+/// Loopback connect/accept/close cycles per second over `secs`.
+fn connection_rate(ns: &Netns, secs: u64) -> f64 {
+    ns.enter(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while let Ok((mut s, _)) = listener.accept() {
+                let mut b = [0u8; 1];
+                if s.read(&mut b).unwrap_or(0) == 0 {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        });
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(secs) {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"x").unwrap();
+            n += 1;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        // A connection that sends nothing ends the acceptor.
+        drop(TcpStream::connect(addr).unwrap());
+        let _ = acceptor.join();
+        n as f64 / elapsed
+    })
+}
+
+/// (utime + stime in seconds, VmHWM in bytes) of `pid`.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, hwm * 1024)
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the benchmarks load eBPF programs and create namespaces: run as root (cargo xtask bench)");
+        std::process::exit(1);
+    }
+    let _stats = Sysctl::set("kernel.bpf_stats_enabled", "1");
+    let mut rows: Vec<String> = Vec::new();
+    let mut row = |what: &str, value: String, target: &str, verdict: &str| {
+        eprintln!("{what}: {value} ({target}: {verdict})");
+        rows.push(format!("| {what} | {value} | {target} | {verdict} |"));
+    };
+
+    // 1. Start-up: exec to every hook attached (the daemon serves only after attaching).
+    let mut starts = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let d = Daemon::start(&[]);
+        starts.push(t.elapsed());
+        d.stop();
+    }
+    starts.sort();
+    let start = starts[starts.len() / 2];
+    row(
+        "start-up to all hooks attached (median of 5)",
+        format!("{:.0} ms", start.as_secs_f64() * 1e3),
+        "< 300 ms",
+        mark(start < Duration::from_millis(300)),
+    );
+
+    // 2. The kfree_skb program on non-matching frees, and bpftrace's filter on the same.
+    let ns = Netns::new("bench");
+    let daemon = Daemon::start(&[]);
+    let progs = programs_of(daemon.pid());
+    let kfree = progs
+        .iter()
+        .find(|(_, n)| n == "kfree_skb")
+        .map(|(id, _)| *id);
+    if let Some(id) = kfree {
+        let before = prog_stats(id);
+        let sent = udp_flood(&ns, 3);
+        let after = prog_stats(id);
+        let ns_per = (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64;
+        let mut bpftrace = Command::new("bpftrace")
+            .args([
+                "-e",
+                "tracepoint:skb:kfree_skb /args->reason == 40/ { @[args->rx_sk] = count(); }",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bpftrace (apt-get install bpftrace)");
+        std::thread::sleep(Duration::from_secs(3));
+        let theirs = programs_of(bpftrace.id()).first().map(|(id, _)| *id);
+        let theirs_ns = theirs.map(|id| {
+            let b = prog_stats(id);
+            udp_flood(&ns, 3);
+            let a = prog_stats(id);
+            (a.0 - b.0) as f64 / (a.1 - b.1).max(1) as f64
+        });
+        let _ = bpftrace.kill();
+        let _ = bpftrace.wait();
+        let cmp = theirs_ns.map_or("bpftrace did not attach".to_owned(), |t| {
+            format!("bpftrace {t:.1} ns")
+        });
+        row(
+            &format!(
+                "kfree_skb program, non-matching free ({sent} UDP datagrams to a closed port)"
+            ),
+            format!("{ns_per:.1} ns per call"),
+            &format!("no slower than bpftrace's filter ({cmp})"),
+            mark(theirs_ns.is_some_and(|t| ns_per <= t * 1.05)),
+        );
+    } else {
+        row(
+            "kfree_skb program",
+            "not attached here (kprobe/fentry chosen)".into(),
+            "-",
+            "n/a",
+        );
+    }
+
+    // 3. Connection rate with and without the daemon.
+    drop(daemon);
+    let without = connection_rate(&ns, 3);
+    let daemon = Daemon::start(&[]);
+    let with = connection_rate(&ns, 3);
+    let overhead = (without - with) / without * 100.0;
+    row(
+        "loopback connect/accept/close rate",
+        format!("{without:.0}/s without, {with:.0}/s with ({overhead:+.2} %)"),
+        "< 1 % slower",
+        mark(overhead < 1.0),
+    );
+
+    // 4. Flood exactness: ACK-time overflows as fast as raw packets go.
+    let progs = programs_of(daemon.pid());
+    let before_kernel = ns.nstat();
+    let (cpu0, _) = usage(daemon.pid());
+    let matching_before: Vec<(u64, (u64, u64))> =
+        progs.iter().map(|(id, _)| (*id, prog_stats(*id))).collect();
+    let secs = 30;
+    let (sent, server) = overflow_flood(&ns, secs);
+    let after_kernel = ns.nstat();
+    std::thread::sleep(Duration::from_secs(2));
+    let (cpu1, rss) = usage(daemon.pid());
+    let overflows = delta(&before_kernel, &after_kernel, "TcpExtListenOverflows");
+    let metrics = daemon.metrics();
+    let netns = ns.inode.to_string();
+    let port = server.port().to_string();
+    let counted = sum(
+        &metrics,
+        "listendrop_drops_total",
+        &[("netns", &netns), ("listen_port", &port)],
+    ) as u64;
+    let events = sum(&metrics, "listendrop_events_total", &[]) as u64;
+    let lost = sum(&metrics, "listendrop_events_lost_total", &[]) as u64;
+    row(
+        &format!("flood: {sent} raw ACK-time overflows in {secs} s"),
+        format!(
+            "{:.0} drops/s; listendrop {counted} vs kernel ListenOverflows {overflows}",
+            overflows as f64 / secs as f64
+        ),
+        "equal",
+        mark(counted == overflows),
+    );
+    row(
+        "flood: events",
+        format!("{events} delivered, {lost} not (rate limit and ring buffer)"),
+        "losses counted",
+        "met",
+    );
+    let cpu = (cpu1 - cpu0) / secs as f64 * 100.0;
+    row(
+        "flood: daemon CPU",
+        format!("{cpu:.1} % of one core"),
+        "< 100 %",
+        mark(cpu < 100.0),
+    );
+    row(
+        "flood: daemon peak RSS",
+        format!("{:.1} MB", rss as f64 / 1e6),
+        "< 15 MB",
+        mark(rss < 15_000_000),
+    );
+    for (id, before) in matching_before {
+        let after = prog_stats(id);
+        let calls = after.1 - before.1;
+        if calls > 1000 {
+            let name = progs
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map_or("?", |(_, n)| n.as_str());
+            let ns_per = (after.0 - before.0) as f64 / calls as f64;
+            row(
+                &format!("{name} program during the flood (nearly every call a match)"),
+                format!("{ns_per:.1} ns per call over {calls} calls"),
+                "< 150 ns per matching event",
+                mark(ns_per < 150.0),
+            );
+        }
+    }
+    drop(daemon);
+
+    // 5. /metrics with 10,000 listening sockets.
+    let _ =
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 65536, 65536);
+    let big = Netns::new("bench10k");
+    let listeners: Vec<_> = big.enter(|| {
+        (0..10_000)
+            .map(|_| listen("127.0.0.1:0".parse().unwrap(), 16, None))
+            .collect()
+    });
+    let daemon = Daemon::start(&["--inventory-interval-secs", "2"]);
+    let netns = big.inode.to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sum(
+        &daemon.metrics(),
+        "listendrop_accept_queue_limit",
+        &[("netns", &netns)],
+    ) < 10_000.0 * 16.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the inventory never showed 10,000 listeners"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let (status, body) = daemon.get("/metrics");
+        times.push(t.elapsed());
+        assert_eq!(status, 200);
+        assert!(body.len() > 1_000_000);
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    row(
+        "GET /metrics with 10,000 listening sockets (median of 20, over loopback)",
+        format!("{:.1} ms", median.as_secs_f64() * 1e3),
+        "< 5 ms",
+        mark(median < Duration::from_millis(5)),
+    );
+    drop(daemon);
+    drop(listeners);
+
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "## {} — kernel {}\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        kernel.trim()
+    );
+    println!(
+        "Command: `cargo xtask bench` (2 cores, root, kernel.bpf_stats_enabled=1 during the run)\n"
+    );
+    println!("| measure | result | target | |\n|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    println!();
+}
