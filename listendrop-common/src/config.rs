@@ -29,10 +29,6 @@ pub struct KernelOffsets {
     pub tp_synack_sport: u32,
     /// `tcp:tcp_retransmit_synack`: `dport` (client port, host order, u16).
     pub tp_synack_dport: u32,
-    /// `tcp:tcp_retransmit_synack`: `saddr` (server IPv4, 4 bytes).
-    pub tp_synack_saddr: u32,
-    /// `tcp:tcp_retransmit_synack`: `daddr` (client IPv4, 4 bytes).
-    pub tp_synack_daddr: u32,
     /// `tcp:tcp_retransmit_synack`: `saddr_v6` (server, 16 bytes; v4-mapped for IPv4).
     pub tp_synack_saddr_v6: u32,
     /// `tcp:tcp_retransmit_synack`: `daddr_v6` (client, 16 bytes; v4-mapped for IPv4).
@@ -40,6 +36,8 @@ pub struct KernelOffsets {
 
     /// `struct sock`: `__sk_common.skc_family` (u16).
     pub sk_family: u32,
+    /// `struct sock`: `__sk_common.skc_state` (u8).
+    pub sk_state: u32,
     /// `struct sock`: `__sk_common.skc_num` (u16, host order).
     pub sk_num: u32,
     /// `struct sock`: `__sk_common.skc_rcv_saddr` (u32, network order).
@@ -87,10 +85,13 @@ pub struct KernelOffsets {
     pub skb_network_header: u32,
     /// `struct sk_buff`: `transport_header` (u16, offset from `head`).
     pub skb_transport_header: u32,
+    /// Explicit padding (a u64 and 33 u32 would leave 4 bytes of implicit padding).
+    pub _pad: u32,
 }
 
-// One u64 and 34 u32: 144 bytes, a multiple of the 8-byte alignment, so no padding byte
-// (an uninitialised one would make the bytes, and the pin fingerprint, vary run to run).
+// One u64 and 34 u32 (with `_pad`): 144 bytes, a multiple of the 8-byte alignment, so no
+// implicit padding byte (an uninitialised one would make the bytes, and the pin
+// fingerprint, vary from run to run).
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 8 + 34 * 4);
 
 /// What the daemon asks of the programs (command-line settings).

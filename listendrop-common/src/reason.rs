@@ -86,6 +86,11 @@ impl Reason {
         )
     }
 
+    /// The reason whose label is `label`.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.as_str() == label)
+    }
+
     /// The reason stored as `raw` by the eBPF side, if listendrop knows it.
     pub const fn from_u32(raw: u32) -> Option<Self> {
         Some(match raw {

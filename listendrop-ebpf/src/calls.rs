@@ -86,13 +86,16 @@ pub(crate) fn exit(slot: u32) -> Option<CallState> {
     }
 }
 
-/// Whether `slot` has a call in progress on this CPU.
+/// Whether `slot` has a call in progress on this CPU (a stale one does not count).
 #[inline(always)]
 pub(crate) fn active(slot: u32) -> bool {
+    let Some(state) = CALLS.get_ptr(slot) else {
+        return false;
+    };
     // SAFETY: the helper returns a valid pointer to this CPU's element.
-    CALLS
-        .get_ptr(slot)
-        .is_some_and(|state| unsafe { (*state).depth } > 0)
+    let (depth, start) = unsafe { ((*state).depth, (*state).start_ns) };
+    // SAFETY: a helper without preconditions.
+    depth > 0 && unsafe { bpf_ktime_get_ns() }.wrapping_sub(start) < STALE_NS
 }
 
 /// How much each MIB counter of the call's namespace moved during the call, on this CPU.

@@ -15,11 +15,10 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     tp_synack_skaddr: 0,
     tp_synack_sport: 0,
     tp_synack_dport: 0,
-    tp_synack_saddr: 0,
-    tp_synack_daddr: 0,
     tp_synack_saddr_v6: 0,
     tp_synack_daddr_v6: 0,
     sk_family: 0,
+    sk_state: 0,
     sk_num: 0,
     sk_rcv_saddr: 0,
     sk_v6_rcv_saddr: 0,
@@ -42,6 +41,7 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     skb_head: 0,
     skb_network_header: 0,
     skb_transport_header: 0,
+    _pad: 0,
 };
 
 /// Overwritten by the daemon before load, like [`OFFSETS`].

@@ -21,10 +21,10 @@ pub(crate) fn net_of(sk: *const u8) -> Result<*const u8, i32> {
     read(sk, off!(sk_net))
 }
 
-/// Fills the listener part of `event` (key without reason, queues, cookie) from the
-/// listening socket `sk`.
+/// Fills the listener key of `event` (without the reason) from the listening socket `sk`
+/// and returns the listener's namespace: the reads every counted event needs.
 #[inline(always)]
-pub(crate) fn read_listener(sk: *const u8, event: &mut DropEvent) -> Result<(), i32> {
+pub(crate) fn read_listener(sk: *const u8, event: &mut DropEvent) -> Result<*const u8, i32> {
     let key: &mut ListenerKey = &mut event.listener;
     let family: u16 = read(sk, off!(sk_family))?;
     key.family = family;
@@ -35,12 +35,27 @@ pub(crate) fn read_listener(sk: *const u8, event: &mut DropEvent) -> Result<(), 
         let v4: [u8; 4] = read(sk, off!(sk_rcv_saddr))?;
         key.addr[..4].copy_from_slice(&v4);
     }
-    key.netns = read(net_of(sk)?, off!(net_ns_inum))?;
+    let net = net_of(sk)?;
+    key.netns = read(net, off!(net_ns_inum))?;
+    Ok(net)
+}
+
+/// Fills the queues and the cookie of `event`: only for events handed to the daemon.
+#[inline(always)]
+pub(crate) fn read_queues(sk: *const u8, event: &mut DropEvent) -> Result<(), i32> {
     event.accept_queue_len = read(sk, off!(sk_ack_backlog))?;
     event.accept_queue_max = read(sk, off!(sk_max_ack_backlog))?;
     event.syn_queue_len = read(sk, off!(icsk_syn_qlen))?;
     event.cookie = read(sk, off!(sk_cookie))?;
     Ok(())
+}
+
+/// Whether `sk` is in TCP_LISTEN (a Fast Open SYN-ACK retransmit carries the child).
+#[inline(always)]
+pub(crate) fn is_listener(sk: *const u8) -> bool {
+    /// `TCP_LISTEN` in `enum tcp_state` (all kernels; part of the UAPI numbering).
+    const TCP_LISTEN: u8 = 10;
+    read::<u8>(sk, off!(sk_state)).is_ok_and(|s| s == TCP_LISTEN)
 }
 
 /// Fills the 4-tuple of `event` from the IP and TCP headers of `skb`; client = source.
@@ -85,7 +100,7 @@ pub(crate) fn read_sysctl(net: *const u8, offset: usize, size: usize) -> Result<
     }
 }
 
-/// Whether the namespace answers ACK-time overflows with a reset.
+/// Whether the namespace `net` answers ACK-time overflows with a reset.
 #[inline(always)]
 pub(crate) fn abort_on_overflow(net: *const u8) -> bool {
     read_sysctl(

@@ -16,41 +16,52 @@ use crate::{
 /// One second, the rate-limit window.
 const WINDOW_NS: u64 = 1_000_000_000;
 
-/// Starts an observation of listener `sk` for `reason`: the listener and its queues.
+/// An event in the making: the listener it concerns and its namespace.
+pub(crate) struct Observation {
+    /// The event record (key, reason and time filled; tuple and queues by the caller).
+    pub event: DropEvent,
+    /// The listening socket.
+    pub sk: *const u8,
+    /// Its network namespace (`struct net *`).
+    pub net: *const u8,
+}
+
+/// Starts an observation of listener `sk` for `reason`: its key, nothing more (the rest
+/// is read only for what is handed to the daemon).
 #[inline(always)]
-pub(crate) fn observe(sk: *const u8, reason: Reason) -> Option<DropEvent> {
+pub(crate) fn observe(sk: *const u8, reason: Reason) -> Option<Observation> {
     let mut event = DropEvent::ZERO;
-    if kernel::read_listener(sk, &mut event).is_err() {
+    let Ok(net) = kernel::read_listener(sk, &mut event) else {
         bump(COUNTER_READ_ERRORS);
         return None;
-    }
+    };
     event.listener.reason = reason as u32;
     // SAFETY: a helper without preconditions.
     event.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    Some(event)
+    Some(Observation { event, sk, net })
 }
 
-/// Counts a drop whose 4-tuple is in `event` (`tuple_ok` false when it could not be read:
-/// the packet still counts, as a new handshake, and no event is sent).
+/// Counts a drop whose 4-tuple is in the event (`tuple_ok` false when it could not be
+/// read: the packet still counts, as a new handshake, and no event is sent).
 #[inline(always)]
-pub(crate) fn drop(event: &mut DropEvent, tuple_ok: bool) {
-    let new_handshake = !tuple_ok || remember(event);
+pub(crate) fn drop(obs: &mut Observation, tuple_ok: bool) {
+    let new_handshake = !tuple_ok || remember(&obs.event);
     if new_handshake {
-        event.flags |= FLAG_NEW_HANDSHAKE;
+        obs.event.flags |= FLAG_NEW_HANDSHAKE;
     }
-    maps::count(&event.listener, new_handshake);
+    maps::count(&obs.event.listener, new_handshake);
     if tuple_ok {
-        emit(event);
+        emit(obs);
     } else {
         bump(COUNTER_READ_ERRORS);
     }
 }
 
-/// Counts a non-drop event under `reason` on the listener of `event` (no handshake, no
+/// Counts a non-drop event under `reason` on the listener of `obs` (no handshake, no
 /// event record).
 #[inline(always)]
-pub(crate) fn count_only(event: &DropEvent, reason: Reason) {
-    let mut key = event.listener;
+pub(crate) fn count_only(obs: &Observation, reason: Reason) {
+    let mut key = obs.event.listener;
     key.reason = reason as u32;
     maps::count(&key, false);
 }
@@ -58,9 +69,9 @@ pub(crate) fn count_only(event: &DropEvent, reason: Reason) {
 /// Counts a SYN-ACK retransmit; when its handshake's ACK was dropped, reports it: the
 /// client believes it is connected.
 #[inline(always)]
-pub(crate) fn synack_retransmit(event: &mut DropEvent) {
-    maps::count(&event.listener, false);
-    let key = handshake_key(event);
+pub(crate) fn synack_retransmit(obs: &mut Observation) {
+    maps::count(&obs.event.listener, false);
+    let key = handshake_key(&obs.event);
     // SAFETY: the value is copied out at once; a concurrent update can at worst make the
     // reason stale, which only affects this one event's flag.
     let Some(state) = (unsafe { HANDSHAKES.get(&key) }) else {
@@ -68,8 +79,8 @@ pub(crate) fn synack_retransmit(event: &mut DropEvent) {
     };
     let acked = Reason::from_u32(state.reason).is_some_and(Reason::is_ack_time);
     if acked {
-        event.flags |= FLAG_CLIENT_BELIEVES_CONNECTED;
-        emit(event);
+        obs.event.flags |= FLAG_CLIENT_BELIEVES_CONNECTED;
+        emit(obs);
     }
 }
 
@@ -84,36 +95,44 @@ fn handshake_key(event: &DropEvent) -> HandshakeKey {
     }
 }
 
-/// Notes the drop of this 4-tuple; true when it starts a new episode.
+/// Notes the drop of this 4-tuple; true when it starts a new episode. A known handshake
+/// is updated in place (one lookup); only a new one costs an insertion.
 #[inline(always)]
 fn remember(event: &DropEvent) -> bool {
     let key = handshake_key(event);
     let gap = crate::config::load64(&raw const SETTINGS.episode_gap_ns);
-    // SAFETY: the value is copied out at once (LRU element reuse can at worst misjudge
-    // one episode boundary).
-    let new = match unsafe { HANDSHAKES.get(&key) } {
-        Some(state) => event.ktime_ns.wrapping_sub(state.last_ns) > gap,
-        None => true,
-    };
+    if let Some(state) = HANDSHAKES.get_ptr_mut(&key) {
+        // SAFETY: a valid element pointer; LRU reuse of the element by another CPU can at
+        // worst misjudge one episode boundary.
+        let state = unsafe { &mut *state };
+        let new = event.ktime_ns.wrapping_sub(state.last_ns) > gap;
+        state.last_ns = event.ktime_ns;
+        state.reason = event.listener.reason;
+        return new;
+    }
     let state = HandshakeState {
         last_ns: event.ktime_ns,
         reason: event.listener.reason,
         _pad: 0,
     };
     let _ = HANDSHAKES.insert(&key, &state, 0);
-    new
+    true
 }
 
-/// Sends `event` to the daemon if the listener's budget for this second allows.
+/// Hands the event to the daemon if the listener's budget for this second allows, with
+/// its queues and cookie read now.
 #[inline(always)]
-fn emit(event: &DropEvent) {
-    if !allow(&event.listener, event.ktime_ns) {
+fn emit(obs: &mut Observation) {
+    if !allow(&obs.event.listener, obs.event.ktime_ns) {
         bump(COUNTER_EVENTS_RATE_LIMITED);
         return;
     }
+    if kernel::read_queues(obs.sk, &mut obs.event).is_err() {
+        bump(COUNTER_READ_ERRORS);
+    }
     match EVENTS.reserve::<DropEvent>(0) {
         Some(mut entry) => {
-            entry.write(*event);
+            entry.write(obs.event);
             entry.submit(0);
         }
         None => bump(COUNTER_EVENTS_LOST),

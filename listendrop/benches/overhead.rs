@@ -232,7 +232,7 @@ fn main() {
     let progs = programs_of(daemon.pid());
     let kfree = progs
         .iter()
-        .find(|(_, n)| n == "kfree_skb")
+        .find(|(_, n)| n.starts_with("kfree_skb"))
         .map(|(id, _)| *id);
     if let Some(id) = kfree {
         let before = prog_stats(id);

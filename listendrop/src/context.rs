@@ -1,9 +1,10 @@
 //! What the daemon knows beyond the in-kernel counters, refreshed in the background: the
-//! listener inventory (queues, owners, sysctls, kernel counters), the recent drop rate of
-//! each listener, and what the kernel counted that listendrop could not attribute.
+//! listener inventory (queues, owners, sysctls, kernel counters), the recent drop rate and
+//! accept-queue high-water mark of each listener, and what the kernel counted that
+//! listendrop could not attribute.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,8 +17,8 @@ use crate::{
     metrics::ListenerLabels,
 };
 
-/// The window of [`Context::rate`].
-pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// The window of [`Context::rate`] and of [`Context::high_water`].
+pub const WINDOW: Duration = Duration::from_secs(60);
 
 /// One listener of the inventory, with SO_REUSEPORT members of one address merged (they
 /// share their labels).
@@ -39,44 +40,106 @@ pub struct Row {
     pub sk_drops: u64,
 }
 
-/// The daemon's view, replaced at every inventory pass.
+/// Where a namespace's reconciliation starts: the kernel's ListenDrops and listendrop's
+/// attributed drops when it was first read.
+#[derive(Clone, Copy, Debug, Default)]
+struct Baseline {
+    kernel: u64,
+    ours: u64,
+}
+
+/// The daemon's view, updated at every inventory pass.
 #[derive(Debug, Default)]
 pub struct Context {
     /// The latest inventory.
     pub inventory: Arc<Snapshot>,
     /// Its listeners by labels.
     pub rows: BTreeMap<ListenerLabels, Row>,
-    /// Namespaces present at start, with their ListenDrops then; namespaces created later
-    /// start at 0 (listendrop was watching them from their birth).
-    baselines: Option<BTreeMap<u32, u64>>,
+    /// Namespaces that existed at the first pass (read or not). Those born later start
+    /// from zero: listendrop watched them from their birth.
+    known_at_start: Option<BTreeSet<u32>>,
+    baselines: BTreeMap<u32, Baseline>,
+    /// Unattributed drops per namespace: the largest kernel-minus-ours difference seen.
+    /// Counts are read after the kernel counters, so the difference can only lag behind
+    /// the truth, never run ahead; its maximum is monotonic as a counter must be.
+    unattributed: BTreeMap<u32, u64>,
+    /// Drops of listeners whose counters expired, per namespace: still attributed.
+    retired: BTreeMap<u32, u64>,
     /// Drops per listener at each pass, oldest first, for [`Context::rate`].
     history: VecDeque<(Instant, BTreeMap<ListenerLabels, u64>)>,
+    /// Highest accept queue per socket cookie at each pass (eBPF marks and samples).
+    marks: VecDeque<(Instant, HashMap<u64, u32>)>,
 }
 
 impl Context {
-    /// Takes a new inventory pass and the drop counts read at the same moment.
-    pub fn refresh(&mut self, inventory: Snapshot, counts: &Counts, now: Instant) {
-        let baselines = self.baselines.get_or_insert_with(|| {
+    /// Takes a new inventory pass, the drop counts read right after it, and the eBPF
+    /// high-water marks (socket cookie → length) collected since the previous pass.
+    pub fn refresh(
+        &mut self,
+        inventory: Snapshot,
+        counts: &Counts,
+        marks: HashMap<u64, u32>,
+        now: Instant,
+    ) {
+        let ours = self.attributed(counts);
+        let known = self.known_at_start.get_or_insert_with(|| {
             inventory
                 .namespaces
                 .iter()
-                .map(|ns| (ns.namespace.inode, ns.counters.listen_drops))
+                .map(|n| n.namespace.inode)
+                .chain(inventory.skipped.iter().map(|s| s.inode))
                 .collect()
         });
         for ns in &inventory.namespaces {
-            baselines.entry(ns.namespace.inode).or_insert(0);
+            let inode = ns.namespace.inode;
+            let ours = ours.get(&inode).copied().unwrap_or(0);
+            let base = *self.baselines.entry(inode).or_insert_with(|| {
+                if known.contains(&inode) {
+                    Baseline {
+                        kernel: ns.counters.listen_drops,
+                        ours,
+                    }
+                } else {
+                    Baseline::default()
+                }
+            });
+            let diff = ns
+                .counters
+                .listen_drops
+                .saturating_sub(base.kernel)
+                .saturating_sub(ours.saturating_sub(base.ours));
+            let max = self.unattributed.entry(inode).or_default();
+            *max = (*max).max(diff);
         }
+        // Namespaces that are gone take their state with them (inodes are reused).
+        let live: BTreeSet<u32> = inventory
+            .namespaces
+            .iter()
+            .map(|n| n.namespace.inode)
+            .chain(inventory.skipped.iter().map(|s| s.inode))
+            .collect();
+        self.baselines.retain(|inode, _| live.contains(inode));
+        self.unattributed.retain(|inode, _| live.contains(inode));
+        self.retired.retain(|inode, _| live.contains(inode));
+
         self.rows = rows(&inventory.namespaces);
+        let mut marks = marks;
+        for row in self.rows.values() {
+            for cookie in &row.cookies {
+                let m = marks.entry(*cookie).or_default();
+                *m = (*m).max(row.accept_queue_len);
+            }
+        }
         self.inventory = Arc::new(inventory);
-        self.history.push_back((now, drops_per_listener(counts)));
-        // Keep the newest pass at least a window old as the base of the rate.
-        while self.history.len() > 2
-            && self
-                .history
-                .get(1)
-                .is_some_and(|(at, _)| now.duration_since(*at) >= RATE_WINDOW)
-        {
-            self.history.pop_front();
+        push_window(&mut self.history, now, drops_per_listener(counts));
+        push_window(&mut self.marks, now, marks);
+    }
+
+    /// Notes that the counters of `key` were deleted (expired) with `packets` dropped:
+    /// they stay attributed.
+    pub fn retire(&mut self, key: &ListenerKey, packets: u64) {
+        if is_drop(key) {
+            *self.retired.entry(key.netns).or_default() += packets;
         }
     }
 
@@ -94,33 +157,21 @@ impl Context {
         Some(after.saturating_sub(before) as f64 / seconds)
     }
 
-    /// Per namespace: the kernel's ListenDrops since listendrop started minus the drops
-    /// listendrop attributed to a listener there (never negative).
-    pub fn unattributed(&self, counts: &Counts) -> BTreeMap<u32, u64> {
-        let Some(baselines) = &self.baselines else {
-            return BTreeMap::new();
-        };
-        let mut ours: BTreeMap<u32, u64> = BTreeMap::new();
-        for (key, count) in &counts.drops {
-            if is_drop(key) {
-                *ours.entry(key.netns).or_default() += count.packets;
-            }
-        }
-        self.inventory
-            .namespaces
+    /// The highest accept queue length of the sockets with `cookies` over the last minute:
+    /// the eBPF hooks' observations (every SYN, handshake and drop) and the samples.
+    pub fn high_water(&self, cookies: &[u64]) -> u32 {
+        self.marks
             .iter()
-            .map(|ns| {
-                let inode = ns.namespace.inode;
-                let kernel = ns
-                    .counters
-                    .listen_drops
-                    .saturating_sub(baselines.get(&inode).copied().unwrap_or(0));
-                (
-                    inode,
-                    kernel.saturating_sub(ours.get(&inode).copied().unwrap_or(0)),
-                )
-            })
-            .collect()
+            .flat_map(|(_, marks)| cookies.iter().filter_map(|c| marks.get(c)))
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Per namespace: drops the kernel counted (ListenDrops) that listendrop did not
+    /// attribute to a listener, since listendrop started watching the namespace.
+    pub fn unattributed(&self) -> &BTreeMap<u32, u64> {
+        &self.unattributed
     }
 
     /// The owner of the listener with `cookie` in `netns`, else of the listener with
@@ -136,6 +187,43 @@ impl Context {
             })
             .and_then(|l| l.owner.as_ref());
         by_cookie.or_else(|| self.rows.get(labels).and_then(|r| r.owners.first()))
+    }
+
+    /// Attributed drops per namespace (live counters plus retired ones).
+    fn attributed(&self, counts: &Counts) -> BTreeMap<u32, u64> {
+        let mut ours = self.retired.clone();
+        for (key, count) in &counts.drops {
+            if is_drop(key) {
+                *ours.entry(key.netns).or_default() += count.packets;
+            }
+        }
+        ours
+    }
+}
+
+/// Runs `pass` now and then every `interval` on a thread of its own ("inventory"), for
+/// the life of the process.
+pub fn spawn(interval: Duration, mut pass: impl FnMut() + Send + 'static) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::thread::Builder::new()
+        .name("inventory".into())
+        .spawn(move || loop {
+            pass();
+            std::thread::sleep(interval);
+        })
+        .context("starting the inventory thread")?;
+    Ok(())
+}
+
+/// Appends a pass and keeps, as the oldest, the newest pass at least a window old.
+fn push_window<T>(window: &mut VecDeque<(Instant, T)>, now: Instant, value: T) {
+    window.push_back((now, value));
+    while window.len() > 2
+        && window
+            .get(1)
+            .is_some_and(|(at, _)| now.duration_since(*at) >= WINDOW)
+    {
+        window.pop_front();
     }
 }
 
@@ -188,6 +276,7 @@ mod tests {
     use listendrop_common::{DropCount, AF_INET};
 
     use super::*;
+    use crate::inventory::{counters::KernelCounters, namespaces::Namespace, sysctls::Sysctls};
 
     fn counts(netns: u32, port: u16, packets: u64) -> Counts {
         let mut key = ListenerKey::ZERO;
@@ -215,16 +304,45 @@ mod tests {
         c
     }
 
+    fn snapshot(netns: u32, listen_drops: u64) -> Snapshot {
+        Snapshot {
+            namespaces: vec![NamespaceReport {
+                namespace: Namespace {
+                    inode: netns,
+                    path: "/proc/1/ns/net".into(),
+                    names: Vec::new(),
+                    pid: Some(1),
+                    host: true,
+                },
+                sysctls: Sysctls {
+                    somaxconn: 4096,
+                    tcp_max_syn_backlog: 512,
+                    tcp_abort_on_overflow: 0,
+                    tcp_syncookies: 1,
+                    tcp_synack_retries: 5,
+                },
+                counters: KernelCounters {
+                    listen_drops,
+                    ..KernelCounters::default()
+                },
+                listeners: Vec::new(),
+                unattributed_syn_recv: 0,
+            }],
+            skipped: Vec::new(),
+        }
+    }
+
     #[test]
     fn rate_is_over_the_window_and_ignores_non_drops() {
         let mut ctx = Context::default();
         let t0 = Instant::now();
-        ctx.refresh(Snapshot::default(), &counts(7, 80, 10), t0);
+        ctx.refresh(Snapshot::default(), &counts(7, 80, 10), HashMap::new(), t0);
         let labels = ListenerLabels::of(counts(7, 80, 0).drops.keys().next().unwrap());
         assert_eq!(ctx.rate(&labels), None);
         ctx.refresh(
             Snapshot::default(),
             &counts(7, 80, 40),
+            HashMap::new(),
             t0 + Duration::from_secs(10),
         );
         assert_eq!(ctx.rate(&labels), Some(3.0));
@@ -232,8 +350,62 @@ mod tests {
         ctx.refresh(
             Snapshot::default(),
             &counts(7, 80, 40),
+            HashMap::new(),
             t0 + Duration::from_secs(80),
         );
         assert_eq!(ctx.rate(&labels), Some(0.0));
+    }
+
+    #[test]
+    fn unattributed_is_monotonic_and_survives_skew_restarts_and_expiry() {
+        let t0 = Instant::now();
+        let mut ctx = Context::default();
+        // Known at start: 100 kernel drops before listendrop, 50 counted by pins adopted
+        // from an earlier run. Neither is unattributed.
+        ctx.refresh(snapshot(7, 100), &counts(7, 80, 50), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 0);
+        // 10 more kernel drops, all attributed, but our read ran ahead by 3: no dip.
+        ctx.refresh(snapshot(7, 110), &counts(7, 80, 63), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 0);
+        // 5 drops of a class listendrop cannot see.
+        ctx.refresh(snapshot(7, 118), &counts(7, 80, 63), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 5);
+        // The listener's counters expire: its drops stay attributed.
+        ctx.retire(counts(7, 80, 0).drops.keys().next().unwrap(), 63);
+        ctx.refresh(snapshot(7, 118), &Counts::default(), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 5);
+        // A namespace born later starts from zero.
+        let mut born = snapshot(9, 4);
+        born.namespaces.extend(snapshot(7, 118).namespaces);
+        ctx.refresh(born, &Counts::default(), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&9], 4);
+    }
+
+    #[test]
+    fn high_water_is_the_maximum_over_the_window() {
+        let t0 = Instant::now();
+        let mut ctx = Context::default();
+        ctx.refresh(
+            Snapshot::default(),
+            &Counts::default(),
+            HashMap::from([(1, 9), (2, 3)]),
+            t0,
+        );
+        ctx.refresh(
+            Snapshot::default(),
+            &Counts::default(),
+            HashMap::from([(1, 4)]),
+            t0 + Duration::from_secs(30),
+        );
+        assert_eq!(ctx.high_water(&[1]), 9);
+        assert_eq!(ctx.high_water(&[1, 2]), 9);
+        assert_eq!(ctx.high_water(&[3]), 0);
+        ctx.refresh(
+            Snapshot::default(),
+            &Counts::default(),
+            HashMap::new(),
+            t0 + Duration::from_secs(100),
+        );
+        assert_eq!(ctx.high_water(&[1]), 4, "the 9 is older than the window");
     }
 }

@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     io,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -24,6 +24,7 @@ use crate::{
     metrics::{ListenerLabels, Metrics},
     probes::Pinning,
     session,
+    util::lock,
 };
 
 /// A listener quiet for this long is "starting to drop" again at its next drop.
@@ -42,31 +43,26 @@ struct Shared {
     stale_after: Duration,
 }
 
-/// Locks a mutex; a panic elsewhere must not stop the exporter.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Shared {
-    /// One scrape: the kernel counters, the high-water marks (reset by reading), the
-    /// latest inventory, rendered.
+    /// One scrape: the kernel counters now and the inventory families of the last pass.
+    /// Reads only: any number of scrapers see the same values.
     fn scrape(&self) -> anyhow::Result<String> {
-        let counts = lock(&self.counters).snapshot()?;
-        let high_water = take_high_water(&mut lock(&self.high_water));
-        let mut shown = counts.clone();
-        shown
+        let start = Instant::now();
+        let mut counts = lock(&self.counters).snapshot()?;
+        counts
             .drops
             .retain(|key, _| self.filter.allows(key.netns, key.port));
-        self.metrics.update(&shown, &self.stats);
-        self.metrics
-            .update_context(&lock(&self.context), &counts, &high_water, &self.filter);
-        Ok(self.metrics.render())
+        self.metrics.update(&counts, &self.stats);
+        let text = self.metrics.render();
+        self.metrics.observe_scrape(start.elapsed());
+        Ok(text)
     }
 
     /// One inventory pass (blocking: sock_diag in every namespace, /proc), then the
     /// expiry of listeners gone for longer than `--stale-after-secs`.
     fn refresh(&self, inventory: &mut Inventory) {
         let snapshot = inventory.collect();
+        let marks = take_high_water(&mut lock(&self.high_water));
         let counts = match lock(&self.counters).snapshot() {
             Ok(counts) => counts,
             Err(e) => {
@@ -76,14 +72,15 @@ impl Shared {
         };
         let now = Instant::now();
         let mut ctx = lock(&self.context);
-        ctx.refresh(snapshot, &counts, now);
-        self.expire(&ctx, &counts, now);
+        ctx.refresh(snapshot, &counts, marks, now);
+        self.expire(&mut ctx, &counts, now);
+        self.metrics.update_context(&ctx, &self.filter);
     }
 
     /// Forgets the counters of listeners that left the inventory long enough ago, so that
     /// listener churn cannot fill the kernel map nor grow the exposition without bound. A
     /// namespace that could not be read this pass does not make its listeners "gone".
-    fn expire(&self, ctx: &Context, counts: &crate::counters::Snapshot, now: Instant) {
+    fn expire(&self, ctx: &mut Context, counts: &crate::counters::Snapshot, now: Instant) {
         let unreadable: std::collections::BTreeSet<u32> =
             ctx.inventory.skipped.iter().map(|s| s.inode).collect();
         let mut gone = lock(&self.gone_since);
@@ -98,6 +95,7 @@ impl Shared {
             if now.duration_since(since) >= self.stale_after {
                 lock(&self.counters).remove(key);
                 self.metrics.forget(key);
+                ctx.retire(key, counts.drops[key].packets);
                 gone.remove(key);
             }
         }
@@ -115,7 +113,10 @@ fn take_high_water(map: &mut aya::maps::HashMap<MapData, u64, u32>) -> HashMap<u
 
 /// Runs the daemon until a termination signal.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: a slow scrape or log write never holds up draining events (nor
+    // /healthz), and the whole daemon stays within two threads plus the inventory's.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -149,19 +150,15 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     });
 
     // The inventory walks every namespace: a thread of its own, never a scrape's cost.
-    let interval = Duration::from_secs(args.inventory_interval_secs);
     {
         let shared = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("inventory".into())
-            .spawn(move || {
-                let mut inventory = Inventory::new();
-                loop {
-                    shared.refresh(&mut inventory);
-                    std::thread::sleep(interval);
-                }
-            })
-            .context("starting the inventory thread")?;
+        let mut inventory = Inventory::new();
+        crate::context::spawn(
+            Duration::from_secs(args.inventory_interval_secs),
+            move || {
+                shared.refresh(&mut inventory);
+            },
+        )?;
     }
 
     let scrape: http::Scrape = {
@@ -214,8 +211,18 @@ impl DropLogger {
             return;
         }
         let labels = ListenerLabels::of(key);
-        let ctx = lock(&self.shared.context);
-        let owner = ctx.owner(key.netns, event.cookie, &labels);
+        // Copy what the lines need, so no log write happens under the lock.
+        let (owner, diagnosis) = {
+            let ctx = lock(&self.shared.context);
+            (
+                ctx.owner(key.netns, event.cookie, &labels).cloned(),
+                ctx.rows
+                    .get(&labels)
+                    .map(|r| r.diagnosis.clone())
+                    .unwrap_or_default(),
+            )
+        };
+        let owner = owner.as_ref();
         tracing::info!(target: "listendrop::drop", "{}", LogLine { event, owner });
         if !Reason::from_u32(key.reason).is_some_and(Reason::is_drop) {
             return;
@@ -237,12 +244,7 @@ impl DropLogger {
                 key.netns,
                 events::reason_label(key.reason)
             );
-            for line in ctx
-                .rows
-                .get(&labels)
-                .map(|r| r.diagnosis.as_slice())
-                .unwrap_or_default()
-            {
+            for line in &diagnosis {
                 tracing::warn!(target: "listendrop::diagnosis", "listener {listener}: {line}");
             }
         }

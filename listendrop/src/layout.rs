@@ -30,6 +30,7 @@ impl Layout {
         let ptr = std::mem::size_of::<usize>();
         let mut offsets = KernelOffsets {
             sk_family: btf.member_sized("sock", "__sk_common.skc_family", 2)?,
+            sk_state: btf.member_sized("sock", "__sk_common.skc_state", 1)?,
             sk_num: btf.member_sized("sock", "__sk_common.skc_num", 2)?,
             sk_rcv_saddr: btf.member_sized("sock", "__sk_common.skc_rcv_saddr", 4)?,
             sk_v6_rcv_saddr: btf.member_sized("sock", "__sk_common.skc_v6_rcv_saddr", 16)?,
@@ -78,16 +79,13 @@ fn sysctl_size(btf: &KernelBtf, path: &str) -> Result<u32, BtfError> {
     }
 }
 
-fn tracefs_required<'a>(tracefs: Result<&'a Tracefs, &str>) -> Result<&'a Tracefs, String> {
-    tracefs.map_err(str::to_owned)
-}
-
 fn resolve_kfree_skb(
     btf: &KernelBtf,
     tracefs: Result<&Tracefs, &str>,
     offsets: &mut KernelOffsets,
 ) -> Result<(), String> {
-    let fields = tracefs_required(tracefs)?
+    let fields = tracefs
+        .map_err(str::to_owned)?
         .fields("skb", "kfree_skb")
         .ok_or("this kernel has no skb:kfree_skb tracepoint")?;
     let field = |name: &str, size: u32, since: &str| {
@@ -118,7 +116,8 @@ fn resolve_synack(
     tracefs: Result<&Tracefs, &str>,
     offsets: &mut KernelOffsets,
 ) -> Result<(), String> {
-    let fields = tracefs_required(tracefs)?
+    let fields = tracefs
+        .map_err(str::to_owned)?
         .fields("tcp", "tcp_retransmit_synack")
         .ok_or("this kernel has no tcp:tcp_retransmit_synack tracepoint (added in 4.15)")?;
     let field = |name: &str, size: u32| {
@@ -133,8 +132,6 @@ fn resolve_synack(
     offsets.tp_synack_skaddr = field("skaddr", 8)?;
     offsets.tp_synack_sport = field("sport", 2)?;
     offsets.tp_synack_dport = field("dport", 2)?;
-    offsets.tp_synack_saddr = field("saddr", 4)?;
-    offsets.tp_synack_daddr = field("daddr", 4)?;
     offsets.tp_synack_saddr_v6 = field("saddr_v6", 16)?;
     offsets.tp_synack_daddr_v6 = field("daddr_v6", 16)?;
     Ok(())

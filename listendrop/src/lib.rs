@@ -23,3 +23,4 @@ pub mod session;
 pub mod status;
 pub mod trace;
 pub mod tracefs;
+pub mod util;

@@ -1,7 +1,7 @@
 //! The Prometheus metrics: one `Metrics` registers every family; `update` copies a
 //! [`Snapshot`] of the in-kernel counters into them; `render` produces the text format.
 
-use std::sync::atomic::Ordering;
+use std::sync::{atomic::Ordering, Arc};
 
 use listendrop_common::{ListenerKey, Reason, AF_INET6};
 use prometheus::{
@@ -84,7 +84,12 @@ pub struct Metrics {
     events_lost: CounterVec,
     events_malformed: Counter,
     bpf_errors: CounterVec,
+    scrape_duration: prometheus::Gauge,
     context: ContextFamilies,
+    /// The inventory families live in a registry of their own, rendered once per inventory
+    /// pass (not per scrape: with 10,000 listeners that is most of the exposition).
+    context_registry: Registry,
+    context_text: std::sync::Mutex<Arc<String>>,
 }
 
 /// The families fed by the listener inventory (`update_context`).
@@ -226,12 +231,21 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), &kernel_release()])
             .set(1);
-        let context = ContextFamilies::new(&r)?;
+        let scrape_duration = prometheus::Gauge::new(
+            "listendrop_scrape_duration_seconds",
+            "Time the previous /metrics request took to render.",
+        )?;
+        r.register(Box::new(scrape_duration.clone()))?;
+        let context_registry = Registry::new();
+        let context = ContextFamilies::new(&context_registry)?;
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Self {
+            scrape_duration,
             context,
+            context_registry,
+            context_text: std::sync::Mutex::new(Arc::new(String::new())),
             registry: r,
             drops,
             handshakes,
@@ -328,15 +342,28 @@ impl Metrics {
         };
     }
 
-    /// The Prometheus text exposition of every family.
+    /// The Prometheus text exposition of every family: the counters now, the inventory
+    /// families as of the last pass.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed families.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            tracing::error!("encoding metrics failed: {e}");
-        }
-        String::from_utf8(out).unwrap_or_default()
+        let mut out = encode(&self.registry);
+        out.push_str(&crate::util::lock(&self.context_text));
+        out
     }
+
+    /// Records how long a scrape took (shown by the next one).
+    pub fn observe_scrape(&self, took: std::time::Duration) {
+        self.scrape_duration.set(took.as_secs_f64());
+    }
+}
+
+/// The text exposition of `registry`.
+fn encode(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed families.
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut out) {
+        tracing::error!("encoding metrics failed: {e}");
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Moves a counter to `total`, an absolute value read from the kernel. A smaller value
@@ -439,15 +466,9 @@ impl ContextFamilies {
 }
 
 impl Metrics {
-    /// Copies the listener inventory (`ctx`), the drop counts it is reconciled with and
-    /// the eBPF high-water marks (`high_water`: socket cookie → length) into the metrics.
-    pub fn update_context(
-        &self,
-        ctx: &crate::context::Context,
-        counts: &Snapshot,
-        high_water: &std::collections::HashMap<u64, u32>,
-        filter: &crate::filter::Filter,
-    ) {
+    /// Copies the listener inventory (`ctx`) into its families and renders them for the
+    /// scrapes until the next pass.
+    pub fn update_context(&self, ctx: &crate::context::Context, filter: &crate::filter::Filter) {
         let f = &self.context;
         for vec in [
             &f.accept_len,
@@ -475,13 +496,7 @@ impl Metrics {
             f.syn_len
                 .with_label_values(&values)
                 .set(i64::from(row.syn_queue_len));
-            let observed = row
-                .cookies
-                .iter()
-                .filter_map(|c| high_water.get(c))
-                .copied()
-                .max();
-            let high = observed.unwrap_or(0).max(row.accept_queue_len);
+            let high = ctx.high_water(&row.cookies).max(row.accept_queue_len);
             f.high_water.with_label_values(&values).set(i64::from(high));
             if let Some(rate) = ctx.rate(labels) {
                 f.drop_rate.with_label_values(&values).set(rate);
@@ -501,7 +516,7 @@ impl Metrics {
                     .set(1);
             }
         }
-        let unattributed = ctx.unattributed(counts);
+        let unattributed = ctx.unattributed();
         let mut seen = std::collections::BTreeSet::new();
         for ns in &ctx.inventory.namespaces {
             let inode = ns.namespace.inode;
@@ -524,10 +539,7 @@ impl Metrics {
             seen.insert(netns);
         }
         // Namespaces that vanished lose their series.
-        let mut last = f
-            .namespaces
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = crate::util::lock(&f.namespaces);
         for gone in last.difference(&seen) {
             for (name, _) in crate::inventory::counters::KernelCounters::default().named() {
                 let _ = f.kernel.remove_label_values(&[gone, name]);
@@ -538,6 +550,8 @@ impl Metrics {
             }
         }
         *last = seen;
+        drop(last);
+        *crate::util::lock(&self.context_text) = Arc::new(encode(&self.context_registry));
     }
 }
 

@@ -167,10 +167,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn is_drop(reason: &str) -> bool {
-    listendrop_common::Reason::ALL
-        .iter()
-        .any(|r| r.is_drop() && r.as_str() == reason)
+fn is_drop(label: &str) -> bool {
+    listendrop_common::Reason::from_label(label).is_some_and(listendrop_common::Reason::is_drop)
 }
 
 fn truncate(s: &str, width: usize) -> String {

@@ -26,6 +26,7 @@ use crate::{
     inventory::Inventory,
     metrics::ListenerLabels,
     session,
+    util::lock,
 };
 
 /// Runs until SIGINT/SIGTERM or `--count` events.
@@ -57,19 +58,16 @@ async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let context = Arc::new(Mutex::new(Context::default()));
     {
         let context = Arc::clone(&context);
-        std::thread::Builder::new()
-            .name("inventory".into())
-            .spawn(move || {
-                let mut inventory = Inventory::new();
-                loop {
-                    let snapshot = inventory.collect();
-                    if let Ok(mut ctx) = context.lock() {
-                        ctx.refresh(snapshot, &Snapshot::default(), std::time::Instant::now());
-                    }
-                    std::thread::sleep(Duration::from_secs(2));
-                }
-            })
-            .context("starting the inventory thread")?;
+        let mut inventory = Inventory::new();
+        crate::context::spawn(Duration::from_secs(2), move || {
+            let snapshot = inventory.collect();
+            lock(&context).refresh(
+                snapshot,
+                &Snapshot::default(),
+                Default::default(),
+                std::time::Instant::now(),
+            );
+        })?;
     }
     let clock = Clock::new();
     eprintln!("listendrop trace: attached; waiting for drops (Ctrl-C to stop)");

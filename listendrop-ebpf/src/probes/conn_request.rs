@@ -78,20 +78,19 @@ fn classify(call: &CallState) {
     } else {
         return;
     };
-    let Some(mut event) = record::observe(sk, reason) else {
+    let Some(mut obs) = record::observe(sk, reason) else {
         return;
     };
+    if syncookie {
+        // Only SyncookiesSent moved, or a cookie went out and the SYN was still dropped
+        // later (not seen on any kernel, but the count must follow SyncookiesSent).
+        record::count_only(&obs, Reason::SyncookieSent);
+    }
     if reason == Reason::SyncookieSent {
-        record::count_only(&event, Reason::SyncookieSent);
         return;
     }
-    if syncookie {
-        // A cookie went out and the SYN was still dropped later (cannot happen on the
-        // kernels seen, but the count must follow SyncookiesSent).
-        record::count_only(&event, Reason::SyncookieSent);
-    }
-    let tuple_ok = kernel::read_tuple(call.skb as *const u8, &mut event).is_ok();
-    record::drop(&mut event, tuple_ok);
+    let tuple_ok = kernel::read_tuple(call.skb as *const u8, &mut obs.event).is_ok();
+    record::drop(&mut obs, tuple_ok);
 }
 
 /// `tcp_conn_request`'s own test for its last-quarter rule: syncookies off and fewer than

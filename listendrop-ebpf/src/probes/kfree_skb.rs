@@ -6,7 +6,7 @@
 //! come from the tracepoint's format file, the enum value from BTF. Attached only when no
 //! `syn_recv_sock` probe is, so nothing is counted twice.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext as _};
 use listendrop_common::{event::FLAG_RESET, Reason, COUNTER_NO_LISTENER};
 
 use crate::{config::off, kernel, maps, record};
@@ -27,6 +27,31 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The record layout of 6.11+ on 64-bit kernels (`skbaddr` 8, `rx_sk` 24, `reason` 36):
+/// when the format file says exactly this, the daemon attaches this variant, which reads
+/// the reason with one direct load instead of a helper call (the verifier allows constant
+/// offsets into a tracepoint record, checked against its size at attach time).
+pub const FIXED_REASON_OFFSET: usize = 36;
+
+#[tracepoint]
+pub fn kfree_skb_fixed(ctx: TracePointContext) -> u32 {
+    // SAFETY: the daemon attaches this program only to a record whose `reason` is the u32
+    // at FIXED_REASON_OFFSET; the kernel checks the offset is inside the record.
+    let reason = unsafe {
+        core::ptr::read_volatile(
+            ctx.as_ptr()
+                .cast::<u8>()
+                .add(FIXED_REASON_OFFSET)
+                .cast::<u32>(),
+        )
+    };
+    if reason as usize != off!(reason_tcp_listen_overflow) {
+        return 0;
+    }
+    let _ = try_listen_overflow(&ctx);
+    0
+}
+
 #[inline(always)]
 fn try_listen_overflow(ctx: &TracePointContext) -> Result<(), i32> {
     // SAFETY: offsets inside the record, as above.
@@ -38,16 +63,16 @@ fn try_listen_overflow(ctx: &TracePointContext) -> Result<(), i32> {
     maps::high_water(sk);
     // SAFETY: as above.
     let skb: *const u8 = unsafe { ctx.read_at(off!(tp_kfree_skb_skbaddr))? };
-    let Some(mut event) = record::observe(sk, Reason::AckAcceptQueueFull) else {
+    let Some(mut obs) = record::observe(sk, Reason::AckAcceptQueueFull) else {
         return Ok(());
     };
     // tcp_check_req read the same sysctl a moment ago to choose between ignoring the ACK
     // and resetting the client.
-    if kernel::net_of(sk).is_ok_and(kernel::abort_on_overflow) {
-        event.flags |= FLAG_RESET;
-        record::count_only(&event, Reason::OverflowReset);
+    if kernel::abort_on_overflow(obs.net) {
+        obs.event.flags |= FLAG_RESET;
+        record::count_only(&obs, Reason::OverflowReset);
     }
-    let tuple_ok = kernel::read_tuple(skb, &mut event).is_ok();
-    record::drop(&mut event, tuple_ok);
+    let tuple_ok = kernel::read_tuple(skb, &mut obs.event).is_ok();
+    record::drop(&mut obs, tuple_ok);
     Ok(())
 }

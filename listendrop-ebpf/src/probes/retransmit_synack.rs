@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use listendrop_common::{Reason, AF_INET, AF_INET6};
 
-use crate::{config::off, record};
+use crate::{config::off, kernel, record};
 
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
@@ -17,9 +17,14 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
 fn try_retransmit_synack(ctx: &TracePointContext) -> Result<(), i32> {
     // SAFETY (all reads): offsets inside the record, from its format file.
     let sk: *const u8 = unsafe { ctx.read_at(off!(tp_synack_skaddr))? };
-    let Some(mut event) = record::observe(sk, Reason::SynackRetransmit) else {
+    // A Fast Open SYN-ACK retransmit carries the child socket, not a listener.
+    if !kernel::is_listener(sk) {
+        return Ok(());
+    }
+    let Some(mut obs) = record::observe(sk, Reason::SynackRetransmit) else {
         return Ok(());
     };
+    let event = &mut obs.event;
     // The record's addresses are the server's (s*) and the client's (d*). The v6 fields
     // hold IPv4 as ::ffff:a.b.c.d on every kernel, so they alone give both families.
     let server: [u8; 16] = unsafe { ctx.read_at(off!(tp_synack_saddr_v6))? };
@@ -35,7 +40,7 @@ fn try_retransmit_synack(ctx: &TracePointContext) -> Result<(), i32> {
         event.saddr = client;
         event.daddr = server;
     }
-    record::synack_retransmit(&mut event);
+    record::synack_retransmit(&mut obs);
     Ok(())
 }
 

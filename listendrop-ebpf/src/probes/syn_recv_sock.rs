@@ -67,13 +67,9 @@ pub fn syn_recv_sock_v6_fexit(_ctx: FExitContext) -> u32 {
 
 #[inline(always)]
 fn entered(ctx: &FEntryContext) {
-    calls::enter(
-        SLOT_SYN_RECV_SOCK,
-        ctx.arg(0),
-        ctx.arg(1),
-        ctx.arg(3),
-        ctx.arg(4),
-    );
+    let sk: u64 = ctx.arg(0);
+    maps::high_water(sk as *const u8);
+    calls::enter(SLOT_SYN_RECV_SOCK, sk, ctx.arg(1), ctx.arg(3), ctx.arg(4));
 }
 
 #[inline(always)]
@@ -105,17 +101,15 @@ fn classify(call: &CallState) {
         return;
     };
     let sk = call.sk as *const u8;
-    let Some(mut event) = record::observe(sk, reason) else {
+    let Some(mut obs) = record::observe(sk, reason) else {
         return;
     };
     // tcp_check_req reads this sysctl right after we return to choose between ignoring
     // the ACK and resetting the client (EmbryonicRsts).
-    if reason == Reason::AckAcceptQueueFull
-        && kernel::net_of(sk).is_ok_and(kernel::abort_on_overflow)
-    {
-        event.flags |= FLAG_RESET;
-        record::count_only(&event, Reason::OverflowReset);
+    if reason == Reason::AckAcceptQueueFull && kernel::abort_on_overflow(obs.net) {
+        obs.event.flags |= FLAG_RESET;
+        record::count_only(&obs, Reason::OverflowReset);
     }
-    let tuple_ok = kernel::read_tuple(call.skb as *const u8, &mut event).is_ok();
-    record::drop(&mut event, tuple_ok);
+    let tuple_ok = kernel::read_tuple(call.skb as *const u8, &mut obs.event).is_ok();
+    record::drop(&mut obs, tuple_ok);
 }

@@ -227,7 +227,7 @@ mod privileged {
             (listener, clients)
         });
         let path = format!("/run/netns/{}", ns.name);
-        let by_thread = run_in(Path::new(&path), read_current_thread).unwrap();
+        let by_thread = run_in(Path::new(&path), ns.inode as u32, read_current_thread).unwrap();
         let nstat = ns.nstat();
         for (name, value) in by_thread.named() {
             assert_eq!(Some(&value), nstat.get(name), "{name}");

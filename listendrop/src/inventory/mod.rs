@@ -315,7 +315,7 @@ fn read_namespace(
         let counters = counters::read_for_pid(pid).ok()?;
         (namespaces::net_inode(pid).ok()? == ns.inode).then_some(counters)
     });
-    namespaces::run_in(&ns.path, || {
+    namespaces::run_in(&ns.path, ns.inode, || {
         let counters = match by_pid {
             Some(c) => c,
             None => counters::read_current_thread()?,

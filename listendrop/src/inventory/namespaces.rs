@@ -169,14 +169,27 @@ pub fn merge(host: (i32, u32), named: &[(String, u32)], members: &[(i32, u32)]) 
 /// Runs `f` on a new thread that has entered the network namespace at `path` with
 /// `setns(CLONE_NEWNET)`, and returns its result. Sockets it opens, `/proc/sys/net` and
 /// `/proc/thread-self/net` all belong to that namespace; the calling thread is untouched.
+/// `expected` is the namespace's inode: a `/proc/PID/ns/net` whose process exited and
+/// whose pid was reused since discovery names another namespace, and is refused.
 pub fn run_in<R: Send>(
     path: &Path,
+    expected: u32,
     f: impl FnOnce() -> Result<R, InventoryError> + Send,
 ) -> Result<R, InventoryError> {
+    use std::os::unix::fs::MetadataExt as _;
     let file = File::open(path).map_err(|source| InventoryError::OpenNamespace {
         path: path.to_owned(),
         source,
     })?;
+    let inode = file.metadata().map(|m| m.ino()).unwrap_or(0);
+    if inode != u64::from(expected) {
+        return Err(InventoryError::OpenNamespace {
+            path: path.to_owned(),
+            source: std::io::Error::other(format!(
+                "it is namespace {inode} now, not {expected} (the process exited)"
+            )),
+        });
+    }
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("netns".into())
@@ -307,7 +320,7 @@ mod privileged {
         }
         let ns = Netns::new("inv-runin");
         let path = PathBuf::from(format!("{NAMED_DIR}/{}", ns.name));
-        let inside = run_in(&path, || {
+        let inside = run_in(&path, ns.inode as u32, || {
             Ok(std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino())
         })
         .unwrap();
@@ -316,7 +329,12 @@ mod privileged {
         assert_ne!(here, ns.inode, "the caller stays where it was");
 
         let gone = Path::new("/run/netns/listendrop-no-such-namespace");
-        let err = run_in(gone, || Ok(())).unwrap_err().to_string();
+        let err = run_in(gone, 0, || Ok(())).unwrap_err().to_string();
         assert!(err.contains("cannot open network namespace"), "{err}");
+        // The right file under another inode: refused, not entered.
+        let err = run_in(&path, ns.inode as u32 + 1, || Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not "), "{err}");
     }
 }

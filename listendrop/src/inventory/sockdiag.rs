@@ -579,7 +579,7 @@ mod privileged {
         let path = format!("/run/netns/{}", ns.name);
         for _ in 0..5 {
             let before = ss_listeners(ns);
-            let ours = run_in(Path::new(&path), dump).unwrap();
+            let ours = run_in(Path::new(&path), ns.inode as u32, dump).unwrap();
             if ss_listeners(ns) == before {
                 return (ours, before);
             }

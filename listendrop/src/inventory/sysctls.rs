@@ -151,7 +151,7 @@ mod privileged {
             ns.sysctl(key, value);
         }
         let path = format!("/run/netns/{}", ns.name);
-        let ours = run_in(Path::new(&path), read).unwrap();
+        let ours = run_in(Path::new(&path), ns.inode as u32, read).unwrap();
         let truth = |key: &str| -> u32 {
             ns_cat(&ns, &path_of(Path::new(PROC_SYS), key).to_string_lossy())
                 .parse()

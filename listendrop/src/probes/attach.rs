@@ -24,6 +24,8 @@ pub enum OwnedLink {
     KProbe(KProbeLink),
     /// Tracepoint.
     TracePoint(TracePointLink),
+    /// A pinned link (held open; dropping it leaves the hook attached through its pin).
+    Pinned(aya::programs::links::PinnedLink),
 }
 
 /// An attached link and the hook it belongs to.
@@ -117,12 +119,15 @@ impl<'a> Attacher<'a> {
 
     /// ACK-time: both `syn_recv_sock`s by fentry, else kprobe, else `skb:kfree_skb`.
     pub(super) fn ack(&mut self) {
-        for kind in [Kind::Fentry, Kind::Kprobe] {
-            if !self.try_kind(kind) {
-                continue;
-            }
-            let mut attached_v4 = false;
-            for (function, entry, exit) in SYN_RECV_SOCK {
+        // Each function takes the best kind it allows on its own: with IPv6 built as a
+        // module, tcp_v6_syn_recv_sock has no vmlinux BTF (no fentry) but a kprobe works.
+        // Mixed kinds are fine: both share the per-CPU call state.
+        let mut attached = [false; 2];
+        for (i, (function, entry, exit)) in SYN_RECV_SOCK.into_iter().enumerate() {
+            for kind in [Kind::Fentry, Kind::Kprobe] {
+                if !self.try_kind(kind) {
+                    continue;
+                }
                 let r = match kind {
                     Kind::Fentry => self.fentry_pair(function, entry, exit),
                     _ => self.kprobe_pair(
@@ -131,18 +136,43 @@ impl<'a> Attacher<'a> {
                         "syn_recv_sock_kretprobe",
                     ),
                 };
-                let ok = self.record(Group::Ack, function, kind, r);
-                attached_v4 |= ok && function == "tcp_v4_syn_recv_sock";
+                if self.record(Group::Ack, function, kind, r) {
+                    attached[i] = true;
+                    break;
+                }
             }
-            if attached_v4 {
+        }
+        match attached {
+            [true, true] => return,
+            [true, false] => {
+                tracing::warn!(
+                    "tcp_v6_syn_recv_sock could not be hooked: ACK-time drops of native IPv6 \
+                     handshakes are not counted (IPv4, also on IPv6 sockets, are)"
+                );
                 return;
             }
-            // Without the IPv4 function this kind is no use: undo a lone IPv6 attach.
-            self.undo_group(Group::Ack, kind);
+            // Without the IPv4 function the probes are no use: undo a lone IPv6 attach.
+            [false, true] => {
+                self.undo_group(Group::Ack, Kind::Fentry);
+                self.undo_group(Group::Ack, Kind::Kprobe);
+            }
+            [false, false] => {}
         }
         if self.try_kind(Kind::Tracepoint) {
+            // The record layout of 6.11+ on 64-bit: the variant with a direct load.
+            let o = &self.layout.offsets;
+            let fixed = (
+                o.tp_kfree_skb_skbaddr,
+                o.tp_kfree_skb_rx_sk,
+                o.tp_kfree_skb_reason,
+            ) == (8, 24, 36);
+            let program = if fixed {
+                "kfree_skb_fixed"
+            } else {
+                "kfree_skb"
+            };
             let r = match &self.layout.kfree_skb {
-                Ok(()) => self.tracepoint("kfree_skb", "skb", "kfree_skb"),
+                Ok(()) => self.tracepoint(program, "skb", "kfree_skb"),
                 Err(why) => Err(why.clone()),
             };
             self.record(Group::Ack, "skb:kfree_skb", Kind::Tracepoint, r);

@@ -163,7 +163,7 @@ impl Probes {
             })
             .transpose()?;
         let pinned = pinning.map(|p| p.dir.clone());
-        if let Some(hooks) = pins.as_ref().and_then(pin::PinDir::adoptable) {
+        if let Some((hooks, links)) = pins.as_ref().and_then(pin::PinDir::adoptable) {
             if let Some(pins) = &pins {
                 pins.remove_others();
             }
@@ -171,10 +171,13 @@ impl Probes {
                 hooks,
                 resumed: true,
                 pinned,
-                _links: Vec::new(),
+                _links: links,
                 ebpf: None,
                 pins,
             });
+        }
+        if let Some(pins) = &pins {
+            pins.clear_links();
         }
 
         let mut loader = EbpfLoader::new();
@@ -201,12 +204,20 @@ impl Probes {
         attacher.syn();
         attacher.ack();
         attacher.synack();
-        let (hooks, links) = attacher.finish();
+        let (mut hooks, links) = attacher.finish();
         let links = match &pins {
             Some(pins) => {
-                let unpinned = pins.pin_links(links);
+                let (held, failed) = pins.pin_links(links);
+                for (probe, kind, why) in failed {
+                    for hook in hooks
+                        .iter_mut()
+                        .filter(|h| h.probe == probe && h.kind == kind)
+                    {
+                        hook.status = Err(why.clone());
+                    }
+                }
                 pins.remove_others();
-                unpinned
+                held
             }
             None => links.into_iter().map(|l| l.link).collect(),
         };

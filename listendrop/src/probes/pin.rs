@@ -89,11 +89,33 @@ fn parse_link_name(name: &str) -> Option<Hook> {
     })
 }
 
-/// The directory of one fingerprint.
+/// The directory of one fingerprint, with the pin root locked for this process.
 pub(super) struct PinDir {
     root: PathBuf,
     here: PathBuf,
+    /// An exclusive flock on the pin root, held for the daemon's life: a second daemon
+    /// or `listendrop unpin` cannot touch the pins while it runs.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
+
+/// Takes the exclusive lock of the pin root `root` (flock works on bpffs directories).
+fn lock_root(root: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir =
+        std::fs::File::open(root).with_context(|| format!("cannot open {}", root.display()))?;
+    nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| {
+            anyhow::anyhow!(
+            "another listendrop uses the pins in {} ({errno}): stop it first, or give this one \
+             another --pin-dir (or --no-pin)",
+            root.display()
+        )
+        },
+    )
+}
+
+/// The marker (an empty directory: bpffs holds no regular files) that a fingerprint's
+/// links were all pinned.
+const COMPLETE: &str = "complete";
 
 /// Where bpffs is normally mounted (systemd does it at boot).
 const BPFFS: &str = "/sys/fs/bpf";
@@ -131,6 +153,9 @@ pub(super) fn ensure_bpffs(root: &Path) -> anyhow::Result<()> {
 impl PinDir {
     pub(super) fn new(root: &Path, fingerprint: &str) -> anyhow::Result<Self> {
         ensure_bpffs(root)?;
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
+        let lock = lock_root(root)?;
         let here = root.join(fingerprint);
         for sub in ["maps", "links"] {
             std::fs::create_dir_all(here.join(sub)).with_context(|| {
@@ -144,6 +169,7 @@ impl PinDir {
         Ok(Self {
             root: root.to_owned(),
             here,
+            _lock: lock,
         })
     }
 
@@ -152,25 +178,56 @@ impl PinDir {
         self.here.join("maps").join(name)
     }
 
-    /// The hooks pinned by a previous run with the same fingerprint, if any.
-    pub(super) fn adoptable(&self) -> Option<Vec<Hook>> {
+    /// The hooks pinned by a previous run with the same fingerprint, if it pinned them
+    /// all, with their links (held so that removing the pin files cannot detach them).
+    pub(super) fn adoptable(&self) -> Option<(Vec<Hook>, Vec<OwnedLink>)> {
+        if !self.here.join(COMPLETE).is_dir() {
+            return None;
+        }
         let maps_ok = PINNED_MAPS.iter().all(|m| self.map(m).exists());
-        let hooks: Vec<Hook> = std::fs::read_dir(self.here.join("links"))
+        let mut hooks = Vec::new();
+        let mut links = Vec::new();
+        for entry in std::fs::read_dir(self.here.join("links"))
             .ok()?
             .filter_map(Result::ok)
-            .filter_map(|e| parse_link_name(e.file_name().to_str()?))
-            .collect();
-        (maps_ok && !hooks.is_empty()).then_some(hooks)
+        {
+            let Some(hook) = entry.file_name().to_str().and_then(parse_link_name) else {
+                continue;
+            };
+            links.push(OwnedLink::Pinned(PinnedLink::from_pin(entry.path()).ok()?));
+            hooks.push(hook);
+        }
+        (maps_ok && !hooks.is_empty()).then_some((hooks, links))
+    }
+
+    /// Unpins the links a previous run left here without finishing (no marker): a fresh
+    /// load starts from its maps only.
+    pub(super) fn clear_links(&self) {
+        let _ = std::fs::remove_dir(self.here.join(COMPLETE));
+        if let Ok(links) = std::fs::read_dir(self.here.join("links")) {
+            for link in links.filter_map(Result::ok) {
+                if let Ok(pinned) = PinnedLink::from_pin(link.path()) {
+                    let _ = pinned.unpin();
+                } else {
+                    let _ = std::fs::remove_file(link.path());
+                }
+            }
+        }
     }
 
     /// Pins every link, or — when some cannot be pinned (perf-event links before Linux
     /// 5.15) — none: a restart then loads afresh onto the pinned maps (counters continue,
     /// drops during the restart are missed) instead of resuming half the hooks. Returns
-    /// the links left to the daemon (detached when it exits).
-    pub(super) fn pin_links(&self, links: Vec<AttachedLink>) -> Vec<OwnedLink> {
+    /// the links to hold (pinned ones too: holding them keeps the hooks attached even if
+    /// someone removes the pin files) and, for each link that could not be pinned, the
+    /// probe and kind whose hook it detached.
+    pub(super) fn pin_links(
+        &self,
+        links: Vec<AttachedLink>,
+    ) -> (Vec<OwnedLink>, Vec<(&'static str, Kind, String)>) {
         let perf_links = aya::features().bpf_perf_link();
         let pinnable = links.iter().all(|l| match l.link {
-            OwnedLink::FEntry(_) | OwnedLink::FExit(_) => true,
+            OwnedLink::FEntry(_) | OwnedLink::FExit(_) | OwnedLink::Pinned(_) => true,
             OwnedLink::KProbe(_) | OwnedLink::TracePoint(_) => perf_links,
         });
         if !pinnable {
@@ -179,8 +236,10 @@ impl PinDir {
                  the counters are pinned and continue across a restart, but drops during \
                  the restart itself are missed"
             );
-            return links.into_iter().map(|l| l.link).collect();
+            return (links.into_iter().map(|l| l.link).collect(), Vec::new());
         }
+        let mut held = Vec::new();
+        let mut failed = Vec::new();
         for (
             n,
             AttachedLink {
@@ -200,33 +259,39 @@ impl PinDir {
                 group_name(group),
                 kind.as_str()
             ));
-            // aya attaches perf events through bpf links exactly when the kernel has
-            // them (checked above), so these conversions succeed.
+            // aya attaches perf events through bpf links exactly when the kernel has them
+            // (checked above), so these conversions succeed.
             let fd = match link {
                 OwnedLink::FEntry(l) => Ok(l.into()),
                 OwnedLink::FExit(l) => Ok(l.into()),
                 OwnedLink::KProbe(l) => FdLink::try_from(l),
                 OwnedLink::TracePoint(l) => FdLink::try_from(l),
-            };
-            let fd = match fd {
-                Ok(fd) => fd,
-                Err(e) => {
-                    tracing::error!(
-                        "{}: not a bpf link ({e}): that hook is detached; restart with --no-pin",
-                        path.display()
-                    );
+                OwnedLink::Pinned(l) => {
+                    held.push(OwnedLink::Pinned(l));
                     continue;
                 }
             };
-            // A failed pin drops (detaches) the link: say so loudly.
-            if let Err(e) = fd.pin(&path) {
-                tracing::error!(
-                    "cannot pin {}: {e}: that hook is detached; restart with --no-pin",
-                    path.display()
+            // A failed conversion or pin drops (detaches) the link: the hook is lost.
+            match fd
+                .map_err(|e| e.to_string())
+                .and_then(|fd| fd.pin(&path).map_err(|e| e.to_string()))
+            {
+                Ok(pinned) => held.push(OwnedLink::Pinned(pinned)),
+                Err(e) => failed.push((
+                    probe,
+                    kind,
+                    format!("pinning {} failed: {e}", path.display()),
+                )),
+            }
+        }
+        if failed.is_empty() {
+            if let Err(e) = std::fs::create_dir(self.here.join(COMPLETE)) {
+                tracing::warn!(
+                    "cannot mark the pins complete ({e}): a restart will not resume them"
                 );
             }
         }
-        Vec::new()
+        (held, failed)
     }
 
     /// Removes the pins of every other fingerprint (older versions or settings): their
@@ -262,23 +327,27 @@ pub fn remove(dir: &Path) {
             let _ = std::fs::remove_file(map.path());
         }
     }
+    let _ = std::fs::remove_dir(dir.join(COMPLETE));
     let _ = std::fs::remove_dir(dir.join("links"));
     let _ = std::fs::remove_dir(dir.join("maps"));
     let _ = std::fs::remove_dir(dir);
 }
 
-/// `listendrop unpin`: removes every fingerprint under `root`, then `root`.
+/// `listendrop unpin`: removes every fingerprint under `root`, then `root`; refused
+/// while a daemon holds the pins.
 pub fn remove_all(root: &Path) -> anyhow::Result<usize> {
-    let entries = match std::fs::read_dir(root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", root.display())),
-    };
+    if !root.exists() {
+        return Ok(0);
+    }
+    let lock = lock_root(root)?;
+    let entries =
+        std::fs::read_dir(root).with_context(|| format!("cannot read {}", root.display()))?;
     let mut removed = 0;
     for entry in entries.filter_map(Result::ok) {
         remove(&entry.path());
         removed += 1;
     }
+    drop(lock);
     std::fs::remove_dir(root).with_context(|| format!("cannot remove {}", root.display()))?;
     Ok(removed)
 }

@@ -93,10 +93,11 @@ fn config_example_starts_the_daemon() {
             .any(|l| l.contains("configuration from") && l.contains("config.example.toml")),
         "{lines:#?}"
     );
+    // Whatever this kernel allows, the example's defaults attach something.
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("attached tracepoint skb:kfree_skb")),
+            .any(|l| l.contains("listendrop::session: attached ")),
         "{lines:#?}"
     );
     assert_eq!(daemon.get("/healthz").0, 200);

@@ -323,8 +323,7 @@ fn unit_capabilities_let_a_non_root_daemon_do_everything_root_does() {
         Outcome::Serving(d) => d,
         Outcome::Exited(log) => panic!("with {caps:?} as uid {}: exited:\n{log}", launch::NOBODY),
     };
-    let log = daemon.log();
-    assert!(log.contains("attached tracepoint skb:kfree_skb"), "{log}");
+    assert!(!hooks.is_empty(), "root attaches nothing here");
     assert_eq!(
         launch::attached(&daemon.metrics()),
         hooks,

@@ -1,96 +1,15 @@
 //! ACK-time accept-queue overflows: the client's final ACK (or first data) arrives while
 //! the accept queue is full.
 
-use std::{collections::BTreeSet, io::Read as _, net::SocketAddr, thread::sleep, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use crate::support::{
     daemon::{sum, Daemon},
     expect::{self, counted},
     netns::{delta, Netns},
     require_root,
-    sockets::{connect, listen, local, poke},
+    scenarios::{ack_overflow, AckOverflow},
 };
-
-/// What an ACK-time overflow scenario did.
-pub(crate) struct AckOverflow {
-    /// The overflowing listener.
-    pub(crate) listener: SocketAddr,
-    /// A second listener in the same namespace that accepts normally.
-    quiet: SocketAddr,
-    /// Client ports of the connections whose handshake the kernel dropped.
-    pub(crate) victims: BTreeSet<u16>,
-    /// The listener's listen() backlog: its accept queue limit.
-    backlog: i32,
-    /// What each victim read after the episode (Ok(0) if nothing happened).
-    victim_reads: Vec<std::io::Result<usize>>,
-}
-
-/// Makes ACK-time accept-queue overflows (the TCP_DEFER_ACCEPT recipe).
-///
-/// With TCP_DEFER_ACCEPT a bare final ACK leaves the request in the SYN queue; the child
-/// is created only when data arrives. The victims complete their handshakes first, then
-/// `backlog + 1` fillers connect and send data, one at a time, so that the SYN queue never
-/// holds more than `victims < backlog` requests (no syncookies on any kernel) and the accept
-/// queue ends at `backlog + 1`: full. The victims' data then overflows, and so does every
-/// client retransmit and every ACK answering a SYN-ACK retransmit (TCP_DEFER_ACCEPT of 1 s
-/// lets the listener resend SYN-ACKs at once), until the listener is closed.
-pub(crate) fn ack_overflow(
-    ns: &Netns,
-    bind: &str,
-    client_to: Option<&str>,
-    victims: usize,
-) -> AckOverflow {
-    let backlog = i32::try_from(victims).unwrap() + 1;
-    ns.enter(|| {
-        let listener = listen(bind.parse().unwrap(), backlog, Some(1));
-        let mut addr = local(&listener);
-        if let Some(ip) = client_to {
-            addr.set_ip(ip.parse().unwrap());
-        }
-        let quiet = listen(bind.parse().unwrap(), 128, None);
-        let mut quiet_addr = local(&quiet);
-        if let Some(ip) = client_to {
-            quiet_addr.set_ip(ip.parse().unwrap());
-        }
-        let _client = connect(quiet_addr);
-        let _served = quiet.accept().unwrap();
-
-        let mut victim_streams: Vec<_> = (0..victims).map(|_| connect(addr)).collect();
-        let mut fillers = Vec::new();
-        for _ in 0..=backlog {
-            let mut filler = connect(addr);
-            poke(&mut filler);
-            sleep(Duration::from_millis(30));
-            fillers.push(filler);
-        }
-        for victim in &mut victim_streams {
-            poke(victim);
-        }
-        // Client retransmits (200 ms, 600 ms, ...) and the SYN-ACK retransmit at 1 s.
-        sleep(Duration::from_millis(2500));
-        let victim_reads = victim_streams
-            .iter_mut()
-            .map(|v| {
-                v.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-                let mut buf = [0u8; 1];
-                v.read(&mut buf)
-            })
-            .collect();
-        // Closing the listener ends the episode: later retransmits find no listener.
-        drop(listener);
-        sleep(Duration::from_millis(100));
-        AckOverflow {
-            listener: addr,
-            quiet: quiet_addr,
-            victims: victim_streams
-                .iter()
-                .map(|s| s.local_addr().unwrap().port())
-                .collect(),
-            backlog,
-            victim_reads,
-        }
-    })
-}
 
 /// The checks every ACK-overflow scenario shares; returns the ListenOverflows delta.
 fn check_ack_overflow(

@@ -23,16 +23,9 @@ use crate::support::{
 struct Owned {
     ns: Netns,
     addr: SocketAddr,
-    owner: std::process::Child,
+    owner: crate::support::sockets::Holder,
     _clients: Vec<std::net::TcpStream>,
     _victim: socket2::Socket,
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let _ = self.owner.kill();
-        let _ = self.owner.wait();
-    }
 }
 
 fn owned_full_listener(tag: &str, backlog: i32, somaxconn: &str) -> Owned {
@@ -302,7 +295,7 @@ fn trace_json_emits_one_object_per_drop() {
     }
     assert!(ready, "trace did not start");
     let before = ns.nstat();
-    let scenario = crate::ack::ack_overflow(&ns, "127.0.0.1:0", None, 2);
+    let scenario = crate::support::scenarios::ack_overflow(&ns, "127.0.0.1:0", None, 2);
     let after = ns.nstat();
     let overflows = delta(&before, &after, "TcpExtListenOverflows");
     // Collect what trace printed, then stop it by pid.
@@ -346,4 +339,83 @@ fn trace_json_emits_one_object_per_drop() {
         assert_eq!(o["server_port"], scenario.listener.port());
         assert_eq!(o["listen_port"], scenario.listener.port());
     }
+}
+
+/// The listener's socket cookie (SO_COOKIE), which also makes the kernel generate it
+/// now, as the daemon's sock_diag would at its next pass.
+fn cookie_of(socket: &socket2::Socket) -> u64 {
+    use std::os::fd::AsRawFd as _;
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt on an fd we own, into a live u64 with its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            std::ptr::from_mut(&mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_COOKIE: {}", std::io::Error::last_os_error());
+    cookie
+}
+
+#[test]
+fn high_water_catches_a_queue_that_sampling_misses() {
+    if !require_root("high_water_catches_a_queue_that_sampling_misses") {
+        return;
+    }
+    let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
+    let ns = Netns::new("hiwater");
+    // The queue fills to 4 (of 3) and an ACK-time drop happens there; within a few
+    // milliseconds every connection is accepted. Sampling every second almost never
+    // sees the 4; the eBPF hooks see it at the drop (and, with probes, at each SYN and
+    // handshake).
+    let listener = ns.enter(|| {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), 3, Some(1));
+        assert_ne!(cookie_of(&listener), 0);
+        let addr = local(&listener);
+        let mut victim = connect(addr);
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            let mut filler = connect(addr);
+            crate::support::sockets::poke(&mut filler);
+            sleep(Duration::from_millis(20));
+            fillers.push(filler);
+        }
+        crate::support::sockets::poke(&mut victim);
+        sleep(Duration::from_millis(30));
+        // Accept everything, including the victim once its retransmit gets in.
+        listener.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_millis(1500);
+        let mut accepted = Vec::new();
+        while Instant::now() < until {
+            match listener.accept() {
+                Ok(conn) => accepted.push(conn),
+                Err(_) => sleep(Duration::from_millis(5)),
+            }
+        }
+        drop((victim, fillers, accepted));
+        listener
+    });
+    let port = local(&listener).port().to_string();
+    let netns = ns.inode.to_string();
+    let labels = [("netns", netns.as_str()), ("listen_port", port.as_str())];
+    let metrics = wait_for_listener(&daemon, &ns, local(&listener).port());
+    assert_eq!(
+        sum(&metrics, "listendrop_accept_queue_length", &labels),
+        0.0,
+        "drained"
+    );
+    if !expect::covered(&metrics, "ack_accept_queue_full") {
+        println!("no ACK-time hook here: nothing observes the queue between samples");
+        return;
+    }
+    assert!(
+        sum(&metrics, "listendrop_accept_queue_high_water", &labels) >= 4.0,
+        "the high-water mark missed the full queue"
+    );
+    drop(listener);
+    assert!(daemon.stop().success());
 }

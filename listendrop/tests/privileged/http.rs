@@ -29,13 +29,35 @@ fn hostile_clients_do_not_starve_the_scraper() {
         return;
     }
     let daemon = Daemon::start(&[]);
-    // Hundreds of connections that never send a byte.
+    // Hundreds of connections that never send a byte: a scrape still succeeds.
     let idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(daemon.addr).unwrap())
         .collect();
     let (status, body) = daemon.get("/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("listendrop_build_info"));
+
+    // Past the connection cap (512), connections are answered 503 and closed at once.
+    // (All connect first, then look: the idle ones must not reach their 5 s timeout.)
+    let mut more: Vec<TcpStream> = (0..260)
+        .map(|_| TcpStream::connect(daemon.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused = 0;
+    for s in &mut more {
+        s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        let mut head = [0u8; 12];
+        if s.read(&mut head)
+            .is_ok_and(|n| n == 12 && head.starts_with(b"HTTP/1.1 503"))
+        {
+            refused += 1;
+        }
+    }
+    // 300 idle + 1 keep-alive scrape + 260: the last 49 are over the cap of 512.
+    assert!(refused > 0, "no connection was refused beyond the cap");
+    drop(more);
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
 
     assert!(raw_request(daemon.addr, b"\x16\x03\x01garbage\r\n\r\n").contains("400"));
     let huge = format!(
@@ -62,8 +84,22 @@ fn hostile_clients_do_not_starve_the_scraper() {
     .contains("404"));
     assert_eq!(daemon.get("/healthz"), (200, "ok\n".to_owned()));
 
-    let (status, _) = daemon.get("/metrics");
-    assert_eq!(status, 200, "scrape after the abuse");
-    drop(idle);
+    // An idle connection is closed after the header timeout (5 s).
+    let mut lazy = TcpStream::connect(daemon.addr).unwrap();
+    lazy.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let started = std::time::Instant::now();
+    let n = lazy.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || buf.starts_with(b"HTTP/1.1 408"),
+        "idle connection answered {n} bytes"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(14),
+        "idle connection never closed"
+    );
+
+    assert_eq!(daemon.get("/metrics").0, 200, "scrape after the abuse");
     assert!(daemon.stop().success());
 }

@@ -138,14 +138,22 @@ fn restart_with_pins_misses_no_drop_and_unpin_removes_everything() {
     let first_total = std::sync::Mutex::new(0.0);
     let before = ns.nstat();
     let scenario = std::thread::scope(|s| {
-        let run = s.spawn(|| crate::ack::ack_overflow(&ns, "127.0.0.1:0", None, 2));
-        std::thread::sleep(Duration::from_millis(900));
+        let run = s.spawn(|| crate::support::scenarios::ack_overflow(&ns, "127.0.0.1:0", None, 2));
+        // Stop the first daemon once it has counted drops (however slow the machine).
         let netns = ns.inode.to_string();
-        *first_total.lock().unwrap() = crate::support::daemon::sum(
-            &first.metrics(),
-            "listendrop_drops_total",
-            &[("netns", &netns)],
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = crate::support::daemon::sum(
+                &first.metrics(),
+                "listendrop_drops_total",
+                &[("netns", &netns)],
+            );
+            if seen > 0.0 || std::time::Instant::now() > deadline {
+                *first_total.lock().unwrap() = seen;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert!(first.stop().success());
         for id in &ids {
             let loaded = Command::new("bpftool")
@@ -234,7 +242,7 @@ fn gone_listeners_expire_from_metrics_and_the_kernel_map() {
     }
     let daemon = Daemon::start(&["--stale-after-secs", "2", "--inventory-interval-secs", "1"]);
     let ns = crate::support::netns::Netns::new("expire");
-    let scenario = crate::ack::ack_overflow(&ns, "127.0.0.1:0", None, 1);
+    let scenario = crate::support::scenarios::ack_overflow(&ns, "127.0.0.1:0", None, 1);
     let netns = ns.inode.to_string();
     let port = scenario.listener.port().to_string();
     let labels = [("netns", netns.as_str()), ("listen_port", port.as_str())];

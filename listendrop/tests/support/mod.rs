@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod expect;
 pub mod netns;
 pub mod raw;
+pub mod scenarios;
 pub mod sockets;
 
 /// `true` when this process may load eBPF programs. Otherwise prints why the test is

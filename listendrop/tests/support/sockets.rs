@@ -55,9 +55,26 @@ pub fn poke(stream: &mut TcpStream) {
     stream.write_all(b"x").unwrap();
 }
 
+/// A child process holding a socket; killed (by pid) when dropped, even on a panic.
+pub struct Holder(std::process::Child);
+
+impl Holder {
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `sleep 600` holding `socket` (inherited as a file descriptor), so that a real
 /// process other than the test owns it; the caller then closes its own copy.
-pub fn hold_in_child(socket: &Socket) -> std::process::Child {
+pub fn hold_in_child(socket: &Socket) -> Holder {
     use std::os::unix::process::CommandExt as _;
     let fd = socket.as_raw_fd();
     let mut cmd = std::process::Command::new("sleep");
@@ -72,5 +89,5 @@ pub fn hold_in_child(socket: &Socket) -> std::process::Child {
             Ok(())
         });
     }
-    cmd.spawn().expect("spawn sleep")
+    Holder(cmd.spawn().expect("spawn sleep"))
 }

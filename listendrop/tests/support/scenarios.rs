@@ -1,0 +1,90 @@
+//! Drop scenarios shared by the test targets (and the benchmarks): real sockets in a
+//! network namespace of the test's own.
+
+use std::{collections::BTreeSet, io::Read as _, net::SocketAddr, thread::sleep, time::Duration};
+
+use super::{
+    netns::Netns,
+    sockets::{connect, listen, local, poke},
+};
+
+/// What an ACK-time overflow scenario did.
+pub struct AckOverflow {
+    /// The overflowing listener.
+    pub listener: SocketAddr,
+    /// A second listener in the same namespace that accepts normally.
+    pub quiet: SocketAddr,
+    /// Client ports of the connections whose handshake the kernel dropped.
+    pub victims: BTreeSet<u16>,
+    /// The listener's listen() backlog: its accept queue limit.
+    pub backlog: i32,
+    /// What each victim read after the episode (Ok(0) if nothing happened).
+    pub victim_reads: Vec<std::io::Result<usize>>,
+}
+
+/// Makes ACK-time accept-queue overflows (the TCP_DEFER_ACCEPT recipe).
+///
+/// With TCP_DEFER_ACCEPT a bare final ACK leaves the request in the SYN queue; the child
+/// is created only when data arrives. The victims complete their handshakes first, then
+/// `backlog + 1` fillers connect and send data, one at a time, so that the SYN queue never
+/// holds more than `victims < backlog` requests (no syncookies on any kernel) and the accept
+/// queue ends at `backlog + 1`: full. The victims' data then overflows, and so does every
+/// client retransmit and every ACK answering a SYN-ACK retransmit (TCP_DEFER_ACCEPT of 1 s
+/// lets the listener resend SYN-ACKs at once), until the listener is closed.
+pub fn ack_overflow(
+    ns: &Netns,
+    bind: &str,
+    client_to: Option<&str>,
+    victims: usize,
+) -> AckOverflow {
+    let backlog = i32::try_from(victims).unwrap() + 1;
+    ns.enter(|| {
+        let listener = listen(bind.parse().unwrap(), backlog, Some(1));
+        let mut addr = local(&listener);
+        if let Some(ip) = client_to {
+            addr.set_ip(ip.parse().unwrap());
+        }
+        let quiet = listen(bind.parse().unwrap(), 128, None);
+        let mut quiet_addr = local(&quiet);
+        if let Some(ip) = client_to {
+            quiet_addr.set_ip(ip.parse().unwrap());
+        }
+        let _client = connect(quiet_addr);
+        let _served = quiet.accept().unwrap();
+
+        let mut victim_streams: Vec<_> = (0..victims).map(|_| connect(addr)).collect();
+        let mut fillers = Vec::new();
+        for _ in 0..=backlog {
+            let mut filler = connect(addr);
+            poke(&mut filler);
+            sleep(Duration::from_millis(30));
+            fillers.push(filler);
+        }
+        for victim in &mut victim_streams {
+            poke(victim);
+        }
+        // Client retransmits (200 ms, 600 ms, ...) and the SYN-ACK retransmit at 1 s.
+        sleep(Duration::from_millis(2500));
+        let victim_reads = victim_streams
+            .iter_mut()
+            .map(|v| {
+                v.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+                let mut buf = [0u8; 1];
+                v.read(&mut buf)
+            })
+            .collect();
+        // Closing the listener ends the episode: later retransmits find no listener.
+        drop(listener);
+        sleep(Duration::from_millis(100));
+        AckOverflow {
+            listener: addr,
+            quiet: quiet_addr,
+            victims: victim_streams
+                .iter()
+                .map(|s| s.local_addr().unwrap().port())
+                .collect(),
+            backlog,
+            victim_reads,
+        }
+    })
+}
