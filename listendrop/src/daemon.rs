@@ -133,6 +133,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     });
     let mut probes = session::open(&args.probes, pinning.as_ref())?;
     session::report(&probes);
+    release_startup_memory();
 
     let ring = RingBuf::try_from(probes.take_map(MAP_EVENTS)?).context("map EVENTS")?;
     let high_water =
@@ -189,6 +190,16 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     // Dropping the loaded object detaches every unpinned hook and unloads what no pin holds.
     drop(probes);
     result
+}
+
+/// Gives the memory of start-up (parsing the kernel's BTF and kallsyms, tens of MB) back
+/// to the system: the daemon then runs in a few MB.
+fn release_startup_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Logs each event with its owner, and the diagnosis when a listener starts dropping.

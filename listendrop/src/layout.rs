@@ -141,17 +141,10 @@ fn resolve_synack(
 /// find this CPU's copy (`__per_cpu_offset`, a data symbol: needs CONFIG_KALLSYMS_ALL=y,
 /// set by Debian, Ubuntu, RHEL and Fedora kernels).
 fn resolve_mib(btf: &KernelBtf, offsets: &mut KernelOffsets) -> Result<(), String> {
-    let symbols =
-        aya::util::kernel_symbols().map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
-    offsets.per_cpu_offset = symbols
-        .iter()
-        .find(|(_, name)| name.as_str() == "__per_cpu_offset")
-        .map(|(addr, _)| *addr)
-        .filter(|addr| *addr != 0)
-        .ok_or(
-            "/proc/kallsyms has no __per_cpu_offset (the kernel needs CONFIG_KALLSYMS_ALL=y, \
-             and reading addresses needs root or CAP_SYSLOG)",
-        )?;
+    offsets.per_cpu_offset = kernel_symbol("__per_cpu_offset")?.ok_or(
+        "/proc/kallsyms has no __per_cpu_offset (the kernel needs CONFIG_KALLSYMS_ALL=y, \
+         and reading addresses needs root or CAP_SYSLOG)",
+    )?;
     let btf_err = |e: BtfError| e.to_string();
     offsets.net_mib = btf
         .member_sized("net", "mib.net_statistics", 8)
@@ -174,6 +167,28 @@ fn resolve_mib(btf: &KernelBtf, offsets: &mut KernelOffsets) -> Result<(), Strin
     offsets.mib_reqq_full_drop = index("LINUX_MIB_TCPREQQFULLDROP")?;
     offsets.mib_syncookies_sent = index("LINUX_MIB_SYNCOOKIESSENT")?;
     Ok(())
+}
+
+/// The address of kernel symbol `name` from /proc/kallsyms (`ADDRESS TYPE NAME [MODULE]`
+/// lines); `None` when absent or hidden (address 0 without CAP_SYSLOG). A single pass
+/// keeping nothing: aya's `kernel_symbols()` would build a map of every symbol to look
+/// up one.
+fn kernel_symbol(name: &str) -> Result<Option<u64>, String> {
+    use std::io::BufRead as _;
+    let file = std::fs::File::open("/proc/kallsyms")
+        .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+        let mut fields = line.split_ascii_whitespace();
+        if let (Some(address), Some(_kind), Some(symbol)) =
+            (fields.next(), fields.next(), fields.next())
+        {
+            if symbol == name {
+                return Ok(u64::from_str_radix(address, 16).ok().filter(|a| *a != 0));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// `(major, minor)` from `uname -r` (`/proc/sys/kernel/osrelease`).

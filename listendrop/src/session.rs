@@ -16,13 +16,16 @@ use crate::{
 /// Resolves the layout and loads and attaches the programs as `args` ask (pinned under
 /// `pinning`, adopting a previous run's pins, when given).
 pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> anyhow::Result<Probes> {
+    let start = std::time::Instant::now();
     let btf = KernelBtf::open(&args.btf)?;
+    tracing::debug!("kernel BTF parsed in {:?}", start.elapsed());
     privileges::check().map_err(|e| anyhow!(e))?;
     let tracefs = Tracefs::locate();
     let layout = Layout::resolve(&btf, tracefs.as_ref().map_err(String::as_str)).context(
         "this kernel lacks socket fields every listendrop hook reads; please report it \
          with `uname -r`",
     )?;
+    tracing::debug!("kernel layout resolved at {:?}", start.elapsed());
     let sizes = Sizes {
         max_listener_keys: args.max_listener_keys,
         max_handshakes: args.max_handshakes,
