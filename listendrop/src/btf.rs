@@ -87,14 +87,15 @@ impl KernelBtf {
                 path: path.to_owned(),
             });
         }
-        // Mmap: parses on demand what the few lookups need (ms, not ~150 ms and tens of
-        // MB for the whole vmlinux BTF).
-        let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap).map_err(|source| {
-            BtfError::Parse {
+        // Mmap parses on demand what the few lookups need (ms, not ~150 ms and tens of
+        // MB for the whole vmlinux BTF); sysfs BTF can be mmapped only since 6.16 or so,
+        // so older kernels (ENODEV) read it whole.
+        let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+            .or_else(|_| Btf::from_file(path))
+            .map_err(|source| BtfError::Parse {
                 path: path.to_owned(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Self { btf })
     }
 
