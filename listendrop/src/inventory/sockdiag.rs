@@ -195,7 +195,11 @@ pub fn parse_datagram(
         match message.payload {
             NetlinkPayload::Done(_) => return Ok(true),
             NetlinkPayload::Error(e) if e.code.is_some() => {
-                let source = e.to_io();
+                // Not `to_io()`: its `abs()` overflows on i32::MIN (found by fuzzing); a
+                // kernel sends -errno, anything else is a malformed answer.
+                let source = std::io::Error::from_raw_os_error(
+                    e.raw_code().checked_neg().unwrap_or(libc::EPROTO),
+                );
                 // ENOENT: no handler for TCP, i.e. tcp_diag is not loaded (the kernel loads
                 // it through modprobe on demand; without modprobe it stays missing).
                 if source.raw_os_error() == Some(2) {
@@ -652,5 +656,17 @@ mod privileged {
         assert_eq!((du.family, du.v6only), (Family::Ipv6, false));
         assert_eq!(du.syn_recv, 2, "one IPv4 and one IPv6 request");
         assert_eq!(ours.unattributed_syn_recv, 0);
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    /// An NLMSG_ERROR with errno i32::MIN made `ErrorMessage::to_io` overflow (found by
+    /// `cargo xtask fuzz`): an error now, not a panic.
+    #[test]
+    fn error_code_i32_min_is_an_error() {
+        let bytes = include_bytes!("../../../fuzz/seeds/sock_diag/regression-errno-min");
+        let mut out = Vec::new();
+        let _ = super::parse_datagram(bytes, &mut out);
     }
 }
