@@ -424,9 +424,9 @@ impl ContextFamilies {
             high_water: gauge_vec(
                 r,
                 "listendrop_accept_queue_high_water",
-                "Highest accept queue length seen since the previous scrape: sampled, and \
-                 observed by the eBPF hooks at every SYN, handshake and drop where the kernel \
-                 allows them (catches stalls shorter than the scrape interval).",
+                "Highest accept queue length over the last minute: observed by the eBPF hooks \
+                 at every SYN, handshake and drop where the kernel allows them, and sampled \
+                 (catches stalls shorter than the scrape interval).",
                 listener,
             )?,
             drop_rate,
