@@ -54,17 +54,22 @@ fn missing_btf_names_the_kernel_option_and_flag() {
     );
 }
 
-#[test]
-fn without_privileges_names_the_capabilities_and_the_fix() {
-    let mut cmd = if nix::unistd::geteuid().is_root() {
-        // Become nobody: changing uid away from 0 clears the effective capabilities.
+/// The binary as a user without capabilities: as root, become nobody (changing uid away
+/// from 0 clears the effective capabilities); otherwise we already are one.
+fn unprivileged() -> Command {
+    if nix::unistd::geteuid().is_root() {
         let mut cmd = Command::new("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
         cmd.arg(binary());
         cmd
     } else {
         Command::new(binary())
-    };
+    }
+}
+
+#[test]
+fn without_privileges_names_the_capabilities_and_the_fix() {
+    let mut cmd = unprivileged();
     cmd.args(["--web.listen-address", "127.0.0.1:0"]);
     let f = run_to_exit(&mut cmd);
     assert_one_line_error(&f, &["CAP_BPF", "CAP_PERFMON", "root", "systemd"]);
@@ -144,14 +149,7 @@ fn bad_config_file_names_the_file_and_line() {
 
 #[test]
 fn check_without_privileges_says_so_and_fails() {
-    let mut cmd = if nix::unistd::geteuid().is_root() {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
-        cmd.arg(binary());
-        cmd
-    } else {
-        Command::new(binary())
-    };
+    let mut cmd = unprivileged();
     let out = cmd.arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);

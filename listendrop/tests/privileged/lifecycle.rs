@@ -4,6 +4,16 @@ use std::{process::Command, time::Duration};
 
 use crate::support::{daemon::Daemon, netns::run, require_root};
 
+/// Whether program `id` is loaded, as bpftool sees it.
+fn program_loaded(id: u64) -> bool {
+    Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
 /// Ids of the eBPF programs `pid` holds, from its fds (`anon_inode:bpf-prog`) and their
 /// `/proc/PID/fdinfo` (`prog_id:`), as the kernel reports them.
 fn programs_of(pid: u32) -> Vec<u64> {
@@ -54,12 +64,7 @@ fn sigterm_and_sigint_leave_no_program_behind() {
         let status = daemon.stop_after_signal();
         assert!(status.success(), "{signal}: {status}");
         for id in ids {
-            let gone = !Command::new("bpftool")
-                .args(["prog", "show", "id", &id.to_string()])
-                .output()
-                .unwrap()
-                .status
-                .success();
+            let gone = !program_loaded(id);
             assert!(gone, "program {id} still loaded after {signal}");
         }
     }
@@ -156,12 +161,7 @@ fn restart_with_pins_misses_no_drop_and_unpin_removes_everything() {
         }
         assert!(first.stop().success());
         for id in &ids {
-            let loaded = Command::new("bpftool")
-                .args(["prog", "show", "id", &id.to_string()])
-                .output()
-                .unwrap()
-                .status
-                .success();
+            let loaded = program_loaded(*id);
             // Pinned links keep the programs loaded (and counting) with no daemon.
             assert_eq!(
                 loaded, links_pinned,
@@ -225,12 +225,7 @@ fn restart_with_pins_misses_no_drop_and_unpin_removes_everything() {
     );
     assert!(!dir.exists(), "{pin_dir} still exists");
     for id in ids {
-        let gone = !Command::new("bpftool")
-            .args(["prog", "show", "id", &id.to_string()])
-            .output()
-            .unwrap()
-            .status
-            .success();
+        let gone = !program_loaded(id);
         assert!(gone, "program {id} still loaded after unpin");
     }
 }

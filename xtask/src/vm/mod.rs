@@ -3,11 +3,11 @@
 //!
 //! - `kernels`: the newest cloud kernel of each series, via a private apt state (cached).
 //! - `binaries`: static (musl) daemon and test binaries.
-//! - `initramfs`: the VM's userspace and `/init`.
+//! - `image`: the VM's userspace (the initramfs) and `/init`.
 //! - `qemu`: one boot, its console log, the marker, the time limit.
 
 mod binaries;
-mod initramfs;
+mod image;
 mod kernels;
 mod qemu;
 
@@ -20,7 +20,7 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use crate::toolchain;
-use initramfs::{InitOptions, Rootfs};
+use image::{InitOptions, Rootfs};
 use kernels::Kernel;
 use qemu::{Boot, BootOptions};
 
