@@ -41,11 +41,12 @@ pub struct Row {
 }
 
 /// Where a namespace's reconciliation starts: the kernel's ListenDrops and listendrop's
-/// attributed drops when it was first read.
+/// attributed drops when it was first read, and the kernel's latest reading.
 #[derive(Clone, Copy, Debug, Default)]
 struct Baseline {
     kernel: u64,
     ours: u64,
+    last: u64,
 }
 
 /// The daemon's view, updated at every inventory pass.
@@ -93,19 +94,33 @@ impl Context {
         for ns in &inventory.namespaces {
             let inode = ns.namespace.inode;
             let ours = ours.get(&inode).copied().unwrap_or(0);
-            let base = *self.baselines.entry(inode).or_insert_with(|| {
+            let kernel = ns.counters.listen_drops;
+            let base = self.baselines.entry(inode).or_insert_with(|| {
                 if known.contains(&inode) {
                     Baseline {
-                        kernel: ns.counters.listen_drops,
+                        kernel,
                         ours,
+                        last: kernel,
                     }
                 } else {
                     Baseline::default()
                 }
             });
-            let diff = ns
-                .counters
-                .listen_drops
+            if kernel < base.last {
+                // The kernel's counter went backwards: the namespace died and a new one
+                // got its inode between two passes (inodes are reused at once). The new
+                // one starts from zero; drops still counted for the dead one's listeners
+                // under this inode are not its own. The exported counter resets with it.
+                *base = Baseline {
+                    kernel: 0,
+                    ours,
+                    last: kernel,
+                };
+                self.unattributed.insert(inode, 0);
+            }
+            base.last = kernel;
+            let base = *base;
+            let diff = kernel
                 .saturating_sub(base.kernel)
                 .saturating_sub(ours.saturating_sub(base.ours));
             let max = self.unattributed.entry(inode).or_default();
@@ -379,6 +394,22 @@ mod tests {
         born.namespaces.extend(snapshot(7, 118).namespaces);
         ctx.refresh(born, &Counts::default(), HashMap::new(), t0);
         assert_eq!(ctx.unattributed()[&9], 4);
+    }
+
+    #[test]
+    fn a_namespace_reborn_under_the_same_inode_starts_from_zero() {
+        let t0 = Instant::now();
+        let mut ctx = Context::default();
+        ctx.refresh(snapshot(7, 100), &counts(7, 80, 0), HashMap::new(), t0);
+        ctx.refresh(snapshot(7, 130), &counts(7, 80, 20), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 10);
+        // Between two passes namespace 7 died and a new one got inode 7: its ListenDrops
+        // are 6, all unattributed, and the 20 drops of the dead one's listener (still
+        // counted under inode 7 until they expire) are not subtracted from them.
+        ctx.refresh(snapshot(7, 6), &counts(7, 80, 20), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 6);
+        ctx.refresh(snapshot(7, 9), &counts(7, 80, 22), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 7);
     }
 
     #[test]

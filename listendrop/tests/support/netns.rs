@@ -7,12 +7,23 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
     process::Command,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
 };
 
 use nix::sched::{setns, CloneFlags};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Namespaces of finished tests, kept allocated until this process exits. The kernel hands
+/// a new namespace the lowest free inode number (the ns IDA, every kernel since 3.8), so
+/// without this a test running next to another could get the inode of a namespace that
+/// just died, and would rightly see that namespace's listeners and counters under its own
+/// `netns` label. Holding the old ones open makes every test's `netns` unique for the run;
+/// they have no name, sockets or processes left, and the kernel frees them at exit.
+static RETIRED: Mutex<Vec<File>> = Mutex::new(Vec::new());
 
 /// A named network namespace with `lo` up.
 pub struct Netns {
@@ -129,6 +140,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if let Ok(file) = File::open(PathBuf::from("/run/netns").join(&self.name)) {
+            RETIRED.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

@@ -219,7 +219,7 @@ export LISTENDROP_BIN=/bin/listendrop LISTENDROP_REQUIRE_PRIVILEGED=1 LISTENDROP
 {exports}echo "listendrop-vm: kernel $(uname -r): what listendrop attaches here"
 /bin/listendrop check ${{LISTENDROP_PROBE_KIND:+--probe-kind $LISTENDROP_PROBE_KIND}}
 echo "listendrop-vm: running the privileged tests"
-/bin/privileged --test-threads=1{args}
+/bin/privileged --test-threads=2{args}
 rc=$?
 if [ "$rc" -eq 0 ]; then
     echo "{MARKER} PASS"
@@ -328,7 +328,7 @@ mod tests {
             test_args: &args,
         });
         assert!(script.contains("export LISTENDROP_EXPECT_FULL_COVERAGE='1'\n"));
-        assert!(script.contains("/bin/privileged --test-threads=1 'sigterm'\n"));
+        assert!(script.contains("/bin/privileged --test-threads=2 'sigterm'\n"));
         assert_eq!(script.matches("poweroff -f").count(), 1);
     }
 }
