@@ -319,7 +319,7 @@ mod tests {
 
     fn kernel() -> Option<KernelBtf> {
         if !Path::new(VMLINUX).exists() {
-            println!("skipped: this kernel has no BTF at {VMLINUX}");
+            crate::util::skip_test(&format!("this kernel has no BTF at {VMLINUX}"));
             return None;
         }
         Some(KernelBtf::open(Path::new(VMLINUX)).expect("parse vmlinux BTF"))
@@ -402,7 +402,7 @@ mod tests {
         let Some(format) =
             crate::tracefs::Tracefs::find().and_then(|t| t.read_format("skb", "kfree_skb").ok())
         else {
-            println!("skipped: tracefs is not mounted");
+            crate::util::skip_test("tracefs is not mounted");
             return;
         };
         assert!(

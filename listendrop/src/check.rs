@@ -3,6 +3,8 @@
 
 use std::{io::Write as _, path::Path};
 
+use listendrop_common::Reason;
+
 use crate::{cli::CheckArgs, layout, privileges, session, tracefs::Tracefs};
 
 /// Prints the report; `Ok(true)` when listendrop can count drops here.
@@ -81,7 +83,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
             }
         )?;
     }
-    let any = coverage.iter().any(|(_, covered)| *covered);
+    let any = counts_drops(&coverage);
     writeln!(
         out,
         "\n{}",
@@ -92,6 +94,14 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
         }
     )?;
     Ok(any)
+}
+
+/// Whether some drop class is observable. SYN-ACK retransmits and overflow resets alone
+/// (their tracepoints attach almost everywhere) do not make listendrop useful.
+fn counts_drops(coverage: &[(Reason, bool)]) -> bool {
+    coverage
+        .iter()
+        .any(|(reason, covered)| *covered && reason.is_drop())
 }
 
 fn mark(ok: bool) -> &'static str {
@@ -106,4 +116,24 @@ fn release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_drop_class_makes_check_pass() {
+        let none = [
+            (Reason::AckAcceptQueueFull, false),
+            (Reason::SynackRetransmit, true),
+            (Reason::OverflowReset, true),
+        ];
+        assert!(!counts_drops(&none));
+        let ack = [
+            (Reason::AckAcceptQueueFull, true),
+            (Reason::SynackRetransmit, true),
+        ];
+        assert!(counts_drops(&ack));
+    }
 }

@@ -13,7 +13,7 @@ use listendrop_common::{ListenerKey, Reason};
 
 use crate::{
     counters::Snapshot as Counts,
-    inventory::{owners::Owner, NamespaceReport, Snapshot},
+    inventory::{diagnosis::Facts, owners::Owner, NamespaceReport, Snapshot},
     metrics::ListenerLabels,
 };
 
@@ -36,6 +36,9 @@ pub struct Row {
     pub owners: Vec<Owner>,
     /// Diagnosis sentences of the inventory.
     pub diagnosis: Vec<String>,
+    /// The diagnosis inputs of the first member, for a new diagnosis once listendrop's
+    /// own drop counts are known.
+    pub facts: Option<Facts>,
     /// `sk_drops` summed over members (kernel, all reasons, ACK-time overflows twice).
     pub sk_drops: u64,
 }
@@ -276,6 +279,9 @@ pub fn rows(namespaces: &[NamespaceReport]) -> BTreeMap<ListenerLabels, Row> {
             row.cookies.push(s.cookie);
             row.sk_drops += u64::from(s.sk_drops.unwrap_or(0));
             row.owners.extend(listener.owner.clone());
+            if row.facts.is_none() {
+                row.facts = Some(listener.facts(&ns.sysctls));
+            }
             for line in &listener.diagnosis {
                 if !row.diagnosis.contains(line) {
                     row.diagnosis.push(line.clone());

@@ -20,7 +20,11 @@ use crate::{
     events::{self, EventStats, LogLine},
     filter::Filter,
     http,
-    inventory::Inventory,
+    inventory::{
+        self,
+        diagnosis::{self, Facts},
+        Inventory,
+    },
     metrics::{ListenerLabels, Metrics},
     probes::Pinning,
     session,
@@ -61,6 +65,7 @@ impl Shared {
     /// One inventory pass (blocking: sock_diag in every namespace, /proc), then the
     /// expiry of listeners gone for longer than `--stale-after-secs`.
     fn refresh(&self, inventory: &mut Inventory) {
+        let started = Instant::now();
         let snapshot = inventory.collect();
         let marks = take_high_water(&mut lock(&self.high_water));
         let counts = match lock(&self.counters).snapshot() {
@@ -75,6 +80,7 @@ impl Shared {
         ctx.refresh(snapshot, &counts, marks, now);
         self.expire(&mut ctx, &counts, now);
         self.metrics.update_context(&ctx, &self.filter);
+        self.metrics.observe_inventory(started.elapsed());
     }
 
     /// Forgets the counters of listeners that left the inventory long enough ago, so that
@@ -223,15 +229,24 @@ impl DropLogger {
         }
         let labels = ListenerLabels::of(key);
         // Copy what the lines need, so no log write happens under the lock.
-        let (owner, diagnosis) = {
+        let (owner, facts) = {
             let ctx = lock(&self.shared.context);
-            (
-                ctx.owner(key.netns, event.cookie, &labels).cloned(),
-                ctx.rows
-                    .get(&labels)
-                    .map(|r| r.diagnosis.clone())
-                    .unwrap_or_default(),
-            )
+            // A listener the inventory has not seen yet still has its namespace's sysctls.
+            let facts = ctx
+                .rows
+                .get(&labels)
+                .and_then(|r| r.facts.clone())
+                .or_else(|| {
+                    ctx.inventory
+                        .namespaces
+                        .iter()
+                        .find(|n| n.namespace.inode == key.netns)
+                        .map(|n| Facts {
+                            syn_recv: event.syn_queue_len,
+                            ..inventory::namespace_facts(&n.sysctls)
+                        })
+                });
+            (ctx.owner(key.netns, event.cookie, &labels).cloned(), facts)
         };
         let owner = owner.as_ref();
         tracing::info!(target: "listendrop::drop", "{}", LogLine { event, owner });
@@ -255,7 +270,7 @@ impl DropLogger {
                 key.netns,
                 events::reason_label(key.reason)
             );
-            for line in &diagnosis {
+            for line in &diagnose_drop(event, facts) {
                 tracing::warn!(target: "listendrop::diagnosis", "listener {listener}: {line}");
             }
         }
@@ -265,6 +280,24 @@ impl DropLogger {
                 .retain(|_, at| now.duration_since(*at) <= QUIET);
         }
     }
+}
+
+/// The diagnosis of a listener that starts dropping: what the inventory knows of it (or
+/// of its namespace) with this drop's reason and the accept queue the kernel saw when it
+/// dropped.
+fn diagnose_drop(event: &DropEvent, facts: Option<Facts>) -> Vec<String> {
+    let Some(mut facts) = facts else {
+        return Vec::new();
+    };
+    if event.accept_queue_max > 0 {
+        facts.accept_queue_len = event.accept_queue_len;
+        facts.accept_queue_limit = event.accept_queue_max;
+    }
+    *facts
+        .drops
+        .entry(events::reason_label(event.listener.reason).to_owned())
+        .or_default() += 1;
+    diagnosis::diagnose(&facts)
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
@@ -285,4 +318,40 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListe
             ),
             _ => anyhow!("cannot serve on {addr}: {e}"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drop_is_diagnosed_with_its_reason_and_the_queue_it_met() {
+        let mut event = DropEvent::ZERO;
+        event.listener.reason = Reason::AckAcceptQueueFull as u32;
+        event.accept_queue_len = 4;
+        event.accept_queue_max = 3;
+        // The inventory sampled an empty queue and knew no drop: no diagnosis of its own.
+        let facts = Facts {
+            accept_queue_limit: 3,
+            somaxconn: 4096,
+            syncookies: 1,
+            synack_retries: 5,
+            owner_busy: Some(false),
+            ..Facts::default()
+        };
+        assert!(diagnosis::diagnose(&facts).is_empty());
+        let lines = diagnose_drop(&event, Some(facts));
+        let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+        assert!(
+            has("backlog 3 caps the accept queue below net.core.somaxconn 4096"),
+            "{lines:?}"
+        );
+        assert!(
+            has("accept queue full while the owner is idle"),
+            "{lines:?}"
+        );
+        assert!(has("final ACKs ignored"), "{lines:?}");
+        // Not even its namespace in the inventory yet: nothing to say beyond the drop.
+        assert!(diagnose_drop(&event, None).is_empty());
+    }
 }

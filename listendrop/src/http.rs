@@ -1,8 +1,9 @@
 //! The HTTP endpoint: `GET /metrics` (Prometheus text format) and `GET /healthz`.
 //!
-//! Hardened for a host agent: only GET/HEAD of three paths, small header limits, a header
-//! read timeout, a lifetime cap per connection and a cap on concurrent connections, so idle
-//! or hostile clients cannot starve the scraper or the daemon.
+//! Hardened for a host agent: only GET/HEAD of these two paths (anything else is 404),
+//! small header limits, request bodies never read, a header read timeout, a write timeout, a
+//! lifetime cap per connection and a cap on concurrent connections, so idle or hostile
+//! clients cannot starve the scraper or the daemon.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -26,6 +27,9 @@ pub const MAX_CONNECTIONS: usize = 512;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest life of one connection (keep-alive included).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Time a write may wait for the client to read (a stalled reader holds a connection slot
+/// and a response in memory).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request head buffer (request line + headers); larger requests get 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Header lines accepted.
@@ -60,12 +64,14 @@ pub async fn serve(listener: TcpListener, scrape: Scrape) {
                 let scrape = Arc::clone(&scrape);
                 async move { Ok::<_, Infallible>(route(&req, &scrape)) }
             });
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(WRITE_TIMEOUT));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES)
                 .max_headers(MAX_HEADERS)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(Box::pin(stream)), service);
             match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
                 Ok(Err(e)) => tracing::debug!("HTTP connection from {peer}: {e}"),
                 Err(_) => tracing::debug!(
@@ -93,13 +99,7 @@ fn route(req: &Request<Incoming>, scrape: &Scrape) -> Response<Full<Bytes>> {
         (&Method::GET | &Method::HEAD, "/healthz") => {
             respond(StatusCode::OK, "text/plain", "ok\n".into())
         }
-        (&Method::GET | &Method::HEAD, "/") => respond(
-            StatusCode::OK,
-            "text/html",
-            "<html><body><h1>listendrop</h1><p><a href=\"/metrics\">metrics</a></p></body></html>\n"
-                .into(),
-        ),
-        (_, "/metrics" | "/healthz" | "/") => {
+        (_, "/metrics" | "/healthz") => {
             let mut resp = respond(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",

@@ -223,7 +223,7 @@ mod tests {
     #[test]
     fn kfree_skb_without_rx_sk_is_refused_with_the_version() {
         let Ok(btf) = KernelBtf::open(Path::new("/sys/kernel/btf/vmlinux")) else {
-            println!("skipped: no kernel BTF");
+            crate::util::skip_test("no kernel BTF");
             return;
         };
         let dir = std::env::temp_dir().join(format!("listendrop-tracefs-{}", std::process::id()));

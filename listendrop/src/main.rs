@@ -11,8 +11,37 @@ use listendrop::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// Prints a usage error on one line (the error, clap's tip, where to look) and exits 2;
+/// `--help` and `--version` print as clap does.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    // `Display` of the rendered error is plain text, without colours.
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    let mut in_usage = false;
+    for line in text.lines() {
+        // The usage block: "Usage: ..." and its indented continuation lines.
+        in_usage = line.starts_with("Usage:") || (in_usage && line.starts_with(' '));
+        if !in_usage && !line.trim().is_empty() {
+            parts.push(line.trim());
+        }
+    }
+    eprintln!("{}", parts.join(" — "));
+    std::process::exit(e.exit_code())
+}
+
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| usage_error(e));
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

@@ -85,6 +85,7 @@ pub struct Metrics {
     events_malformed: Counter,
     bpf_errors: CounterVec,
     scrape_duration: prometheus::Gauge,
+    inventory_duration: prometheus::Gauge,
     context: ContextFamilies,
     /// The inventory families live in a registry of their own, rendered once per inventory
     /// pass (not per scrape: with 10,000 listeners that is most of the exposition).
@@ -236,6 +237,12 @@ impl Metrics {
             "Time the previous /metrics request took to render.",
         )?;
         r.register(Box::new(scrape_duration.clone()))?;
+        let inventory_duration = prometheus::Gauge::new(
+            "listendrop_inventory_duration_seconds",
+            "Time the previous listener inventory pass took (sock_diag in every namespace, \
+             owners, sysctls, counters, and rendering the per-listener families).",
+        )?;
+        r.register(Box::new(inventory_duration.clone()))?;
         let context_registry = Registry::new();
         let context = ContextFamilies::new(&context_registry)?;
         r.register(Box::new(
@@ -243,6 +250,7 @@ impl Metrics {
         ))?;
         Ok(Self {
             scrape_duration,
+            inventory_duration,
             context,
             context_registry,
             context_text: std::sync::Mutex::new(Arc::new(String::new())),
@@ -353,6 +361,11 @@ impl Metrics {
     /// Records how long a scrape took (shown by the next one).
     pub fn observe_scrape(&self, took: std::time::Duration) {
         self.scrape_duration.set(took.as_secs_f64());
+    }
+
+    /// Records how long an inventory pass took, its rendering included.
+    pub fn observe_inventory(&self, took: std::time::Duration) {
+        self.inventory_duration.set(took.as_secs_f64());
     }
 }
 

@@ -169,7 +169,7 @@ print fmt: \"skbaddr=%p rx_sk=%p\", REC->skbaddr, REC->rx_sk
             Tracefs::find(),
             crate::btf::KernelBtf::open(Path::new("/sys/kernel/btf/vmlinux")),
         ) else {
-            println!("skipped: needs tracefs mounted and kernel BTF");
+            crate::util::skip_test("needs tracefs mounted and kernel BTF");
             return;
         };
         let fields = tracefs

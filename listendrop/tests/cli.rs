@@ -30,6 +30,12 @@ fn unknown_flag_is_rejected_with_usage() {
         f.stderr
     );
     assert!(f.stderr.contains("--help"), "{}", f.stderr);
+    assert_eq!(f.stderr.trim().lines().count(), 1, "{}", f.stderr);
+    // A near miss gets clap's suggestion, on the same line.
+    let f = run_to_exit(Command::new(binary()).arg("--pin-di"));
+    assert_eq!(f.code, Some(2), "{}", f.stderr);
+    assert_eq!(f.stderr.trim().lines().count(), 1, "{}", f.stderr);
+    assert!(f.stderr.contains("--pin-dir"), "{}", f.stderr);
 }
 
 #[test]

@@ -131,15 +131,23 @@ impl Listener {
             accept_queue_limit: self.socket.accept_queue_limit,
             accept_queue_len: self.socket.accept_queue_len,
             syn_recv: self.socket.syn_recv,
-            somaxconn: sysctls.somaxconn,
-            syncookies: sysctls.tcp_syncookies,
-            abort_on_overflow: sysctls.tcp_abort_on_overflow,
-            max_syn_backlog: sysctls.tcp_max_syn_backlog,
-            synack_retries: sysctls.tcp_synack_retries,
-            drops: BTreeMap::new(),
             sk_drops: self.new_sk_drops,
             owner_busy: self.owner_busy,
+            ..namespace_facts(sysctls)
         }
+    }
+}
+
+/// The diagnosis inputs every listener of a namespace shares: its sysctls.
+pub fn namespace_facts(sysctls: &Sysctls) -> Facts {
+    Facts {
+        somaxconn: sysctls.somaxconn,
+        syncookies: sysctls.tcp_syncookies,
+        abort_on_overflow: sysctls.tcp_abort_on_overflow,
+        max_syn_backlog: sysctls.tcp_max_syn_backlog,
+        synack_retries: sysctls.tcp_synack_retries,
+        drops: BTreeMap::new(),
+        ..Facts::default()
     }
 }
 

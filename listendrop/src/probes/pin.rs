@@ -1,5 +1,7 @@
-//! Pinning in bpffs, so that a restarted (or upgraded) daemon continues the same counters
-//! and no drop goes uncounted while it restarts.
+//! Pinning in bpffs, so that a restarted daemon continues the same counters and no drop
+//! goes uncounted while it restarts. An upgrade (another eBPF object) or new settings
+//! start new counters: the old hooks keep counting until the new ones are attached, then
+//! their pins are removed (Prometheus sees a counter reset).
 //!
 //! Layout under the pin directory (default `/sys/fs/bpf/listendrop`):
 //! `<fingerprint>/maps/<MAP>` and `<fingerprint>/links/<group>-<probe>-<kind>-<n>`. The

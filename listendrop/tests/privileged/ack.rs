@@ -111,8 +111,16 @@ fn ack_overflow_ipv4_matches_kernel_counters() {
     if !require_root("ack_overflow_ipv4_matches_kernel_counters") {
         return;
     }
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
     let ns = Netns::new("ack4");
+    // Once the daemon knows the namespace (its sysctls), the first drop is diagnosed.
+    let netns = ns.inode.to_string();
+    assert!(
+        daemon.wait_for_metric(Duration::from_secs(20), |m| {
+            sum(m, "listendrop_sysctl", &[("netns", &netns)]) > 0.0
+        }),
+        "the inventory never saw namespace {netns}"
+    );
     let before = ns.nstat();
     let scenario = ack_overflow(&ns, "127.0.0.1:0", None, 2);
     let after = ns.nstat();
@@ -125,6 +133,33 @@ fn ack_overflow_ipv4_matches_kernel_counters() {
         &before,
         &after,
     );
+
+    // The log names the owner (this process holds the listener) once the inventory has
+    // seen the listener, and says when the listener starts dropping, with the diagnosis.
+    let pid = std::process::id();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    let owner = format!(" owner={pid}/{} ", comm.trim());
+    let lines = expect::lines(&daemon, &ns, "ack_accept_queue_full");
+    let owned: Vec<_> = lines.iter().filter(|l| l.contains(" owner=")).collect();
+    assert!(
+        !owned.is_empty(),
+        "no drop line names the owner: {lines:#?}"
+    );
+    assert!(
+        owned.iter().all(|l| l.contains(&owner)),
+        "{owner}: {owned:#?}"
+    );
+    let all = daemon.lines();
+    let listener = format!("listener {} ", scenario.listener);
+    let started = format!("(netns {netns}, ");
+    assert!(
+        all.iter().any(|l| l.contains(&listener)
+            && l.contains(&started)
+            && l.contains("started dropping handshakes (ack_accept_queue_full)")),
+        "{all:#?}"
+    );
+    let diagnosed = format!("listener {}: final ACKs ignored", scenario.listener);
+    assert!(all.iter().any(|l| l.contains(&diagnosed)), "{all:#?}");
 
     // The SYN-ACK retransmits: the kernel's TCPSynRetrans (only the listener retransmits
     // SYN-ACKs here; no client SYN was lost).
@@ -237,5 +272,60 @@ fn ack_overflow_ipv6_and_ipv4_mapped_count_once() {
     let scenario = ack_overflow(&ns, "[::]:0", Some("127.0.0.1"), 2);
     let after = ns.nstat();
     check_ack_overflow(&daemon, &ns, &scenario, "ipv6", "::", &before, &after);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn events_are_rate_limited_per_listener_counts_are_not() {
+    if !require_root("events_are_rate_limited_per_listener_counts_are_not") {
+        return;
+    }
+    // One event per listener and second: the scenario's drops (a dozen in ~2.5 s) mostly
+    // go unlogged, yet every one is counted, and the losses are counted too.
+    let daemon = Daemon::start(&["--events-per-listener-per-sec", "1"]);
+    let ns = Netns::new("ratelim");
+    let before = ns.nstat();
+    let scenario = ack_overflow(&ns, "127.0.0.1:0", None, 2);
+    let after = ns.nstat();
+    let overflows = delta(&before, &after, "TcpExtListenOverflows");
+    assert!(
+        overflows >= 6,
+        "the scenario made only {overflows} overflows"
+    );
+    let port = scenario.listener.port().to_string();
+    let reason = "ack_accept_queue_full";
+    // Events in flight reach the log within a moment; wait for the counts to settle.
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = daemon.metrics();
+    let covered = counted(
+        &metrics,
+        &ns,
+        "listendrop_drops_total",
+        reason,
+        &[("listen_port", &port)],
+        overflows,
+        "ListenOverflows",
+    );
+    assert!(
+        covered,
+        "ack_accept_queue_full is observable on every kernel here"
+    );
+    let logged = expect::lines(&daemon, &ns, reason).len() as u64;
+    assert!(logged >= 1, "the first drop of a window is logged");
+    assert!(
+        logged < overflows,
+        "{logged} of {overflows} drops logged despite the limit"
+    );
+    // This daemon sees other tests' listeners too: its losses are at least ours.
+    let limited = sum(
+        &metrics,
+        "listendrop_events_lost_total",
+        &[("cause", "rate_limited")],
+    );
+    assert!(
+        limited >= (overflows - logged) as f64,
+        "{limited} events counted as rate-limited, {} of ours were",
+        overflows - logged
+    );
     assert!(daemon.stop().success());
 }

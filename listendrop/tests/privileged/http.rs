@@ -33,9 +33,28 @@ fn hostile_clients_do_not_starve_the_scraper() {
     let idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(daemon.addr).unwrap())
         .collect();
-    let (status, body) = daemon.get("/metrics");
-    assert_eq!(status, 200);
-    assert!(body.contains("listendrop_build_info"));
+    // ... and malformed requests arriving all the while.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                raw_request(daemon.addr, b"\x16\x03\x01garbage\r\n\r\n");
+                raw_request(daemon.addr, b"GET /metrics HTTP/1.1\r\nbad header\r\n\r\n");
+            }
+        });
+        let started = std::time::Instant::now();
+        let (status, body) = daemon.get("/metrics");
+        // Not waiting behind the idle connections: they are only dropped after their 5 s
+        // header timeout, so a server that served them in turn would take that long.
+        let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(status, 200);
+        assert!(body.contains("listendrop_build_info"));
+        assert!(
+            took < Duration::from_secs(4),
+            "the scrape waited {took:?} behind idle connections"
+        );
+    });
 
     // Past the connection cap (512), connections are answered 503 and closed at once.
     // (All connect first, then look: the idle ones must not reach their 5 s timeout.)
@@ -82,6 +101,9 @@ fn hostile_clients_do_not_starve_the_scraper() {
         b"GET /admin HTTP/1.1\r\nconnection: close\r\n\r\n"
     )
     .contains("404"));
+    assert!(
+        raw_request(daemon.addr, b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n").contains("404")
+    );
     assert_eq!(daemon.get("/healthz"), (200, "ok\n".to_owned()));
 
     // An idle connection is closed after the header timeout (5 s).

@@ -35,13 +35,25 @@ fn syn_accept_queue_full_matches_listen_overflows() {
     if !require_root("syn_accept_queue_full_matches_listen_overflows") {
         return;
     }
+    syn_accept_queue_full("127.0.0.1:0", "ipv4");
+}
+
+#[test]
+fn syn_accept_queue_full_ipv6_matches_listen_overflows() {
+    if !require_root("syn_accept_queue_full_ipv6_matches_listen_overflows") {
+        return;
+    }
+    syn_accept_queue_full("[::1]:0", "ipv6");
+}
+
+fn syn_accept_queue_full(bind: &str, family: &str) {
     let daemon = Daemon::start(&[]);
     let ns = Netns::new("synaq");
     let before = ns.nstat();
     let (port, victim_port) = ns.enter(|| {
         // listen(1) and never accept: two connections fill the accept queue (it holds
         // backlog + 1), the third client's SYN and its retransmits (1 s, 3 s) are dropped.
-        let listener = listen("127.0.0.1:0".parse().unwrap(), 1, None);
+        let listener = listen(bind.parse().unwrap(), 1, None);
         let addr = local(&listener);
         let _a = connect(addr);
         let _b = connect(addr);
@@ -60,7 +72,7 @@ fn syn_accept_queue_full_matches_listen_overflows() {
 
     let metrics = daemon.metrics();
     let port = port.to_string();
-    let listener = [("listen_port", port.as_str())];
+    let listener = [("listen_port", port.as_str()), ("family", family)];
     let reason = "syn_accept_queue_full";
     if counted(
         &metrics,
@@ -158,6 +170,45 @@ impl Flood {
     }
 }
 
+/// Every SYN of a flood is its own handshake (one per source): `dropped_handshakes_total`
+/// equals the packets, and the log has one line per drop, each naming one of the flood's
+/// sources.
+fn check_flood_handshakes_and_log(
+    daemon: &Daemon,
+    flood: &Flood,
+    metrics: &[prometheus_parse::Sample],
+    reason: &str,
+    drops: u64,
+) {
+    let port = flood.listener.port().to_string();
+    counted(
+        metrics,
+        &flood.ns,
+        "listendrop_dropped_handshakes_total",
+        reason,
+        &[("listen_port", &port)],
+        drops,
+        "dropped SYNs, one per source",
+    );
+    daemon.wait_for_lines(Duration::from_secs(10), |_| {
+        expect::lines(daemon, &flood.ns, reason).len() as u64 >= drops
+    });
+    let lines = expect::lines(daemon, &flood.ns, reason);
+    assert_eq!(lines.len() as u64, drops, "{lines:#?}");
+    for line in &lines {
+        let client: SocketAddr = expect::field(line, "client").parse().unwrap();
+        assert!(
+            flood.sources.iter().any(|s| SocketAddr::V4(*s) == client),
+            "{line}"
+        );
+        assert_eq!(
+            expect::field(line, "server"),
+            SocketAddr::V4(flood.listener).to_string(),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn syn_queue_full_without_syncookies_matches_reqqfulldrop() {
     if !require_root("syn_queue_full_without_syncookies_matches_reqqfulldrop") {
@@ -187,28 +238,7 @@ fn syn_queue_full_without_syncookies_matches_reqqfulldrop() {
         full,
         "TCPReqQFullDrop",
     ) {
-        // One SYN per source: as many handshakes as packets.
-        counted(
-            &metrics,
-            &flood.ns,
-            "listendrop_dropped_handshakes_total",
-            reason,
-            &listener,
-            full,
-            "TCPReqQFullDrop",
-        );
-        daemon.wait_for_lines(Duration::from_secs(10), |_| {
-            expect::lines(&daemon, &flood.ns, reason).len() as u64 >= full
-        });
-        let lines = expect::lines(&daemon, &flood.ns, reason);
-        assert_eq!(lines.len() as u64, full);
-        for line in &lines {
-            let client: SocketAddr = expect::field(line, "client").parse().unwrap();
-            assert!(
-                flood.sources.iter().any(|s| SocketAddr::V4(*s) == client),
-                "{line}"
-            );
-        }
+        check_flood_handshakes_and_log(&daemon, &flood, &metrics, reason, full);
     }
     assert!(daemon.stop().success());
 }
@@ -274,7 +304,7 @@ fn syn_backlog_pressure_matches_listen_drops() {
     assert_eq!(delta(&before, &after, "TcpExtTCPReqQFullDrop"), 0);
     let metrics = daemon.metrics();
     let port = flood.listener.port().to_string();
-    counted(
+    if counted(
         &metrics,
         &flood.ns,
         "listendrop_drops_total",
@@ -282,7 +312,9 @@ fn syn_backlog_pressure_matches_listen_drops() {
         &[("listen_port", &port)],
         drops,
         "ListenDrops",
-    );
+    ) {
+        check_flood_handshakes_and_log(&daemon, &flood, &metrics, "syn_backlog_pressure", drops);
+    }
     assert!(daemon.stop().success());
 }
 
@@ -303,7 +335,7 @@ fn route_failure_is_other() {
     assert_eq!(drops, 3, "every SYN from the blackholed subnet is dropped");
     let metrics = daemon.metrics();
     let port = flood.listener.port().to_string();
-    counted(
+    if counted(
         &metrics,
         &flood.ns,
         "listendrop_drops_total",
@@ -311,7 +343,9 @@ fn route_failure_is_other() {
         &[("listen_port", &port)],
         drops,
         "ListenDrops",
-    );
+    ) {
+        check_flood_handshakes_and_log(&daemon, &flood, &metrics, "other", drops);
+    }
     assert!(daemon.stop().success());
 }
 

@@ -161,6 +161,23 @@ impl Daemon {
             .samples
     }
 
+    /// Scrapes until `pred` holds (true) or `timeout` passes (false).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn wait_for_metric(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[prometheus_parse::Sample]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if pred(&self.metrics()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(self) -> std::process::ExitStatus {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
