@@ -34,8 +34,6 @@ pub struct Row {
     pub cookies: Vec<u64>,
     /// The members' owners.
     pub owners: Vec<Owner>,
-    /// Diagnosis sentences of the inventory.
-    pub diagnosis: Vec<String>,
     /// The diagnosis inputs of the first member, for a new diagnosis once listendrop's
     /// own drop counts are known.
     pub facts: Option<Facts>,
@@ -44,12 +42,13 @@ pub struct Row {
 }
 
 /// Where a namespace's reconciliation starts: the kernel's ListenDrops and listendrop's
-/// attributed drops when it was first read, and the kernel's latest reading.
+/// attributed drops when it was first read, and both at the latest pass.
 #[derive(Clone, Copy, Debug, Default)]
 struct Baseline {
     kernel: u64,
     ours: u64,
     last: u64,
+    last_ours: u64,
 }
 
 /// The daemon's view, updated at every inventory pass.
@@ -63,6 +62,10 @@ pub struct Context {
     /// from zero: listendrop watched them from their birth.
     known_at_start: Option<BTreeSet<u32>>,
     baselines: BTreeMap<u32, Baseline>,
+    /// Namespaces that vanished while drops were still counted under their inode: what was
+    /// attributed to them. A new namespace given that inode starts from there, so the dead
+    /// one's listeners (kept until they expire) are not taken for its own.
+    vanished: BTreeMap<u32, u64>,
     /// Unattributed drops per namespace: the largest kernel-minus-ours difference seen.
     /// Counts are read after the kernel counters, so the difference can only lag behind
     /// the truth, never run ahead; its maximum is monotonic as a counter must be.
@@ -98,12 +101,19 @@ impl Context {
             let inode = ns.namespace.inode;
             let ours = ours.get(&inode).copied().unwrap_or(0);
             let kernel = ns.counters.listen_drops;
+            let vanished = &mut self.vanished;
             let base = self.baselines.entry(inode).or_insert_with(|| {
-                if known.contains(&inode) {
+                if let Some(dead) = vanished.remove(&inode) {
+                    Baseline {
+                        ours: dead,
+                        ..Baseline::default()
+                    }
+                } else if known.contains(&inode) {
                     Baseline {
                         kernel,
                         ours,
                         last: kernel,
+                        last_ours: ours,
                     }
                 } else {
                     Baseline::default()
@@ -112,16 +122,19 @@ impl Context {
             if kernel < base.last {
                 // The kernel's counter went backwards: the namespace died and a new one
                 // got its inode between two passes (inodes are reused at once). The new
-                // one starts from zero; drops still counted for the dead one's listeners
-                // under this inode are not its own. The exported counter resets with it.
+                // one starts from zero, and from what was attributed at the previous pass
+                // (what the dead one's listeners count is not its own; drops of either
+                // since then are taken as attributed, so the figure lags, never leads).
+                // The exported counter resets with it.
                 *base = Baseline {
                     kernel: 0,
-                    ours,
-                    last: kernel,
+                    ours: base.last_ours,
+                    ..Baseline::default()
                 };
                 self.unattributed.insert(inode, 0);
             }
             base.last = kernel;
+            base.last_ours = ours;
             let base = *base;
             let diff = kernel
                 .saturating_sub(base.kernel)
@@ -136,9 +149,28 @@ impl Context {
             .map(|n| n.namespace.inode)
             .chain(inventory.skipped.iter().map(|s| s.inode))
             .collect();
+        for inode in self.baselines.keys().filter(|i| !live.contains(i)) {
+            self.vanished
+                .insert(*inode, ours.get(inode).copied().unwrap_or(0));
+        }
         self.baselines.retain(|inode, _| live.contains(inode));
         self.unattributed.retain(|inode, _| live.contains(inode));
-        self.retired.retain(|inode, _| live.contains(inode));
+        // An inode seen again later is a namespace born after listendrop started.
+        if let Some(known) = &mut self.known_at_start {
+            known.retain(|inode| live.contains(inode));
+        }
+        // A vanished namespace is forgotten once none of its listeners is counted any more
+        // (they expired): a namespace born under its inode then starts from zero.
+        let counted: BTreeSet<u32> = counts
+            .drops
+            .keys()
+            .filter(|k| is_drop(k))
+            .map(|k| k.netns)
+            .collect();
+        self.vanished.retain(|inode, _| counted.contains(inode));
+        let vanished = &self.vanished;
+        self.retired
+            .retain(|inode, _| live.contains(inode) || vanished.contains_key(inode));
 
         self.rows = rows(&inventory.namespaces);
         let mut marks = marks;
@@ -282,11 +314,6 @@ pub fn rows(namespaces: &[NamespaceReport]) -> BTreeMap<ListenerLabels, Row> {
             if row.facts.is_none() {
                 row.facts = Some(listener.facts(&ns.sysctls));
             }
-            for line in &listener.diagnosis {
-                if !row.diagnosis.contains(line) {
-                    row.diagnosis.push(line.clone());
-                }
-            }
         }
     }
     rows
@@ -410,12 +437,29 @@ mod tests {
         ctx.refresh(snapshot(7, 130), &counts(7, 80, 20), HashMap::new(), t0);
         assert_eq!(ctx.unattributed()[&7], 10);
         // Between two passes namespace 7 died and a new one got inode 7: its ListenDrops
-        // are 6, all unattributed, and the 20 drops of the dead one's listener (still
-        // counted under inode 7 until they expire) are not subtracted from them.
-        ctx.refresh(snapshot(7, 6), &counts(7, 80, 20), HashMap::new(), t0);
-        assert_eq!(ctx.unattributed()[&7], 6);
-        ctx.refresh(snapshot(7, 9), &counts(7, 80, 22), HashMap::new(), t0);
-        assert_eq!(ctx.unattributed()[&7], 7);
+        // are 6, 4 of them attributed (listener counts 20 -> 24); the 20 of the dead
+        // one's listener (still counted under inode 7 until they expire) are not its own.
+        ctx.refresh(snapshot(7, 6), &counts(7, 80, 24), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 2);
+        ctx.refresh(snapshot(7, 9), &counts(7, 80, 26), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 3);
+    }
+
+    #[test]
+    fn a_namespace_reborn_after_a_pass_without_it_starts_from_the_dead_ones_count() {
+        let t0 = Instant::now();
+        let mut ctx = Context::default();
+        ctx.refresh(snapshot(7, 100), &counts(7, 80, 0), HashMap::new(), t0);
+        ctx.refresh(snapshot(7, 130), &counts(7, 80, 20), HashMap::new(), t0);
+        // A pass without namespace 7; its listener's 20 drops stay counted.
+        ctx.refresh(Snapshot::default(), &counts(7, 80, 20), HashMap::new(), t0);
+        // A new namespace gets inode 7 with 6 ListenDrops, 4 attributed.
+        ctx.refresh(snapshot(7, 6), &counts(7, 80, 24), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 2);
+        // Once the dead one's counters are gone, a namespace born under 7 starts from 0.
+        ctx.refresh(Snapshot::default(), &Counts::default(), HashMap::new(), t0);
+        ctx.refresh(snapshot(7, 5), &Counts::default(), HashMap::new(), t0);
+        assert_eq!(ctx.unattributed()[&7], 5);
     }
 
     #[test]

@@ -229,25 +229,9 @@ impl DropLogger {
         }
         let labels = ListenerLabels::of(key);
         // Copy what the lines need, so no log write happens under the lock.
-        let (owner, facts) = {
-            let ctx = lock(&self.shared.context);
-            // A listener the inventory has not seen yet still has its namespace's sysctls.
-            let facts = ctx
-                .rows
-                .get(&labels)
-                .and_then(|r| r.facts.clone())
-                .or_else(|| {
-                    ctx.inventory
-                        .namespaces
-                        .iter()
-                        .find(|n| n.namespace.inode == key.netns)
-                        .map(|n| Facts {
-                            syn_recv: event.syn_queue_len,
-                            ..inventory::namespace_facts(&n.sysctls)
-                        })
-                });
-            (ctx.owner(key.netns, event.cookie, &labels).cloned(), facts)
-        };
+        let owner = lock(&self.shared.context)
+            .owner(key.netns, event.cookie, &labels)
+            .cloned();
         let owner = owner.as_ref();
         tracing::info!(target: "listendrop::drop", "{}", LogLine { event, owner });
         if !Reason::from_u32(key.reason).is_some_and(Reason::is_drop) {
@@ -270,6 +254,19 @@ impl DropLogger {
                 key.netns,
                 events::reason_label(key.reason)
             );
+            // What the inventory knows of the listener, else of its namespace (a listener
+            // it has not seen yet still has its namespace's sysctls).
+            let facts = {
+                let ctx = lock(&self.shared.context);
+                ctx.rows
+                    .get(&labels)
+                    .and_then(|r| r.facts.clone())
+                    .or_else(|| {
+                        ctx.inventory
+                            .namespace(key.netns)
+                            .map(|n| inventory::namespace_facts(&n.sysctls))
+                    })
+            };
             for line in &diagnose_drop(event, facts) {
                 tracing::warn!(target: "listendrop::diagnosis", "listener {listener}: {line}");
             }
@@ -292,6 +289,11 @@ fn diagnose_drop(event: &DropEvent, facts: Option<Facts>) -> Vec<String> {
     if event.accept_queue_max > 0 {
         facts.accept_queue_len = event.accept_queue_len;
         facts.accept_queue_limit = event.accept_queue_max;
+        facts.syn_recv = event.syn_queue_len;
+    } else if facts.accept_queue_limit == 0 {
+        // Neither the kernel (a failed read) nor the inventory gave the queue: the rules
+        // about it would talk about a limit of 0.
+        return Vec::new();
     }
     *facts
         .drops
@@ -353,5 +355,13 @@ mod tests {
         assert!(has("final ACKs ignored"), "{lines:?}");
         // Not even its namespace in the inventory yet: nothing to say beyond the drop.
         assert!(diagnose_drop(&event, None).is_empty());
+        // No queue from the kernel nor the inventory: no sentence about a limit of 0.
+        event.accept_queue_len = 0;
+        event.accept_queue_max = 0;
+        let namespace_only = Facts {
+            somaxconn: 4096,
+            ..Facts::default()
+        };
+        assert!(diagnose_drop(&event, Some(namespace_only)).is_empty());
     }
 }

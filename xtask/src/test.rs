@@ -8,8 +8,8 @@ use crate::{cmd, toolchain};
 
 /// The kernel matrix after the host tests: every Debian series with the hooks `auto`
 /// picks (kprobes and fentry work there, so every drop class must be observable), then the
-/// newest again with kprobes forced, so both kinds are proven on it (the drop scenarios
-/// only: the rest does not depend on the kind).
+/// newest again with kprobes forced, so both kinds are proven on it (every test whose
+/// result depends on the hooks: not the HTTP one).
 const VM_RUNS: &[&[&str]] = &[
     &["--env", "LISTENDROP_EXPECT_FULL_COVERAGE=1"],
     &[
@@ -22,6 +22,8 @@ const VM_RUNS: &[&[&str]] = &[
         "--",
         "syn::",
         "ack::",
+        "context::",
+        "lifecycle::",
     ],
 ];
 

@@ -106,6 +106,11 @@ fn check_ack_overflow(
     overflows
 }
 
+/// The IPv4 scenario with 2 victims, calling `listening` before any client connects.
+fn scenario_after(ns: &Netns, listening: impl FnOnce(SocketAddr) + Send) -> AckOverflow {
+    crate::support::scenarios::ack_overflow_after(ns, "127.0.0.1:0", None, 2, listening)
+}
+
 #[test]
 fn ack_overflow_ipv4_matches_kernel_counters() {
     if !require_root("ack_overflow_ipv4_matches_kernel_counters") {
@@ -122,7 +127,32 @@ fn ack_overflow_ipv4_matches_kernel_counters() {
         "the inventory never saw namespace {netns}"
     );
     let before = ns.nstat();
-    let scenario = ack_overflow(&ns, "127.0.0.1:0", None, 2);
+    // The clients wait until the inventory has seen the listener and its owner (this
+    // process), so that every drop line can name it.
+    let pid = std::process::id();
+    let (listening, listener) = std::sync::mpsc::channel();
+    let (go, ready) = std::sync::mpsc::channel();
+    let scenario = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            scenario_after(&ns, move |addr| {
+                listening.send(addr).unwrap();
+                ready.recv().unwrap();
+            })
+        });
+        let port = listener.recv().unwrap().port().to_string();
+        let owner = pid.to_string();
+        let seen = daemon.wait_for_metric(Duration::from_secs(20), |m| {
+            sum(
+                m,
+                "listendrop_listener_info",
+                &[("netns", &netns), ("listen_port", &port), ("pid", &owner)],
+            ) > 0.0
+        });
+        go.send(()).unwrap();
+        let scenario = run.join().unwrap();
+        assert!(seen, "the inventory never saw the listener and its owner");
+        scenario
+    });
     let after = ns.nstat();
     check_ack_overflow(
         &daemon,
@@ -134,20 +164,14 @@ fn ack_overflow_ipv4_matches_kernel_counters() {
         &after,
     );
 
-    // The log names the owner (this process holds the listener) once the inventory has
-    // seen the listener, and says when the listener starts dropping, with the diagnosis.
-    let pid = std::process::id();
+    // Every drop line names the owner, and the log says when the listener starts
+    // dropping, with the diagnosis.
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     let owner = format!(" owner={pid}/{} ", comm.trim());
     let lines = expect::lines(&daemon, &ns, "ack_accept_queue_full");
-    let owned: Vec<_> = lines.iter().filter(|l| l.contains(" owner=")).collect();
     assert!(
-        !owned.is_empty(),
-        "no drop line names the owner: {lines:#?}"
-    );
-    assert!(
-        owned.iter().all(|l| l.contains(&owner)),
-        "{owner}: {owned:#?}"
+        lines.iter().all(|l| l.contains(&owner)),
+        "{owner}: {lines:#?}"
     );
     let all = daemon.lines();
     let listener = format!("listener {} ", scenario.listener);
@@ -294,8 +318,16 @@ fn events_are_rate_limited_per_listener_counts_are_not() {
     );
     let port = scenario.listener.port().to_string();
     let reason = "ack_accept_queue_full";
-    // Events in flight reach the log within a moment; wait for the counts to settle.
-    std::thread::sleep(Duration::from_millis(500));
+    // Events in flight reach the log within a moment: wait until the count settles.
+    let mut logged = 0;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = expect::lines(&daemon, &ns, "ack_accept_queue_full").len();
+        if now == logged && now > 0 {
+            break;
+        }
+        logged = now;
+    }
     let metrics = daemon.metrics();
     let covered = counted(
         &metrics,

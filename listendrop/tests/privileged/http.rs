@@ -33,9 +33,17 @@ fn hostile_clients_do_not_starve_the_scraper() {
     let idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(daemon.addr).unwrap())
         .collect();
-    // ... and malformed requests arriving all the while.
+    // ... and malformed requests arriving all the while (stopped however the scrape
+    // ends, a failed assertion included).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         s.spawn(|| {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 raw_request(daemon.addr, b"\x16\x03\x01garbage\r\n\r\n");
@@ -47,7 +55,7 @@ fn hostile_clients_do_not_starve_the_scraper() {
         // Not waiting behind the idle connections: they are only dropped after their 5 s
         // header timeout, so a server that served them in turn would take that long.
         let took = started.elapsed();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(_stop);
         assert_eq!(status, 200);
         assert!(body.contains("listendrop_build_info"));
         assert!(

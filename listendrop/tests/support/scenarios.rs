@@ -37,9 +37,22 @@ pub fn ack_overflow(
     client_to: Option<&str>,
     victims: usize,
 ) -> AckOverflow {
+    ack_overflow_after(ns, bind, client_to, victims, |_| {})
+}
+
+/// [`ack_overflow`], calling `listening` with the listener's address before any client
+/// connects (on the namespace's thread: it may block until the observer is ready).
+pub fn ack_overflow_after(
+    ns: &Netns,
+    bind: &str,
+    client_to: Option<&str>,
+    victims: usize,
+    listening: impl FnOnce(SocketAddr) + Send,
+) -> AckOverflow {
     let backlog = i32::try_from(victims).unwrap() + 1;
     ns.enter(|| {
         let listener = listen(bind.parse().unwrap(), backlog, Some(1));
+        listening(local(&listener));
         let mut addr = local(&listener);
         if let Some(ip) = client_to {
             addr.set_ip(ip.parse().unwrap());
