@@ -314,3 +314,81 @@ fn gone_listeners_expire_from_metrics_and_the_kernel_map() {
     );
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn churn_of_listeners_and_namespaces_leaves_no_series_behind() {
+    if !require_root("churn_of_listeners_and_namespaces_leaves_no_series_behind") {
+        return;
+    }
+    use crate::support::{daemon::sum, netns::Netns, sockets::listen};
+    // 600 sockets at once next to the other tests': up to the hard limit of descriptors.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let _ = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        hard.min(65536),
+        hard,
+    );
+    let daemon = Daemon::start(&["--stale-after-secs", "2", "--inventory-interval-secs", "1"]);
+    let per_namespace = 200;
+    let mut churned = Vec::new();
+    for round in 0..3 {
+        // Three namespaces of 200 listeners each, and drops on one more listener (kernel
+        // counter entries) ...
+        let namespaces: Vec<Netns> = (0..3)
+            .map(|i| Netns::new(&format!("churn{round}{i}")))
+            .collect();
+        let sockets: Vec<Vec<socket2::Socket>> = namespaces
+            .iter()
+            .map(|ns| {
+                ns.enter(|| {
+                    (0..per_namespace)
+                        .map(|_| listen("127.0.0.1:0".parse().unwrap(), 16, None))
+                        .collect()
+                })
+            })
+            .collect();
+        crate::support::scenarios::ack_overflow(&namespaces[0], "127.0.0.1:0", None, 1);
+        let inodes: Vec<String> = namespaces.iter().map(|n| n.inode.to_string()).collect();
+        let seen = daemon.wait_for_metric(Duration::from_secs(30), |m| {
+            inodes.iter().all(|netns| {
+                m.iter()
+                    .filter(|s| {
+                        s.metric == "listendrop_listener_info"
+                            && s.labels.get("netns") == Some(netns.as_str())
+                    })
+                    .count()
+                    >= per_namespace
+            }) && sum(m, "listendrop_drops_total", &[("netns", &inodes[0])]) > 0.0
+        });
+        assert!(
+            seen,
+            "round {round}: the daemon never showed every listener"
+        );
+        // ... then all of it goes away.
+        drop(sockets);
+        drop(namespaces);
+        churned.extend(inodes);
+    }
+    // After the stale time nothing names any of those namespaces, and nothing comes back
+    // (the kernel entries were freed too): memory does not grow with churn.
+    let leftovers = |m: &[prometheus_parse::Sample]| {
+        m.iter()
+            .filter(|s| {
+                s.labels
+                    .get("netns")
+                    .is_some_and(|n| churned.iter().any(|c| c == n))
+            })
+            .map(|s| format!("{}{:?}", s.metric, s.labels))
+            .collect::<Vec<_>>()
+    };
+    let clean = daemon.wait_for_metric(Duration::from_secs(30), |m| leftovers(m).is_empty());
+    assert!(clean, "left behind: {:#?}", leftovers(&daemon.metrics()));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        leftovers(&daemon.metrics()),
+        Vec::<String>::new(),
+        "came back"
+    );
+    assert!(daemon.stop().success());
+}
