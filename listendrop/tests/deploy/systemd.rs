@@ -308,16 +308,57 @@ fn inventory_missing(
     }
 }
 
+/// What both capability tests start from: the unit's capabilities, a binary uid nobody
+/// can run, a namespace with a listener, and what a root daemon attaches and reports there.
+struct CapsFixture {
+    caps: Vec<String>,
+    bin: std::path::PathBuf,
+    _copy: Option<crate::tools::TempDir>,
+    ns: Netns,
+    _listener: socket2::Socket,
+    hooks: BTreeSet<String>,
+    series: BTreeSet<String>,
+}
+
+impl CapsFixture {
+    /// `None` (the test is skipped, or fails under `cargo xtask test`) without root or
+    /// setpriv/unshare.
+    fn new(test: &str) -> Option<Self> {
+        if !require_root(test) || !launch::tools_present(test) {
+            return None;
+        }
+        let caps = unit_capabilities();
+        let (bin, copy) = launch::binary_for_nobody();
+        let (ns, listener) = listener_fixture();
+        let (hooks, series) = root_reference(&ns);
+        Some(Self {
+            caps,
+            bin,
+            _copy: copy,
+            ns,
+            _listener: listener,
+            hooks,
+            series,
+        })
+    }
+}
+
 #[test]
 fn unit_capabilities_let_a_non_root_daemon_do_everything_root_does() {
-    let test = "unit_capabilities_let_a_non_root_daemon_do_everything_root_does";
-    if !require_root(test) || !launch::tools_present(test) {
+    let Some(f) =
+        CapsFixture::new("unit_capabilities_let_a_non_root_daemon_do_everything_root_does")
+    else {
         return;
-    }
-    let caps = unit_capabilities();
-    let (bin, _copy) = launch::binary_for_nobody();
-    let (ns, _listener) = listener_fixture();
-    let (hooks, series) = root_reference(&ns);
+    };
+    let CapsFixture {
+        caps,
+        bin,
+        ns,
+        hooks,
+        series,
+        _copy,
+        _listener,
+    } = f;
 
     let daemon = match launch::start(&bin, &caps, &FAST_INVENTORY) {
         Outcome::Serving(d) => d,
@@ -359,14 +400,18 @@ fn unit_capabilities_let_a_non_root_daemon_do_everything_root_does() {
 
 #[test]
 fn each_unit_capability_is_needed() {
-    let test = "each_unit_capability_is_needed";
-    if !require_root(test) || !launch::tools_present(test) {
+    let Some(f) = CapsFixture::new("each_unit_capability_is_needed") else {
         return;
-    }
-    let caps = unit_capabilities();
-    let (bin, _copy) = launch::binary_for_nobody();
-    let (ns, _listener) = listener_fixture();
-    let (hooks, series) = root_reference(&ns);
+    };
+    let CapsFixture {
+        caps,
+        bin,
+        ns,
+        hooks,
+        series,
+        _copy,
+        _listener,
+    } = f;
     let paranoid: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
         .unwrap()
         .trim()

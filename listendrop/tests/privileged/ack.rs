@@ -106,11 +106,6 @@ fn check_ack_overflow(
     overflows
 }
 
-/// The IPv4 scenario with 2 victims, calling `listening` before any client connects.
-fn scenario_after(ns: &Netns, listening: impl FnOnce(SocketAddr) + Send) -> AckOverflow {
-    crate::support::scenarios::ack_overflow_after(ns, "127.0.0.1:0", None, 2, listening)
-}
-
 #[test]
 fn ack_overflow_ipv4_matches_kernel_counters() {
     if !require_root("ack_overflow_ipv4_matches_kernel_counters") {
@@ -134,10 +129,16 @@ fn ack_overflow_ipv4_matches_kernel_counters() {
     let (go, ready) = std::sync::mpsc::channel();
     let scenario = std::thread::scope(|s| {
         let run = s.spawn(|| {
-            scenario_after(&ns, move |addr| {
-                listening.send(addr).unwrap();
-                ready.recv().unwrap();
-            })
+            crate::support::scenarios::ack_overflow_after(
+                &ns,
+                "127.0.0.1:0",
+                None,
+                2,
+                move |addr| {
+                    listening.send(addr).unwrap();
+                    ready.recv().unwrap();
+                },
+            )
         });
         let port = listener.recv().unwrap().port().to_string();
         let owner = pid.to_string();

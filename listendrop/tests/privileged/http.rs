@@ -43,7 +43,7 @@ fn hostile_clients_do_not_starve_the_scraper() {
     }
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        let _stop = StopOnDrop(&stop);
+        let stop_guard = StopOnDrop(&stop);
         s.spawn(|| {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 raw_request(daemon.addr, b"\x16\x03\x01garbage\r\n\r\n");
@@ -55,7 +55,7 @@ fn hostile_clients_do_not_starve_the_scraper() {
         // Not waiting behind the idle connections: they are only dropped after their 5 s
         // header timeout, so a server that served them in turn would take that long.
         let took = started.elapsed();
-        drop(_stop);
+        drop(stop_guard);
         assert_eq!(status, 200);
         assert!(body.contains("listendrop_build_info"));
         assert!(

@@ -196,14 +196,9 @@ fn restart_with_pins_misses_no_drop_and_unpin_removes_everything() {
         }
         // With no daemon running, a whole second scenario on another listener: drops that
         // certainly happen during the restart.
-        let gap_before = ns.nstat();
+        // (Counted below on its own listener: the namespace's nstat delta cannot tell it
+        // from the first scenario, still dropping alongside.)
         let gap = crate::support::scenarios::ack_overflow(&ns, "127.0.0.1:0", None, 2);
-        let gap_drops =
-            crate::support::netns::delta(&gap_before, &ns.nstat(), "TcpExtListenOverflows");
-        assert!(
-            gap_drops >= gap.victims.len() as u64,
-            "{gap_drops} drops while no daemon ran"
-        );
         let second = Daemon::start(&["--pin-dir", &pin_dir]);
         let scenario = run.join().unwrap();
         (second, (scenario, gap))
