@@ -3,8 +3,7 @@
 //! docs/benchmarks.md). Needs root. Not a pass/fail test: targets are reported with the
 //! figures, and a miss is marked.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use listendrop_testsupport as support;
 
 use std::{
     io::{Read as _, Write as _},

@@ -1,7 +1,7 @@
 //! Bad input: each is a one-line error that names the fix, and a non-zero exit. These run
 //! as any user.
 
-mod support;
+use listendrop_testsupport as support;
 
 use std::{net::TcpListener, process::Command};
 

@@ -9,8 +9,7 @@
 //! (`cargo xtask test`, CI) both are failures. `deploy/ci-packages.txt` lists the
 //! packages.
 
-#[path = "../support/mod.rs"]
-mod support;
+use listendrop_testsupport as support;
 
 mod alerts;
 mod config;

@@ -7,11 +7,11 @@
 //! The kernel hooks are host-wide, so every assertion is about the test's namespace only.
 //! The same binary runs inside the QEMU kernel matrix (`cargo xtask vm-test`).
 
-#[path = "../support/mod.rs"]
-mod support;
+use listendrop_testsupport as support;
 
 mod ack;
 mod context;
 mod http;
+mod inventory;
 mod lifecycle;
 mod syn;

@@ -1,7 +1,5 @@
-//! Helpers of the inventory's privileged tests: the privilege gate of
-//! `tests/support/mod.rs`, that directory's namespaces and sockets (included, not copied),
-//! a real process holding a socket, and the tools (`ss`, `cat`, `stat`) whose output is
-//! the ground truth.
+//! A real process holding sockets in a namespace, and the tools (`ss`, `cat`, `stat`)
+//! whose output is the ground truth.
 
 use std::{
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
@@ -9,39 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-#[path = "../../tests/support/netns.rs"]
-#[allow(
-    dead_code,
-    reason = "shared with the integration tests, which use more of it"
-)]
-pub mod netns;
-#[path = "../../tests/support/sockets.rs"]
-#[allow(
-    dead_code,
-    reason = "shared with the integration tests, which use more of it"
-)]
-pub mod sockets;
-
-pub use netns::{run, Netns};
-
-/// `true` when this process may create network namespaces and read every process.
-/// Otherwise prints why the test is skipped and returns `false` — unless
-/// `LISTENDROP_REQUIRE_PRIVILEGED` is set (as `cargo xtask test` and CI do), in which case
-/// skipping is a failure. (The same rule as `tests/support::require_root`.)
-pub fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let why = format!(
-        "{test}: skipped: needs root to create network namespaces and read other \
-         processes' sockets (run `cargo xtask test` as root)"
-    );
-    if std::env::var_os("LISTENDROP_REQUIRE_PRIVILEGED").is_some() {
-        panic!("{why}; LISTENDROP_REQUIRE_PRIVILEGED is set, so skipping is an error");
-    }
-    println!("{why}");
-    false
-}
+use crate::netns::{run, Netns};
 
 /// A `sleep` process living in a namespace (`ip netns exec NS sleep`), optionally
 /// holding sockets it inherited. Killed by its pid on drop.

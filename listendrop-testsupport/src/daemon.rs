@@ -13,9 +13,26 @@ use nix::{
     unistd::Pid,
 };
 
-/// Path of the daemon binary: `LISTENDROP_BIN` (VM runs) or the one cargo built.
+/// Path of the daemon binary: `LISTENDROP_BIN` (VM runs), else the `listendrop` that cargo
+/// built next to the running test executable (`target/<profile>/deps/<test>` →
+/// `target/<profile>/listendrop`).
 pub fn binary() -> String {
-    std::env::var("LISTENDROP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_listendrop").into())
+    if let Ok(bin) = std::env::var("LISTENDROP_BIN") {
+        return bin;
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test executable lives in target/<profile>/deps");
+    let bin = profile.join("listendrop");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (`cargo test` of the listendrop package does), or set \
+         LISTENDROP_BIN",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
 }
 
 /// A running daemon and everything it printed.
@@ -162,7 +179,6 @@ impl Daemon {
     }
 
     /// Scrapes until `pred` holds (true) or `timeout` passes (false).
-    #[allow(dead_code)] // not every test binary uses it
     pub fn wait_for_metric(
         &self,
         timeout: Duration,

@@ -1,6 +1,8 @@
 //! Shared helpers of listendrop's integration tests: privilege gate, network namespaces,
 //! the real daemon binary, kernel counters (nstat) and real TCP sockets.
-#![allow(dead_code, reason = "each test target uses a different subset")]
+//!
+//! One crate shared by the privileged tests, the deploy tests and the benchmarks (a
+//! dev-dependency of `listendrop`), so that no test target includes another's files.
 
 pub mod daemon;
 pub mod expect;
@@ -8,6 +10,7 @@ pub mod netns;
 pub mod raw;
 pub mod scenarios;
 pub mod sockets;
+pub mod tools;
 
 /// `true` when this process may load eBPF programs. Otherwise prints why the test is
 /// skipped and returns `false` — unless `LISTENDROP_REQUIRE_PRIVILEGED` is set (as
