@@ -102,7 +102,7 @@ pub struct Settings {
     /// episode (counts as a new dropped handshake).
     pub episode_gap_ns: u64,
     /// Events per listener per second handed to the daemon; the rest are counted in
-    /// `COUNTERS[COUNTER_EVENTS_RATE_LIMITED]`. 0 disables events.
+    /// `COUNTERS[Health::RateLimited]`. 0 disables events.
     pub events_per_sec: u32,
     /// Explicit padding.
     pub _pad: u32,

@@ -7,11 +7,13 @@
 
 pub mod config;
 pub mod event;
+pub mod health;
 pub mod key;
 pub mod reason;
 
 pub use config::{KernelOffsets, Settings};
 pub use event::DropEvent;
+pub use health::Health;
 pub use key::{DropCount, HandshakeKey, HandshakeState, ListenerKey, RateState};
 pub use reason::Reason;
 
@@ -19,22 +21,6 @@ pub use reason::Reason;
 pub const AF_INET: u16 = 2;
 /// `AF_INET6` as the kernel stores it in `sock_common.skc_family` (all kernels).
 pub const AF_INET6: u16 = 10;
-
-/// Index of the ring-buffer loss counter in the `COUNTERS` per-CPU array.
-pub const COUNTER_EVENTS_LOST: u32 = 0;
-/// Index of the "counter map full" counter: a drop that could not be attributed to a
-/// listener because `DROPS` had no room left for a new key.
-pub const COUNTER_DROPS_MAP_FULL: u32 = 1;
-/// Index of the "no listener" counter: a matching drop whose `rx_sk` was NULL.
-pub const COUNTER_NO_LISTENER: u32 = 2;
-/// Index of the counter of events held back by the per-listener rate limit.
-pub const COUNTER_EVENTS_RATE_LIMITED: u32 = 3;
-/// Index of the counter of kernel reads that failed (a bad offset would show here).
-pub const COUNTER_READ_ERRORS: u32 = 4;
-/// Index of the counter of call states found stale (a missed return probe).
-pub const COUNTER_STALE_CALLS: u32 = 5;
-/// Number of slots in `COUNTERS`.
-pub const COUNTERS_LEN: u32 = 6;
 
 #[cfg(feature = "user")]
 mod user {
@@ -54,7 +40,7 @@ mod user {
 pub const MAP_DROPS: &str = "DROPS";
 /// Name of the ring buffer of [`DropEvent`]s.
 pub const MAP_EVENTS: &str = "EVENTS";
-/// Name of the per-CPU array of the `COUNTER_*` health counters.
+/// Name of the per-CPU array of the [`Health`] counters.
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the LRU map of recently dropped handshakes.
 pub const MAP_HANDSHAKES: &str = "HANDSHAKES";

@@ -5,13 +5,18 @@
 //! call of the same function interleaving — except the IPv4-mapped case, where
 //! `tcp_v6_syn_recv_sock` calls `tcp_v4_syn_recv_sock`: `depth` makes the outer call the
 //! only one that counts.
+//!
+//! A return probe can be missed (kretprobe instances exhausted, a program skipped while
+//! another runs on the CPU): the entry state then stays behind. The next call recognises
+//! it at once — a nested call has the outer call's socket and packet, a new call has
+//! others — and starts afresh, counting [`Health::StaleCall`]; nothing waits for a timeout.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
-use listendrop_common::{COUNTER_READ_ERRORS, COUNTER_STALE_CALLS};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray};
+use listendrop_common::Health;
 
 use crate::{
+    health::bump,
     kernel::{self, Mib},
-    maps::{bump, CALLS},
 };
 
 /// Slot of `tcp_conn_request` in `CALLS`.
@@ -19,9 +24,14 @@ pub(crate) const SLOT_CONN_REQUEST: u32 = 0;
 /// Slot of `tcp_v4_syn_recv_sock` / `tcp_v6_syn_recv_sock` in `CALLS`.
 pub(crate) const SLOT_SYN_RECV_SOCK: u32 = 1;
 
-/// A call older than this when another begins lost its return probe (kretprobe
-/// instances exhausted): start afresh instead of treating the new call as nested.
-const STALE_NS: u64 = 100_000_000;
+/// A nested call begins within microseconds of its outer call; one with the same socket
+/// and packet later than this is a new call whose packet reuses a freed skb's address
+/// (the previous call's return was missed).
+const NESTED_NS: u64 = 10_000_000;
+
+/// State of the hooked call in progress on this CPU, from entry to return (`SLOT_*`).
+#[map]
+static CALLS: PerCpuArray<CallState> = PerCpuArray::with_max_entries(2, 0);
 
 /// What the entry probe saw.
 #[repr(C)]
@@ -49,11 +59,13 @@ pub(crate) fn enter(slot: u32, sk: u64, skb: u64, dst: u64, req_unhash: u64) {
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if state.depth > 0 {
-        if now.wrapping_sub(state.start_ns) < STALE_NS {
+        let nested =
+            state.sk == sk && state.skb == skb && now.wrapping_sub(state.start_ns) < NESTED_NS;
+        if nested {
             state.depth += 1;
             return;
         }
-        bump(COUNTER_STALE_CALLS);
+        bump(Health::StaleCall);
     }
     let mib = kernel::net_of(sk as *const u8).and_then(kernel::read_mib);
     *state = CallState {
@@ -86,28 +98,28 @@ pub(crate) fn exit(slot: u32) -> Option<CallState> {
     }
 }
 
-/// Whether `slot` has a call in progress on this CPU (a stale one does not count).
+/// Whether `slot` has a call in progress on this CPU for packet `skb` (a stale state left
+/// by another packet does not count).
 #[inline(always)]
-pub(crate) fn active(slot: u32) -> bool {
+pub(crate) fn active(slot: u32, skb: u64) -> bool {
     let Some(state) = CALLS.get_ptr(slot) else {
         return false;
     };
     // SAFETY: the helper returns a valid pointer to this CPU's element.
-    let (depth, start) = unsafe { ((*state).depth, (*state).start_ns) };
-    // SAFETY: a helper without preconditions.
-    depth > 0 && unsafe { bpf_ktime_get_ns() }.wrapping_sub(start) < STALE_NS
+    let (depth, call_skb) = unsafe { ((*state).depth, (*state).skb) };
+    depth > 0 && call_skb == skb
 }
 
 /// How much each MIB counter of the call's namespace moved during the call, on this CPU.
 #[inline(always)]
 pub(crate) fn mib_delta(call: &CallState) -> Option<Mib> {
     if call.mib_ok == 0 {
-        bump(COUNTER_READ_ERRORS);
+        bump(Health::Read);
         return None;
     }
     let before = &call.mib;
     let Ok(now) = kernel::net_of(call.sk as *const u8).and_then(kernel::read_mib) else {
-        bump(COUNTER_READ_ERRORS);
+        bump(Health::Read);
         return None;
     };
     Some(Mib {

@@ -9,6 +9,7 @@
 
 mod calls;
 mod config;
+mod health;
 mod kernel;
 mod maps;
 mod probes;

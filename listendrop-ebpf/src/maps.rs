@@ -3,15 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuHashMap, RingBuf},
 };
 use listendrop_common::{
-    DropCount, HandshakeKey, HandshakeState, ListenerKey, RateState, COUNTERS_LEN,
-    COUNTER_DROPS_MAP_FULL, DEFAULT_EVENTS_BYTES, DEFAULT_MAX_HANDSHAKES,
-    DEFAULT_MAX_LISTENER_KEYS,
+    DropCount, HandshakeKey, HandshakeState, Health, ListenerKey, RateState, DEFAULT_EVENTS_BYTES,
+    DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_LISTENER_KEYS,
 };
 
-use crate::calls::CallState;
+use crate::health::bump;
 
 /// Packets and handshakes per listener and reason: exact, never sampled. Per-CPU so the
 /// hot path needs no atomics (5.10 rejects BPF atomics with fetch); the daemon sums the
@@ -21,13 +20,9 @@ pub(crate) static DROPS: PerCpuHashMap<ListenerKey, DropCount> =
     PerCpuHashMap::with_max_entries(DEFAULT_MAX_LISTENER_KEYS, 0);
 
 /// One record per event (`listendrop_common::DropEvent`). May overflow under load: every
-/// record that does not fit is counted in `COUNTERS[COUNTER_EVENTS_LOST]`.
+/// record that does not fit is counted as [`Health::RingBufferFull`].
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_EVENTS_BYTES, 0);
-
-/// Health counters, indexed by the `COUNTER_*` constants.
-#[map]
-pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
 
 /// Recently dropped handshakes (LRU: the oldest is forgotten first), to count a
 /// retransmit of a dropped handshake once and to recognise the SYN-ACK retransmits of a
@@ -75,28 +70,14 @@ pub(crate) fn high_water(sk: *const u8) {
     }
 }
 
-/// State of the hooked call in progress on this CPU, from entry to return
-/// (`calls::SLOT_*`).
-#[map]
-pub(crate) static CALLS: PerCpuArray<CallState> = PerCpuArray::with_max_entries(2, 0);
-
-/// Adds one to the health counter `index`.
-#[inline(always)]
-pub(crate) fn bump(index: u32) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: a per-CPU slot; programs on one CPU do not nest (the kernel skips a
-        // program that fires while another runs on the same CPU).
-        unsafe { *slot += 1 };
-    }
-}
-
 /// Counts one packet of `key` (and one handshake when `new_handshake`), creating the
 /// key on first use.
 #[inline(always)]
 pub(crate) fn count(key: &ListenerKey, new_handshake: bool) {
     let handshakes = u64::from(new_handshake);
     if let Some(slot) = DROPS.get_ptr_mut(key) {
-        // SAFETY: this CPU's slot of an existing element; see `bump`.
+        // SAFETY: this CPU's slot of an existing element; programs on one CPU do not
+        // nest (see `health::bump`).
         unsafe {
             (*slot).packets += 1;
             (*slot).handshakes += handshakes;
@@ -110,6 +91,6 @@ pub(crate) fn count(key: &ListenerKey, new_handshake: bool) {
         handshakes,
     };
     if DROPS.insert(key, first, 0).is_err() {
-        bump(COUNTER_DROPS_MAP_FULL);
+        bump(Health::MapFull);
     }
 }

@@ -3,14 +3,14 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use listendrop_common::{
     event::{FLAG_CLIENT_BELIEVES_CONNECTED, FLAG_NEW_HANDSHAKE},
-    DropEvent, HandshakeKey, HandshakeState, ListenerKey, RateState, Reason, COUNTER_EVENTS_LOST,
-    COUNTER_EVENTS_RATE_LIMITED, COUNTER_READ_ERRORS,
+    DropEvent, HandshakeKey, HandshakeState, Health, ListenerKey, RateState, Reason,
 };
 
 use crate::{
     config::SETTINGS,
+    health::bump,
     kernel,
-    maps::{self, bump, EVENTS, HANDSHAKES, RATE},
+    maps::{self, EVENTS, HANDSHAKES, RATE},
 };
 
 /// One second, the rate-limit window.
@@ -32,7 +32,7 @@ pub(crate) struct Observation {
 pub(crate) fn observe(sk: *const u8, reason: Reason) -> Option<Observation> {
     let mut event = DropEvent::ZERO;
     let Ok(net) = kernel::read_listener(sk, &mut event) else {
-        bump(COUNTER_READ_ERRORS);
+        bump(Health::Read);
         return None;
     };
     event.listener.reason = reason as u32;
@@ -53,7 +53,7 @@ pub(crate) fn drop(obs: &mut Observation, tuple_ok: bool) {
     if tuple_ok {
         emit(obs);
     } else {
-        bump(COUNTER_READ_ERRORS);
+        bump(Health::Read);
     }
 }
 
@@ -124,18 +124,18 @@ fn remember(event: &DropEvent) -> bool {
 #[inline(always)]
 fn emit(obs: &mut Observation) {
     if !allow(&obs.event.listener, obs.event.ktime_ns) {
-        bump(COUNTER_EVENTS_RATE_LIMITED);
+        bump(Health::RateLimited);
         return;
     }
     if kernel::read_queues(obs.sk, &mut obs.event).is_err() {
-        bump(COUNTER_READ_ERRORS);
+        bump(Health::Read);
     }
     match EVENTS.reserve::<DropEvent>(0) {
         Some(mut entry) => {
             entry.write(obs.event);
             entry.submit(0);
         }
-        None => bump(COUNTER_EVENTS_LOST),
+        None => bump(Health::RingBufferFull),
     }
 }
 

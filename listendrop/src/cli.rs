@@ -6,8 +6,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use listendrop_common::{
-    DEFAULT_EPISODE_GAP_SECS, DEFAULT_EVENTS_BYTES, DEFAULT_EVENTS_PER_SEC, DEFAULT_MAX_HANDSHAKES,
-    DEFAULT_MAX_LISTENER_KEYS,
+    Reason, DEFAULT_EPISODE_GAP_SECS, DEFAULT_EVENTS_BYTES, DEFAULT_EVENTS_PER_SEC,
+    DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_LISTENER_KEYS,
 };
 
 use crate::probes::KindChoice;
@@ -104,9 +104,9 @@ pub struct TraceArgs {
     /// Only these network namespaces (inode numbers).
     #[arg(long, value_name = "INODE", value_delimiter = ',')]
     pub netns: Vec<u32>,
-    /// Only these reasons (e.g. ack_accept_queue_full, syn_queue_full, synack_retransmit).
-    #[arg(long, value_name = "REASON", value_delimiter = ',')]
-    pub reason: Vec<String>,
+    /// Only these reasons (comma-separated).
+    #[arg(long, value_name = "REASON", value_delimiter = ',', value_enum)]
+    pub reason: Vec<ReasonArg>,
     /// Exit after this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -287,6 +287,32 @@ pub struct CheckArgs {
     /// Kernel-side options (the same as the daemon's, to check what it would do).
     #[command(flatten)]
     pub probes: ProbeArgs,
+}
+
+/// A [`Reason`] as a command-line value (its label), so that an unknown one is refused
+/// with the list of valid ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReasonArg(pub Reason);
+
+/// Every reason, as command-line values.
+const REASON_ARGS: [ReasonArg; Reason::ALL.len()] = {
+    let mut out = [ReasonArg(Reason::ALL[0]); Reason::ALL.len()];
+    let mut i = 0;
+    while i < Reason::ALL.len() {
+        out[i] = ReasonArg(Reason::ALL[i]);
+        i += 1;
+    }
+    out
+};
+
+impl ValueEnum for ReasonArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &REASON_ARGS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.as_str()))
+    }
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {

@@ -1,33 +1,75 @@
-//! Reads the in-kernel counters: exact totals per listener and reason, and the health
-//! counters of the programs.
+//! Reads the in-kernel counters: exact totals per listener and reason, and the programs'
+//! [`Health`] counters, summed over CPUs at one moment.
 
 use std::collections::BTreeMap;
 
-use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
-use listendrop_common::{
-    DropCount, ListenerKey, COUNTER_DROPS_MAP_FULL, COUNTER_EVENTS_LOST,
-    COUNTER_EVENTS_RATE_LIMITED, COUNTER_NO_LISTENER, COUNTER_READ_ERRORS, COUNTER_STALE_CALLS,
-    MAP_COUNTERS, MAP_DROPS,
-};
+use listendrop_common::{DropCount, Health, ListenerKey, Reason, MAP_COUNTERS, MAP_DROPS};
+
+use crate::listener::ListenerId;
+
+/// Why the counter maps could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CountersError {
+    /// A map is missing from the loaded object or has another type.
+    #[error("map {name}: {source}")]
+    Map {
+        /// The map's name.
+        name: &'static str,
+        /// What aya said.
+        source: aya::maps::MapError,
+    },
+    /// Taking a map from the loaded object or its pin failed.
+    #[error("map {name}: {cause:#}")]
+    Take {
+        /// The map's name.
+        name: &'static str,
+        /// Why.
+        cause: anyhow::Error,
+    },
+}
+
+/// What one listener counted per class, since its counters were created.
+pub type ListenerCounts = BTreeMap<Reason, DropCount>;
 
 /// Totals at one moment, summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Packets and handshakes per listener and reason since the programs were loaded.
-    pub drops: BTreeMap<ListenerKey, DropCount>,
-    /// Events that did not fit in the ring buffer.
-    pub events_lost: u64,
-    /// Events held back by the per-listener rate limit.
-    pub events_rate_limited: u64,
-    /// Drops not attributed to a listener because the counter map was full.
-    pub drops_map_full: u64,
-    /// Matching drops that carried no listener socket.
-    pub no_listener: u64,
-    /// Kernel reads that failed inside the programs.
-    pub read_errors: u64,
-    /// Entry states abandoned because their return probe never ran.
-    pub stale_calls: u64,
+    /// Packets and handshakes per listener and class.
+    pub listeners: BTreeMap<ListenerId, ListenerCounts>,
+    /// Each [`Health`] counter, by [`Health::index`].
+    pub health: [u64; Health::COUNT as usize],
+}
+
+impl Snapshot {
+    /// Every (listener, reason, count), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ListenerId, Reason, &DropCount)> {
+        self.listeners
+            .iter()
+            .flat_map(|(id, counts)| counts.iter().map(move |(r, c)| (id, *r, c)))
+    }
+
+    /// Dropped packets (every drop reason) per listener.
+    pub fn drops_per_listener(&self) -> BTreeMap<ListenerId, u64> {
+        self.listeners
+            .iter()
+            .map(|(id, counts)| (*id, dropped(counts)))
+            .collect()
+    }
+
+    /// The value of health counter `h`.
+    pub fn health(&self, h: Health) -> u64 {
+        self.health[h.index() as usize]
+    }
+}
+
+/// Dropped packets of one listener, all drop reasons.
+pub fn dropped(counts: &ListenerCounts) -> u64 {
+    counts
+        .iter()
+        .filter(|(r, _)| r.is_drop())
+        .map(|(_, c)| c.packets)
+        .sum()
 }
 
 /// Handles on the counter maps.
@@ -38,48 +80,70 @@ pub struct Counters {
 
 impl Counters {
     /// Takes the counter maps from the probes.
-    pub fn take(probes: &mut crate::probes::Probes) -> anyhow::Result<Self> {
-        let drops = probes.take_map(MAP_DROPS)?;
-        let health = probes.take_map(MAP_COUNTERS)?;
+    pub fn take(probes: &mut crate::probes::Probes) -> Result<Self, CountersError> {
+        let mut take = |name: &'static str| {
+            probes
+                .take_map(name)
+                .map_err(|cause| CountersError::Take { name, cause })
+        };
+        let drops = take(MAP_DROPS)?;
+        let health = take(MAP_COUNTERS)?;
         Ok(Self {
-            drops: drops.try_into().context("map DROPS")?,
-            health: health.try_into().context("map COUNTERS")?,
+            drops: drops.try_into().map_err(|source| CountersError::Map {
+                name: MAP_DROPS,
+                source,
+            })?,
+            health: health.try_into().map_err(|source| CountersError::Map {
+                name: MAP_COUNTERS,
+                source,
+            })?,
         })
     }
 
-    /// Deletes the counters of `key` (an expired listener), freeing its map entry.
-    pub fn remove(&mut self, key: &ListenerKey) {
-        // Already gone (a race with another remover) is fine.
-        let _ = self.drops.remove(key);
+    /// Deletes every counter of `listener` (it expired), freeing its map entries.
+    pub fn remove(&mut self, listener: &ListenerId) {
+        let mut key = listener.key();
+        for reason in Reason::ALL {
+            key.reason = reason as u32;
+            // Absent (a class it never had, or a race with another remover) is fine.
+            let _ = self.drops.remove(&key);
+        }
     }
 
     /// Reads every counter now.
-    pub fn snapshot(&self) -> anyhow::Result<Snapshot> {
+    pub fn snapshot(&self) -> Result<Snapshot, CountersError> {
+        let read_error = |source| CountersError::Map {
+            name: MAP_DROPS,
+            source,
+        };
         let mut snap = Snapshot::default();
         for entry in self.drops.iter() {
-            let (key, per_cpu) = entry.context("reading map DROPS")?;
+            let (key, per_cpu) = entry.map_err(read_error)?;
+            // A reason this build does not know (an object of another version): skipped.
+            let Some(reason) = Reason::from_u32(key.reason) else {
+                continue;
+            };
             let total = per_cpu
                 .iter()
                 .fold(DropCount::default(), |sum, c| DropCount {
                     packets: sum.packets + c.packets,
                     handshakes: sum.handshakes + c.handshakes,
                 });
-            snap.drops.insert(key, total);
+            snap.listeners
+                .entry(ListenerId::from(&key))
+                .or_default()
+                .insert(reason, total);
         }
-        let health = |index: u32| -> anyhow::Result<u64> {
-            Ok(self
+        for h in Health::ALL {
+            let per_cpu = self
                 .health
-                .get(&index, 0)
-                .context("reading map COUNTERS")?
-                .iter()
-                .sum())
-        };
-        snap.events_lost = health(COUNTER_EVENTS_LOST)?;
-        snap.events_rate_limited = health(COUNTER_EVENTS_RATE_LIMITED)?;
-        snap.drops_map_full = health(COUNTER_DROPS_MAP_FULL)?;
-        snap.no_listener = health(COUNTER_NO_LISTENER)?;
-        snap.read_errors = health(COUNTER_READ_ERRORS)?;
-        snap.stale_calls = health(COUNTER_STALE_CALLS)?;
+                .get(&h.index(), 0)
+                .map_err(|source| CountersError::Map {
+                    name: MAP_COUNTERS,
+                    source,
+                })?;
+            snap.health[h.index() as usize] = per_cpu.iter().sum();
+        }
         Ok(snap)
     }
 }

@@ -1,9 +1,10 @@
-//! Per-handshake drop events from the ring buffer: decoding, the one-line log format, and
-//! the task that drains the buffer.
+//! Per-handshake events from the ring buffer: decoded once, at the boundary, into an
+//! [`Event`] (listener, reason, socket addresses, queues, flags) that the log, `trace` and
+//! the diagnosis use; the one-line log format; the task that drains the buffer.
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -13,16 +14,19 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use listendrop_common::{
     event::{FLAG_CLIENT_BELIEVES_CONNECTED, FLAG_NEW_HANDSHAKE, FLAG_RESET},
-    DropEvent, ListenerKey, Reason, AF_INET6,
+    DropEvent, Reason, AF_INET, AF_INET6,
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::inventory::owners::Owner;
+use crate::{
+    inventory::owners::Owner,
+    listener::{ip, ListenerId},
+};
 
-/// Why a ring-buffer record could not be decoded.
+/// Why a ring-buffer record could not be decoded (an eBPF object of another version).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The record is not the size of a [`DropEvent`] (an eBPF object from another version).
+    /// The record is not the size of a [`DropEvent`].
     #[error("event record has {got} bytes, expected {expected}")]
     Size {
         /// Bytes received.
@@ -30,10 +34,69 @@ pub enum DecodeError {
         /// `size_of::<DropEvent>()`.
         expected: usize,
     },
+    /// The reason number is not one this build knows.
+    #[error("event record has reason {0}, which this build does not know")]
+    Reason(u32),
+    /// An address family other than IPv4 and IPv6.
+    #[error("event record has address family {0}")]
+    Family(u16),
+}
+
+/// What the kernel side said about the handshake.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// The drop was answered with a reset (`tcp_abort_on_overflow=1`).
+    pub reset: bool,
+    /// The first drop of this handshake's episode (not a retransmit).
+    pub new_handshake: bool,
+    /// A SYN-ACK retransmit of a handshake whose ACK was dropped: the client believes it
+    /// is connected.
+    pub client_believes_connected: bool,
+}
+
+/// An accept queue at the moment of the event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Queue {
+    /// Connections waiting for accept().
+    pub len: u32,
+    /// Its limit, min(backlog, somaxconn); 0 when the kernel side could not read it.
+    pub limit: u32,
+}
+
+/// One event: a dropped handshake, a syncookie, or a SYN-ACK retransmit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the event.
+    pub ktime_ns: u64,
+    /// The listener.
+    pub listener: ListenerId,
+    /// What happened.
+    pub reason: Reason,
+    /// The socket cookie of the member of the listener's SO_REUSEPORT group that saw it
+    /// (of the listener itself for a plain socket); 0 when not known yet.
+    pub cookie: u64,
+    /// The client's address and port.
+    pub client: SocketAddr,
+    /// The server's address and port the client used (an IPv4 client of an IPv6 wildcard
+    /// listener has IPv4 addresses here).
+    pub server: SocketAddr,
+    /// The accept queue of the socket that saw it.
+    pub accept_queue: Queue,
+    /// Its SYN queue (half-open requests).
+    pub syn_queue: u32,
+    /// Flags.
+    pub flags: Flags,
+}
+
+impl Event {
+    /// Whether the event is a dropped handshake packet.
+    pub const fn is_drop(&self) -> bool {
+        self.reason.is_drop()
+    }
 }
 
 /// Decodes one ring-buffer record.
-pub fn decode(bytes: &[u8]) -> Result<DropEvent, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let expected = std::mem::size_of::<DropEvent>();
     if bytes.len() != expected {
         return Err(DecodeError::Size {
@@ -43,26 +106,37 @@ pub fn decode(bytes: &[u8]) -> Result<DropEvent, DecodeError> {
     }
     // SAFETY: the length was checked; DropEvent is repr(C) plain data valid for any bit
     // pattern, and read_unaligned makes no alignment assumption about the record.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DropEvent>()) })
+    let raw = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DropEvent>()) };
+    from_raw(&raw)
 }
 
-/// An address stored by the eBPF side: IPv4 in the first four bytes, or 16 bytes of IPv6.
-pub fn ip(family: u16, bytes: &[u8; 16]) -> IpAddr {
-    if family == AF_INET6 {
-        IpAddr::V6(Ipv6Addr::from(*bytes))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+/// The typed form of a kernel-side record.
+pub fn from_raw(raw: &DropEvent) -> Result<Event, DecodeError> {
+    let reason =
+        Reason::from_u32(raw.listener.reason).ok_or(DecodeError::Reason(raw.listener.reason))?;
+    for family in [raw.family, raw.listener.family] {
+        if family != AF_INET && family != AF_INET6 {
+            return Err(DecodeError::Family(family));
+        }
     }
-}
-
-/// The listener's bound address.
-pub fn listen_ip(key: &ListenerKey) -> IpAddr {
-    ip(key.family, &key.addr)
-}
-
-/// The `reason` label of a key (`unknown` for a number this build does not know).
-pub fn reason_label(raw: u32) -> &'static str {
-    Reason::from_u32(raw).map_or("unknown", Reason::as_str)
+    Ok(Event {
+        ktime_ns: raw.ktime_ns,
+        listener: ListenerId::from(&raw.listener),
+        reason,
+        cookie: raw.cookie,
+        client: SocketAddr::new(ip(raw.family, &raw.saddr), raw.sport),
+        server: SocketAddr::new(ip(raw.family, &raw.daddr), raw.dport),
+        accept_queue: Queue {
+            len: raw.accept_queue_len,
+            limit: raw.accept_queue_max,
+        },
+        syn_queue: raw.syn_queue_len,
+        flags: Flags {
+            reset: raw.flags & FLAG_RESET != 0,
+            new_handshake: raw.flags & FLAG_NEW_HANDSHAKE != 0,
+            client_believes_connected: raw.flags & FLAG_CLIENT_BELIEVES_CONNECTED != 0,
+        },
+    })
 }
 
 /// The log line of one event, e.g.
@@ -71,41 +145,41 @@ pub fn reason_label(raw: u32) -> &'static str {
 /// new_handshake=yes`.
 pub struct LogLine<'a> {
     /// The event.
-    pub event: &'a DropEvent,
-    /// The listener's owner, when the inventory knows it.
+    pub event: &'a Event,
+    /// The owner of the socket that saw it, when the inventory knows it.
     pub owner: Option<&'a Owner>,
 }
 
 impl fmt::Display for LogLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = self.event;
-        let listener = SocketAddr::new(listen_ip(&e.listener), e.listener.port);
-        let client = SocketAddr::new(ip(e.family, &e.saddr), e.sport);
-        let server = SocketAddr::new(ip(e.family, &e.daddr), e.dport);
-        write!(f, "listener={listener} netns={}", e.listener.netns)?;
+        write!(
+            f,
+            "listener={} netns={}",
+            e.listener.socket_addr(),
+            e.listener.netns
+        )?;
         if let Some(owner) = self.owner {
             write!(f, " owner={}/{}", owner.pid, owner.comm)?;
         }
         write!(
             f,
-            " client={client} server={server} reason={} accept_queue={}/{} syn_queue={}",
-            reason_label(e.listener.reason),
-            e.accept_queue_len,
-            e.accept_queue_max,
-            e.syn_queue_len,
+            " client={} server={} reason={} accept_queue={}/{} syn_queue={}",
+            e.client,
+            e.server,
+            e.reason.as_str(),
+            e.accept_queue.len,
+            e.accept_queue.limit,
+            e.syn_queue,
         )?;
-        if e.listener.reason < Reason::FIRST_NON_DROP {
-            let new = if e.flags & FLAG_NEW_HANDSHAKE != 0 {
-                "yes"
-            } else {
-                "no"
-            };
+        if e.is_drop() {
+            let new = if e.flags.new_handshake { "yes" } else { "no" };
             write!(f, " new_handshake={new}")?;
         }
-        if e.flags & FLAG_RESET != 0 {
+        if e.flags.reset {
             write!(f, " reset=sent")?;
         }
-        if e.flags & FLAG_CLIENT_BELIEVES_CONNECTED != 0 {
+        if e.flags.client_believes_connected {
             write!(
                 f,
                 " note=\"client believes it is connected: its ACK was dropped\""
@@ -118,7 +192,7 @@ impl fmt::Display for LogLine<'_> {
 /// Counts of what the drain task saw.
 #[derive(Debug, Default)]
 pub struct EventStats {
-    /// Records decoded and logged.
+    /// Records decoded and handled.
     pub received: AtomicU64,
     /// Records that could not be decoded.
     pub malformed: AtomicU64,
@@ -128,12 +202,11 @@ pub struct EventStats {
 pub async fn drain(
     ring: RingBuf<MapData>,
     stats: Arc<EventStats>,
-    mut handle: impl FnMut(&DropEvent),
-) -> anyhow::Result<()> {
+    mut handle: impl FnMut(&Event),
+) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the
     // AsyncFd (and with it the RingBuf) is dropped.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
     loop {
         let mut guard = fd.readable_mut().await?;
         let ring = guard.get_inner_mut();
@@ -155,11 +228,11 @@ pub async fn drain(
 
 #[cfg(test)]
 mod tests {
-    use listendrop_common::AF_INET;
+    use std::net::Ipv6Addr;
 
     use super::*;
 
-    fn v4_event() -> DropEvent {
+    fn raw_v4() -> DropEvent {
         let mut e = DropEvent::ZERO;
         e.listener.family = AF_INET;
         e.listener.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
@@ -188,19 +261,32 @@ mod tests {
         .to_vec()
     }
 
-    #[test]
-    fn decodes_what_the_kernel_side_writes() {
-        let e = v4_event();
-        let mut bytes = bytes_of(&e);
-        assert_eq!(decode(&bytes), Ok(e));
-        // Records are not aligned in the ring buffer mapping: decode from an odd address.
-        bytes.insert(0, 0xff);
-        assert_eq!(decode(&bytes[1..]), Ok(e));
+    fn line(e: &Event) -> String {
+        LogLine {
+            event: e,
+            owner: None,
+        }
+        .to_string()
     }
 
     #[test]
-    fn rejects_records_of_another_size() {
-        let bytes = bytes_of(&v4_event());
+    fn decodes_what_the_kernel_side_writes() {
+        let raw = raw_v4();
+        let mut bytes = bytes_of(&raw);
+        let event = decode(&bytes).unwrap();
+        assert_eq!(event.listener.socket_addr().to_string(), "127.0.0.1:7004");
+        assert_eq!(event.client.to_string(), "127.0.0.2:51234");
+        assert_eq!(event.reason, Reason::AckAcceptQueueFull);
+        assert!(event.flags.new_handshake && !event.flags.reset);
+        // Records are not aligned in the ring buffer mapping: decode from an odd address.
+        bytes.insert(0, 0xff);
+        assert_eq!(decode(&bytes[1..]), Ok(event));
+    }
+
+    #[test]
+    fn rejects_records_of_another_size_reason_or_family() {
+        let raw = raw_v4();
+        let bytes = bytes_of(&raw);
         assert_eq!(
             decode(&bytes[..40]),
             Err(DecodeError::Size {
@@ -209,16 +295,18 @@ mod tests {
             })
         );
         assert!(decode(&[]).is_err());
+        let mut bad = raw;
+        bad.listener.reason = 999;
+        assert_eq!(from_raw(&bad), Err(DecodeError::Reason(999)));
+        let mut bad = raw;
+        bad.family = 1;
+        assert_eq!(from_raw(&bad), Err(DecodeError::Family(1)));
     }
 
     #[test]
     fn log_line_ipv4() {
         assert_eq!(
-            LogLine {
-                event: &v4_event(),
-                owner: None
-            }
-            .to_string(),
+            line(&from_raw(&raw_v4()).unwrap()),
             "listener=127.0.0.1:7004 netns=4026531840 client=127.0.0.2:51234 \
              server=127.0.0.1:7004 reason=ack_accept_queue_full accept_queue=2/1 syn_queue=0 \
              new_handshake=yes"
@@ -227,57 +315,34 @@ mod tests {
 
     #[test]
     fn log_line_flags() {
-        let mut e = v4_event();
-        e.flags = FLAG_RESET;
-        let line = LogLine {
-            event: &e,
-            owner: None,
-        }
-        .to_string();
-        assert!(line.ends_with(" new_handshake=no reset=sent"), "{line}");
-        e.listener.reason = Reason::SynackRetransmit as u32;
-        e.flags = FLAG_CLIENT_BELIEVES_CONNECTED;
-        let line = LogLine {
-            event: &e,
-            owner: None,
-        }
-        .to_string();
-        assert!(line.contains(" reason=synack_retransmit "), "{line}");
-        assert!(!line.contains("new_handshake"), "{line}");
-        assert!(line.contains("client believes it is connected"), "{line}");
+        let mut raw = raw_v4();
+        raw.flags = FLAG_RESET;
+        let l = line(&from_raw(&raw).unwrap());
+        assert!(l.ends_with(" new_handshake=no reset=sent"), "{l}");
+        raw.listener.reason = Reason::SynackRetransmit as u32;
+        raw.flags = FLAG_CLIENT_BELIEVES_CONNECTED;
+        let l = line(&from_raw(&raw).unwrap());
+        assert!(l.contains(" reason=synack_retransmit "), "{l}");
+        assert!(!l.contains("new_handshake"), "{l}");
+        assert!(l.contains("client believes it is connected"), "{l}");
     }
 
     #[test]
     fn log_line_ipv4_client_of_ipv6_wildcard_listener() {
-        let mut e = v4_event();
-        e.listener.family = AF_INET6;
-        e.listener.addr = [0; 16];
-        let line = LogLine {
-            event: &e,
-            owner: None,
-        }
-        .to_string();
-        assert!(line.starts_with("listener=[::]:7004 "), "{line}");
-        assert!(line.contains(" client=127.0.0.2:51234 "), "{line}");
+        let mut raw = raw_v4();
+        raw.listener.family = AF_INET6;
+        raw.listener.addr = [0; 16];
+        let l = line(&from_raw(&raw).unwrap());
+        assert!(l.starts_with("listener=[::]:7004 "), "{l}");
+        assert!(l.contains(" client=127.0.0.2:51234 "), "{l}");
     }
 
     #[test]
     fn log_line_ipv6() {
-        let mut e = v4_event();
-        e.family = AF_INET6;
-        e.saddr = Ipv6Addr::LOCALHOST.octets();
-        e.daddr = Ipv6Addr::LOCALHOST.octets();
-        assert!(LogLine {
-            event: &e,
-            owner: None
-        }
-        .to_string()
-        .contains(" client=[::1]:51234 "));
-    }
-
-    #[test]
-    fn unknown_reason_is_labelled_unknown() {
-        assert_eq!(reason_label(0), "unknown");
-        assert_eq!(reason_label(999), "unknown");
+        let mut raw = raw_v4();
+        raw.family = AF_INET6;
+        raw.saddr = Ipv6Addr::LOCALHOST.octets();
+        raw.daddr = Ipv6Addr::LOCALHOST.octets();
+        assert!(line(&from_raw(&raw).unwrap()).contains(" client=[::1]:51234 "));
     }
 }

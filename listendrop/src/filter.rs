@@ -1,6 +1,9 @@
 //! Which listeners the user wants reported (`--include-*`, `--exclude-*`).
 
-use crate::cli::RunArgs;
+use crate::{
+    cli::RunArgs,
+    listener::{ListenerId, Netns},
+};
 
 /// Namespace and port filters; empty include lists mean "all".
 #[derive(Clone, Debug, Default)]
@@ -23,17 +26,16 @@ impl Filter {
     }
 
     /// Whether per-namespace series of `netns` are reported.
-    pub fn allows_netns(&self, netns: u32) -> bool {
-        (self.include_netns.is_empty() || self.include_netns.contains(&netns))
-            && !self.exclude_netns.contains(&netns)
+    pub fn allows_netns(&self, netns: Netns) -> bool {
+        (self.include_netns.is_empty() || self.include_netns.contains(&netns.0))
+            && !self.exclude_netns.contains(&netns.0)
     }
 
-    /// Whether a listener in `netns` on `port` is reported.
-    pub fn allows(&self, netns: u32, port: u16) -> bool {
-        (self.include_netns.is_empty() || self.include_netns.contains(&netns))
-            && !self.exclude_netns.contains(&netns)
-            && (self.include_ports.is_empty() || self.include_ports.contains(&port))
-            && !self.exclude_ports.contains(&port)
+    /// Whether listener `id` is reported.
+    pub fn allows(&self, id: &ListenerId) -> bool {
+        self.allows_netns(id.netns)
+            && (self.include_ports.is_empty() || self.include_ports.contains(&id.port))
+            && !self.exclude_ports.contains(&id.port)
     }
 }
 
@@ -41,25 +43,33 @@ impl Filter {
 mod tests {
     use super::*;
 
+    fn id(netns: u32, port: u16) -> ListenerId {
+        ListenerId {
+            netns: Netns(netns),
+            addr: "0.0.0.0".parse().unwrap(),
+            port,
+        }
+    }
+
     #[test]
     fn includes_then_excludes() {
         let all = Filter::default();
-        assert!(all.allows(1, 80));
+        assert!(all.allows(&id(1, 80)));
         let f = Filter {
             include_netns: vec![1, 2],
             exclude_ports: vec![22],
             ..Filter::default()
         };
-        assert!(f.allows(1, 80));
-        assert!(!f.allows(3, 80));
-        assert!(!f.allows(1, 22));
+        assert!(f.allows(&id(1, 80)));
+        assert!(!f.allows(&id(3, 80)));
+        assert!(!f.allows(&id(1, 22)));
         let f = Filter {
             include_ports: vec![443],
             exclude_netns: vec![2],
             ..Filter::default()
         };
-        assert!(f.allows(1, 443));
-        assert!(!f.allows(2, 443));
-        assert!(!f.allows(1, 80));
+        assert!(f.allows(&id(1, 443)));
+        assert!(!f.allows(&id(2, 443)));
+        assert!(!f.allows(&id(1, 80)));
     }
 }

@@ -16,6 +16,7 @@ pub mod filter;
 pub mod http;
 pub mod inventory;
 pub mod layout;
+pub mod listener;
 pub mod metrics;
 pub mod privileges;
 pub mod probes;

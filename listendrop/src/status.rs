@@ -1,101 +1,83 @@
 //! `listendrop status`: every listener with its drop story, like `ss -lnt` but with the
 //! owner, both queues, the drops and why, and what to do about it. Works without the
 //! daemon (sock_diag and kernel counters); asks the daemon's /metrics when it runs for the
-//! drops per reason and the recent rate.
+//! drops per reason and the recent rate. An SO_REUSEPORT group is one listener with its
+//! members listed below it (each its own accept queue and owner).
 
 use std::{collections::BTreeMap, io::Write as _, net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
+use listendrop_common::Reason;
 use serde_json::json;
 
 use crate::{
     cli::StatusArgs,
-    context::rows,
+    context::view::{Group, View},
     inventory::{diagnosis, Inventory},
-    metrics::ListenerLabels,
+    listener::{ListenerId, Netns},
+    metrics::names,
 };
 
 /// What the daemon reports per listener.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct FromDaemon {
-    drops: BTreeMap<String, u64>,
+    /// Drops (and syncookies) per reason label.
+    reasons: BTreeMap<String, u64>,
     rate: Option<f64>,
 }
 
-/// One line of the table.
-#[derive(Debug)]
-struct Line {
-    labels: ListenerLabels,
-    owner: String,
-    accept: (u32, u32),
-    syn: u32,
-    drops: Option<u64>,
-    sk_drops: u64,
-    rate: Option<f64>,
-    reasons: BTreeMap<String, u64>,
+impl FromDaemon {
+    fn drops(&self) -> u64 {
+        self.reasons
+            .iter()
+            .filter(|(r, _)| Reason::from_label(r).is_some_and(Reason::is_drop))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// One listener of the report.
+struct Line<'a> {
+    id: ListenerId,
+    group: &'a Group,
+    daemon: Option<FromDaemon>,
     diagnosis: Vec<String>,
 }
 
 /// Prints the status; `Ok(())` even when some namespaces could not be read (they are
 /// listed).
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let snapshot = Inventory::new().collect();
+    let snapshot = std::sync::Arc::new(Inventory::new().collect());
+    let view = View::new(std::sync::Arc::clone(&snapshot));
     let daemon = if args.no_daemon {
         None
     } else {
         from_daemon(args.daemon)
     };
-    let mut lines = Vec::new();
-    for ns in &snapshot.namespaces {
-        if !args.netns.is_empty() && !args.netns.contains(&ns.namespace.inode) {
-            continue;
-        }
-        for (labels, row) in rows(std::slice::from_ref(ns)) {
-            let port: u16 = labels.listen_port.parse().unwrap_or(0);
-            if !args.port.is_empty() && !args.port.contains(&port) {
-                continue;
-            }
-            let known = daemon.as_ref().map(|d| {
-                d.get(&labels)
-                    .map_or_else(FromDaemon::default, |f| FromDaemon {
-                        drops: f.drops.clone(),
-                        rate: f.rate,
-                    })
-            });
-            let reasons = known.as_ref().map(|k| k.drops.clone()).unwrap_or_default();
-            let first = ns
-                .listeners
-                .iter()
-                .find(|l| l.socket.port == port && l.socket.addr.to_string() == labels.listen_addr);
-            let mut facts = first.map(|l| l.facts(&ns.sysctls)).unwrap_or_default();
-            facts.accept_queue_len = row.accept_queue_len;
-            facts.accept_queue_limit = row.accept_queue_limit;
-            facts.drops = reasons.clone();
-            lines.push(Line {
-                owner: row
-                    .owners
-                    .first()
-                    .map_or_else(|| "-".into(), |o| format!("{}/{}", o.pid, o.comm)),
-                accept: (row.accept_queue_len, row.accept_queue_limit),
-                syn: row.syn_queue_len,
-                drops: known.as_ref().map(|k| {
-                    k.drops
-                        .iter()
-                        .filter(|(r, _)| is_drop(r))
-                        .map(|(_, n)| n)
-                        .sum()
-                }),
-                sk_drops: row.sk_drops,
-                rate: known.as_ref().and_then(|k| k.rate),
-                reasons,
+    let lines: Vec<Line> = view
+        .listeners
+        .iter()
+        .filter(|(id, _)| args.netns.is_empty() || args.netns.contains(&id.netns.0))
+        .filter(|(id, _)| args.port.is_empty() || args.port.contains(&id.port))
+        .map(|(id, group)| {
+            let known = daemon
+                .as_ref()
+                .map(|d| d.get(id).cloned().unwrap_or_default());
+            let mut facts = group.facts();
+            facts.drops = known
+                .as_ref()
+                .map(|k| k.reasons.clone())
+                .unwrap_or_default();
+            Line {
+                id: *id,
+                group,
+                daemon: known,
                 diagnosis: diagnosis::diagnose(&facts),
-                labels,
-            });
-        }
-    }
+            }
+        })
+        .collect();
     let mut out = std::io::stdout().lock();
     if args.json {
-        let listeners: Vec<_> = lines.iter().map(to_json).collect();
         let skipped: Vec<_> = snapshot
             .skipped
             .iter()
@@ -103,7 +85,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             .collect();
         let doc = json!({
             "daemon": daemon.is_some(),
-            "listeners": listeners,
+            "listeners": lines.iter().map(to_json).collect::<Vec<_>>(),
             "skipped_namespaces": skipped,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
@@ -115,39 +97,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         "NETNS", "LISTEN", "OWNER", "ACCEPTQ", "SYNQ", "DROPS", "DROPS/S"
     )?;
     for line in &lines {
-        let listen = SocketAddr::new(
-            line.labels
-                .listen_addr
-                .parse()
-                .unwrap_or([0, 0, 0, 0].into()),
-            line.labels.listen_port.parse().unwrap_or(0),
-        );
-        let reasons: Vec<String> = line
-            .reasons
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(r, n)| format!("{r}={n}"))
-            .collect();
-        writeln!(
-            out,
-            "{:<11} {:<28} {:<20} {:>9} {:>5} {:>8} {:>8}  {}",
-            line.labels.netns,
-            listen.to_string(),
-            truncate(&line.owner, 20),
-            format!("{}/{}", line.accept.0, line.accept.1),
-            line.syn,
-            line.drops
-                .map_or_else(|| format!("({})", line.sk_drops), |d| d.to_string()),
-            line.rate.map_or_else(|| "-".into(), |r| format!("{r:.2}")),
-            if reasons.is_empty() {
-                "-".into()
-            } else {
-                reasons.join(" ")
-            }
-        )?;
-        for d in &line.diagnosis {
-            writeln!(out, "            ! {d}")?;
-        }
+        write_line(&mut out, line)?;
     }
     if daemon.is_none() {
         writeln!(
@@ -167,8 +117,67 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn is_drop(label: &str) -> bool {
-    listendrop_common::Reason::from_label(label).is_some_and(listendrop_common::Reason::is_drop)
+fn write_line(out: &mut impl std::io::Write, line: &Line) -> std::io::Result<()> {
+    let group = line.group;
+    let full = &group.fullest().socket;
+    let reasons: Vec<String> = line
+        .daemon
+        .iter()
+        .flat_map(|d| &d.reasons)
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    writeln!(
+        out,
+        "{:<11} {:<28} {:<20} {:>9} {:>5} {:>8} {:>8}  {}",
+        line.id.netns.to_string(),
+        line.id.socket_addr().to_string(),
+        truncate(&owner_text(group.owner()), 20),
+        format!("{}/{}", full.accept_queue_len, full.accept_queue_limit),
+        group.syn_queue(),
+        line.daemon.as_ref().map_or_else(
+            || format!("({})", group.sk_drops()),
+            |d| d.drops().to_string()
+        ),
+        line.daemon
+            .as_ref()
+            .and_then(|d| d.rate)
+            .map_or_else(|| "-".into(), |r| format!("{r:.2}")),
+        if reasons.is_empty() {
+            "-".into()
+        } else {
+            reasons.join(" ")
+        }
+    )?;
+    if group.members.len() > 1 {
+        let n = group.members.len();
+        for (i, m) in group.members.iter().enumerate() {
+            let s = &m.socket;
+            writeln!(
+                out,
+                "            SO_REUSEPORT member {}/{n}: accept queue {}/{}, owner {}, \
+                 sk_drops {}{}",
+                i + 1,
+                s.accept_queue_len,
+                s.accept_queue_limit,
+                owner_text(m.owner.as_ref()),
+                s.sk_drops.unwrap_or(0),
+                if std::ptr::eq(m, group.fullest()) {
+                    " (fullest)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+    }
+    for d in &line.diagnosis {
+        writeln!(out, "            ! {d}")?;
+    }
+    Ok(())
+}
+
+fn owner_text(owner: Option<&crate::inventory::owners::Owner>) -> String {
+    owner.map_or_else(|| "-".into(), |o| format!("{}/{}", o.pid, o.comm))
 }
 
 fn truncate(s: &str, width: usize) -> String {
@@ -183,62 +192,71 @@ fn truncate(s: &str, width: usize) -> String {
 }
 
 fn to_json(line: &Line) -> serde_json::Value {
+    let group = line.group;
+    let full = &group.fullest().socket;
+    let members: Vec<_> = group
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "cookie": m.socket.cookie,
+                "inode": m.socket.inode,
+                "accept_queue_length": m.socket.accept_queue_len,
+                "accept_queue_limit": m.socket.accept_queue_limit,
+                "sk_drops": m.socket.sk_drops,
+                "owner": owner_text(m.owner.as_ref()),
+            })
+        })
+        .collect();
     json!({
-        "netns": line.labels.netns.parse::<u64>().unwrap_or(0),
-        "family": line.labels.family,
-        "listen_addr": line.labels.listen_addr,
-        "listen_port": line.labels.listen_port.parse::<u16>().unwrap_or(0),
-        "owner": line.owner,
-        "accept_queue_length": line.accept.0,
-        "accept_queue_limit": line.accept.1,
-        "syn_queue_length": line.syn,
-        "drops_total": line.drops,
-        "sk_drops": line.sk_drops,
-        "drops_per_second_1m": line.rate,
-        "reasons": line.reasons,
+        "netns": line.id.netns.0,
+        "family": line.id.family().as_str(),
+        "listen_addr": line.id.addr.to_string(),
+        "listen_port": line.id.port,
+        "owner": owner_text(group.owner()),
+        "accept_queue_length": full.accept_queue_len,
+        "accept_queue_limit": full.accept_queue_limit,
+        "syn_queue_length": group.syn_queue(),
+        "reuseport_members": group.members.len(),
+        "members": members,
+        "drops_total": line.daemon.as_ref().map(FromDaemon::drops),
+        "sk_drops": group.sk_drops(),
+        "drops_per_second_1m": line.daemon.as_ref().and_then(|d| d.rate),
+        "reasons": line.daemon.as_ref().map(|d| d.reasons.clone()).unwrap_or_default(),
         "diagnosis": line.diagnosis,
     })
 }
 
 /// Drops per reason and recent rate per listener from a running daemon, or `None`.
-fn from_daemon(addr: SocketAddr) -> Option<BTreeMap<ListenerLabels, FromDaemon>> {
+fn from_daemon(addr: SocketAddr) -> Option<BTreeMap<ListenerId, FromDaemon>> {
     let body = fetch(addr).ok()?;
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).ok()?;
-    let mut out: BTreeMap<ListenerLabels, FromDaemon> = BTreeMap::new();
+    let mut out: BTreeMap<ListenerId, FromDaemon> = BTreeMap::new();
     for sample in scrape.samples {
         let value = match sample.value {
             prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
             _ => continue,
         };
-        let l = |k: &str| sample.labels.get(k).unwrap_or("").to_owned();
-        let labels = ListenerLabels {
-            netns: l("netns"),
-            family: if l("family") == "ipv6" {
-                "ipv6"
-            } else {
-                "ipv4"
-            },
-            listen_addr: l("listen_addr"),
-            listen_port: l("listen_port"),
-        };
-        let entry = || FromDaemon::default();
+        let label = |k: &str| sample.labels.get(k).unwrap_or("");
+        let id = (|| {
+            Some(ListenerId {
+                netns: Netns(label("netns").parse().ok()?),
+                addr: label("listen_addr").parse().ok()?,
+                port: label("listen_port").parse().ok()?,
+            })
+        })();
+        let Some(id) = id else { continue };
+        let entry = out.entry(id).or_default();
         match sample.metric.as_str() {
-            "listendrop_drops_total" => {
-                *out.entry(labels)
-                    .or_insert_with(entry)
-                    .drops
-                    .entry(l("reason"))
-                    .or_default() += value as u64;
+            n if n == names::DROPS.name => {
+                *entry.reasons.entry(label("reason").to_owned()).or_default() += value as u64;
             }
-            "listendrop_syncookies_sent_total" => {
-                out.entry(labels)
-                    .or_insert_with(entry)
-                    .drops
-                    .insert("syncookie_sent".into(), value as u64);
+            n if n == names::SYNCOOKIES.name => {
+                entry
+                    .reasons
+                    .insert(Reason::SyncookieSent.as_str().to_owned(), value as u64);
             }
-            "listendrop_recent_drop_rate" => {
-                out.entry(labels).or_insert_with(entry).rate = Some(value)
-            }
+            n if n == names::DROP_RATE.name => entry.rate = Some(value),
             _ => {}
         }
     }

@@ -4,27 +4,21 @@
 
 use std::{
     io::Write as _,
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
 use aya::maps::RingBuf;
-use listendrop_common::{
-    event::{FLAG_CLIENT_BELIEVES_CONNECTED, FLAG_NEW_HANDSHAKE, FLAG_RESET},
-    DropEvent, MAP_EVENTS,
-};
+use listendrop_common::MAP_EVENTS;
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     cli::TraceArgs,
-    context::Context,
-    counters::Snapshot,
-    events::{self, ip, listen_ip, reason_label, EventStats},
-    inventory::Inventory,
-    metrics::ListenerLabels,
+    context::view::View,
+    events::{self, Event, EventStats},
+    inventory::{owners::Owner, Inventory},
     session,
     util::lock,
 };
@@ -55,18 +49,13 @@ async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let ring = RingBuf::try_from(probes.take_map(MAP_EVENTS)?).context("map EVENTS")?;
 
     // Owners come from the inventory, refreshed in the background.
-    let context = Arc::new(Mutex::new(Context::default()));
+    let view = Arc::new(Mutex::new(Arc::new(View::default())));
     {
-        let context = Arc::clone(&context);
+        let view = Arc::clone(&view);
         let mut inventory = Inventory::new();
-        crate::context::spawn(Duration::from_secs(2), move || {
-            let snapshot = inventory.collect();
-            lock(&context).refresh(
-                snapshot,
-                &Snapshot::default(),
-                Default::default(),
-                std::time::Instant::now(),
-            );
+        crate::daemon::spawn_inventory(Duration::from_secs(2), move || {
+            let fresh = Arc::new(View::new(Arc::new(inventory.collect())));
+            *lock(&view) = fresh;
         })?;
     }
     let clock = Clock::new();
@@ -79,21 +68,16 @@ async fn run(args: TraceArgs) -> anyhow::Result<()> {
     }
     let mut seen = 0u64;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let handle = |event: &DropEvent| {
+    let handle = |event: &Event| {
         if !wanted(&args, event) {
             return;
         }
-        let ctx = context
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let labels = ListenerLabels::of(&event.listener);
-        let owner = ctx
-            .owner(event.listener.netns, event.cookie, &labels)
-            .map(|o| (o.pid, o.comm.clone()));
+        let view = Arc::clone(&lock(&view));
+        let owner = view.owner(&event.listener, event.cookie);
         let line = if args.json {
-            json_line(event, owner.as_ref(), clock.wall(event.ktime_ns))
+            json_line(event, owner, clock.wall(event.ktime_ns))
         } else {
-            column_line(event, owner.as_ref(), clock.wall(event.ktime_ns))
+            column_line(event, owner, clock.wall(event.ktime_ns))
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
@@ -115,14 +99,10 @@ async fn run(args: TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wanted(args: &TraceArgs, e: &DropEvent) -> bool {
+fn wanted(args: &TraceArgs, e: &Event) -> bool {
     (args.port.is_empty() || args.port.contains(&e.listener.port))
-        && (args.netns.is_empty() || args.netns.contains(&e.listener.netns))
-        && (args.reason.is_empty()
-            || args
-                .reason
-                .iter()
-                .any(|r| r == reason_label(e.listener.reason)))
+        && (args.netns.is_empty() || args.netns.contains(&e.listener.netns.0))
+        && (args.reason.is_empty() || args.reason.iter().any(|r| r.0 == e.reason))
 }
 
 /// Turns `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) into wall-clock time.
@@ -148,63 +128,61 @@ impl Clock {
     }
 }
 
-fn flags(e: &DropEvent) -> Vec<&'static str> {
+fn flags(e: &Event) -> Vec<&'static str> {
     let mut flags = Vec::new();
-    if e.flags & FLAG_NEW_HANDSHAKE != 0 {
+    if e.flags.new_handshake {
         flags.push("new");
     }
-    if e.flags & FLAG_RESET != 0 {
+    if e.flags.reset {
         flags.push("reset");
     }
-    if e.flags & FLAG_CLIENT_BELIEVES_CONNECTED != 0 {
+    if e.flags.client_believes_connected {
         flags.push("client-believes-connected");
     }
     flags
 }
 
-fn column_line(e: &DropEvent, owner: Option<&(i32, String)>, at: SystemTime) -> String {
-    let listener = SocketAddr::new(listen_ip(&e.listener), e.listener.port);
-    let client = SocketAddr::new(ip(e.family, &e.saddr), e.sport);
-    let owner = owner.map_or_else(|| "-".into(), |(pid, comm)| format!("{pid}/{comm}"));
+fn column_line(e: &Event, owner: Option<&Owner>, at: SystemTime) -> String {
+    let owner = owner.map_or_else(|| "-".into(), |o| format!("{}/{}", o.pid, o.comm));
     format!(
         "{:<26} {:<11} {:<24} {:<18} {:<24} {:<28} {:>7} {}",
         humantime::format_rfc3339_micros(at).to_string(),
-        e.listener.netns,
-        listener.to_string(),
+        e.listener.netns.to_string(),
+        e.listener.socket_addr().to_string(),
         owner,
-        client.to_string(),
-        reason_label(e.listener.reason),
-        format!("{}/{}", e.accept_queue_len, e.accept_queue_max),
+        e.client.to_string(),
+        e.reason.as_str(),
+        format!("{}/{}", e.accept_queue.len, e.accept_queue.limit),
         flags(e).join(",")
     )
 }
 
-fn json_line(e: &DropEvent, owner: Option<&(i32, String)>, at: SystemTime) -> String {
+fn json_line(e: &Event, owner: Option<&Owner>, at: SystemTime) -> String {
     json!({
         "time": humantime::format_rfc3339_micros(at).to_string(),
-        "netns": e.listener.netns,
-        "family": if e.listener.family == listendrop_common::AF_INET6 { "ipv6" } else { "ipv4" },
-        "listen_addr": listen_ip(&e.listener).to_string(),
+        "netns": e.listener.netns.0,
+        "family": e.listener.family().as_str(),
+        "listen_addr": e.listener.addr.to_string(),
         "listen_port": e.listener.port,
-        "owner": owner.map(|(pid, comm)| json!({"pid": pid, "comm": comm})),
-        "client_addr": ip(e.family, &e.saddr).to_string(),
-        "client_port": e.sport,
-        "server_addr": ip(e.family, &e.daddr).to_string(),
-        "server_port": e.dport,
-        "reason": reason_label(e.listener.reason),
-        "accept_queue_length": e.accept_queue_len,
-        "accept_queue_limit": e.accept_queue_max,
-        "syn_queue_length": e.syn_queue_len,
-        "new_handshake": e.flags & FLAG_NEW_HANDSHAKE != 0,
-        "reset": e.flags & FLAG_RESET != 0,
-        "client_believes_connected": e.flags & FLAG_CLIENT_BELIEVES_CONNECTED != 0,
+        "owner": owner.map(|o| json!({"pid": o.pid, "comm": o.comm})),
+        "client_addr": e.client.ip().to_string(),
+        "client_port": e.client.port(),
+        "server_addr": e.server.ip().to_string(),
+        "server_port": e.server.port(),
+        "reason": e.reason.as_str(),
+        "accept_queue_length": e.accept_queue.len,
+        "accept_queue_limit": e.accept_queue.limit,
+        "syn_queue_length": e.syn_queue,
+        "new_handshake": e.flags.new_handshake,
+        "reset": e.flags.reset,
+        "client_believes_connected": e.flags.client_believes_connected,
     })
     .to_string()
 }
 
 #[cfg(test)]
 mod tests {
-    use listendrop_common::{Reason, AF_INET};
+    use listendrop_common::{event::FLAG_NEW_HANDSHAKE, DropEvent, Reason, AF_INET};
 
     use super::*;
 
@@ -222,7 +200,14 @@ mod tests {
         e.sport = 5555;
         e.dport = 80;
         e.flags = FLAG_NEW_HANDSHAKE;
-        let line = json_line(&e, Some(&(42, "nginx".into())), SystemTime::UNIX_EPOCH);
+        let e = events::from_raw(&e).unwrap();
+        let owner = Owner {
+            pid: 42,
+            comm: "nginx".into(),
+            cgroup: String::new(),
+            holders: 1,
+        };
+        let line = json_line(&e, Some(&owner), SystemTime::UNIX_EPOCH);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["client_addr"], "10.0.0.2");
         assert_eq!(v["client_port"], 5555);

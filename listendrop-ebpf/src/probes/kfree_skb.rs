@@ -7,9 +7,9 @@
 //! `syn_recv_sock` probe is, so nothing is counted twice.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext as _};
-use listendrop_common::{event::FLAG_RESET, Reason, COUNTER_NO_LISTENER};
+use listendrop_common::{event::FLAG_RESET, Health, Reason};
 
-use crate::{config::off, kernel, maps, record};
+use crate::{config::off, health::bump, kernel, maps, record};
 
 /// Runs for every skb freed on the host (hundreds of thousands per second on busy hosts):
 /// the reason test is the first and only work on the common path.
@@ -57,7 +57,7 @@ fn try_listen_overflow(ctx: &TracePointContext) -> Result<(), i32> {
     // SAFETY: offsets inside the record, as above.
     let sk: *const u8 = unsafe { ctx.read_at(off!(tp_kfree_skb_rx_sk))? };
     if sk.is_null() {
-        maps::bump(COUNTER_NO_LISTENER);
+        bump(Health::NoListener);
         return Ok(());
     }
     maps::high_water(sk);

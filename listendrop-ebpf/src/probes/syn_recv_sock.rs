@@ -76,7 +76,7 @@ fn entered(ctx: &FEntryContext) {
 fn returned() {
     if let Some(call) = calls::exit(SLOT_SYN_RECV_SOCK) {
         // Fast Open child creation runs inside tcp_conn_request, which counts it.
-        if !calls::active(SLOT_CONN_REQUEST) {
+        if !calls::active(SLOT_CONN_REQUEST, call.skb) {
             classify(&call);
         }
     }

@@ -30,24 +30,7 @@ use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
 use super::InventoryError;
 
-/// IPv4 or IPv6, as the `family` label spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    /// AF_INET.
-    Ipv4,
-    /// AF_INET6 (including dual-stack sockets).
-    Ipv6,
-}
-
-impl Family {
-    /// `ipv4` or `ipv6`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Ipv4 => "ipv4",
-            Self::Ipv6 => "ipv6",
-        }
-    }
-}
+pub use crate::listener::Family;
 
 /// A TCP socket in LISTEN state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +61,18 @@ pub struct ListenSocket {
     pub syn_recv: u32,
     /// How many listeners share `syn_recv` (1, or the size of an SO_REUSEPORT group).
     pub syn_recv_shared_by: u32,
+}
+
+impl ListenSocket {
+    /// The listener this socket is (one member of it, for an SO_REUSEPORT group), in
+    /// namespace `netns`.
+    pub fn id(&self, netns: crate::listener::Netns) -> crate::listener::ListenerId {
+        crate::listener::ListenerId {
+            netns,
+            addr: self.addr,
+            port: self.port,
+        }
+    }
 }
 
 /// The local end of a request socket: what SYN_RECV entries are counted by.

@@ -11,7 +11,7 @@ use super::InventoryError;
 pub const PROC_SYS: &str = "/proc/sys";
 
 /// One namespace's listen-related sysctls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sysctls {
     /// `net.core.somaxconn`: the cap on every listen() backlog.
     pub somaxconn: u32,

@@ -1,0 +1,350 @@
+//! The exposition, parsed back with an independent parser (prometheus-parse).
+
+use std::{
+    collections::BTreeMap,
+    sync::{atomic::Ordering, Arc, Mutex},
+};
+
+use listendrop_common::{DropCount, Health, Reason};
+
+use super::{
+    kernel::{CounterSource, KernelCollector, NamespaceTotals},
+    Metrics,
+};
+use crate::{
+    counters::{CountersError, Snapshot},
+    events::EventStats,
+    filter::Filter,
+    inventory::counters::KernelCounters,
+    listener::{ListenerId, Netns},
+    probes::{Group, Hook, Kind},
+};
+
+/// Counters a test sets by hand.
+#[derive(Default)]
+struct Fake(Mutex<Snapshot>);
+
+impl CounterSource for Fake {
+    fn snapshot(&self) -> Result<Snapshot, CountersError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
+fn id(addr: &str, port: u16) -> ListenerId {
+    ListenerId {
+        netns: Netns(4026532000),
+        addr: addr.parse().unwrap(),
+        port,
+    }
+}
+
+fn set(fake: &Fake, id: ListenerId, reason: Reason, packets: u64, handshakes: u64) {
+    fake.0
+        .lock()
+        .unwrap()
+        .listeners
+        .entry(id)
+        .or_default()
+        .insert(
+            reason,
+            DropCount {
+                packets,
+                handshakes,
+            },
+        );
+}
+
+fn hooks() -> Vec<Hook> {
+    vec![
+        Hook {
+            group: Group::Ack,
+            probe: "skb:kfree_skb",
+            kind: Kind::Tracepoint,
+            status: Ok(()),
+        },
+        Hook {
+            group: Group::Syn,
+            probe: "tcp_conn_request",
+            kind: Kind::Kprobe,
+            status: Err("no kprobes".into()),
+        },
+    ]
+}
+
+struct Setup {
+    fake: Arc<Fake>,
+    pass: super::kernel::PassTotals,
+    stats: Arc<EventStats>,
+    metrics: Metrics,
+}
+
+fn setup(coverage: &[(Reason, bool)]) -> Setup {
+    let fake = Arc::new(Fake::default());
+    let pass = Arc::new(Mutex::new(Arc::new(Vec::new())));
+    let stats = Arc::new(EventStats::default());
+    let collector = KernelCollector::new(
+        Arc::clone(&fake) as _,
+        Arc::clone(&pass),
+        Arc::clone(&stats),
+        Filter::default(),
+    )
+    .unwrap();
+    let metrics = Metrics::new(&hooks(), coverage, collector).unwrap();
+    Setup {
+        fake,
+        pass,
+        stats,
+        metrics,
+    }
+}
+
+fn samples(text: &str) -> Vec<prometheus_parse::Sample> {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid exposition")
+        .samples
+}
+
+fn value(sample: &prometheus_parse::Sample) -> f64 {
+    match sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        _ => panic!("unexpected type"),
+    }
+}
+
+fn find(all: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    all.iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(value)
+}
+
+#[test]
+fn drops_are_rendered_per_listener_as_the_kernel_counts_them() {
+    let s = setup(&[]);
+    set(
+        &s.fake,
+        id("127.0.0.1", 7004),
+        Reason::AckAcceptQueueFull,
+        12,
+        2,
+    );
+    set(&s.fake, id("::", 7005), Reason::SynAcceptQueueFull, 3, 1);
+    let text = s.metrics.render();
+    // The kernel's totals are what is shown: a later, larger total replaces the earlier.
+    set(
+        &s.fake,
+        id("127.0.0.1", 7004),
+        Reason::AckAcceptQueueFull,
+        15,
+        3,
+    );
+    let text2 = s.metrics.render();
+    let all = samples(&text2);
+    let drops: Vec<_> = all
+        .iter()
+        .filter(|s| s.metric == "listendrop_drops_total")
+        .collect();
+    assert_eq!(drops.len(), 2, "{text2}");
+    let v4 = [
+        ("listen_port", "7004"),
+        ("family", "ipv4"),
+        ("listen_addr", "127.0.0.1"),
+    ];
+    assert_eq!(
+        find(&samples(&text), "listendrop_drops_total", &v4),
+        Some(12.0)
+    );
+    assert_eq!(find(&all, "listendrop_drops_total", &v4), Some(15.0));
+    assert_eq!(
+        find(&all, "listendrop_dropped_handshakes_total", &v4),
+        Some(3.0)
+    );
+    let v6 = [
+        ("listen_port", "7005"),
+        ("listen_addr", "::"),
+        ("family", "ipv6"),
+        ("reason", "syn_accept_queue_full"),
+    ];
+    assert_eq!(find(&all, "listendrop_drops_total", &v6), Some(3.0));
+    // Client addresses never become labels: these five are all there are.
+    for sample in drops {
+        let mut names: Vec<_> = sample.labels.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["family", "listen_addr", "listen_port", "netns", "reason"]
+        );
+    }
+}
+
+#[test]
+fn non_drops_have_their_own_families() {
+    let s = setup(&[]);
+    set(&s.fake, id("127.0.0.1", 80), Reason::SyncookieSent, 5, 0);
+    set(&s.fake, id("127.0.0.1", 80), Reason::SynackRetransmit, 4, 0);
+    set(&s.fake, id("127.0.0.1", 80), Reason::OverflowReset, 2, 0);
+    let all = samples(&s.metrics.render());
+    let port = [("listen_port", "80")];
+    assert_eq!(
+        find(&all, "listendrop_syncookies_sent_total", &port),
+        Some(5.0)
+    );
+    assert_eq!(
+        find(&all, "listendrop_synack_retransmits_total", &port),
+        Some(4.0)
+    );
+    assert_eq!(
+        find(&all, "listendrop_overflow_resets_total", &port),
+        Some(2.0)
+    );
+    assert_eq!(find(&all, "listendrop_drops_total", &port), None);
+}
+
+#[test]
+fn probes_coverage_health_and_namespace_totals_are_exported() {
+    let coverage = [
+        (Reason::AckAcceptQueueFull, true),
+        (Reason::SynQueueFull, false),
+    ];
+    let s = setup(&coverage);
+    {
+        let mut snap = s.fake.0.lock().unwrap();
+        snap.health[Health::RingBufferFull.index() as usize] = 7;
+        snap.health[Health::RateLimited.index() as usize] = 9;
+        snap.health[Health::MapFull.index() as usize] = 2;
+        snap.health[Health::Read.index() as usize] = 1;
+    }
+    s.stats.received.store(40, Ordering::Relaxed);
+    *s.pass.lock().unwrap() = Arc::new(vec![NamespaceTotals {
+        netns: Netns(9),
+        netstat: KernelCounters {
+            listen_drops: 11,
+            ..KernelCounters::default()
+        },
+        unattributed: 4,
+    }]);
+    let all = samples(&s.metrics.render());
+    let check = |name: &str, labels: &[(&str, &str)], want: f64| {
+        assert_eq!(find(&all, name, labels), Some(want), "{name}{labels:?}");
+    };
+    check(
+        "listendrop_events_lost_total",
+        &[("cause", "ring_buffer_full")],
+        7.0,
+    );
+    check(
+        "listendrop_events_lost_total",
+        &[("cause", "rate_limited")],
+        9.0,
+    );
+    check("listendrop_events_total", &[], 40.0);
+    check("listendrop_bpf_errors_total", &[("kind", "map_full")], 2.0);
+    check("listendrop_bpf_errors_total", &[("kind", "read")], 1.0);
+    check(
+        "listendrop_probe_attached",
+        &[("probe", "skb:kfree_skb"), ("kind", "tracepoint")],
+        1.0,
+    );
+    check(
+        "listendrop_probe_attached",
+        &[("probe", "tcp_conn_request")],
+        0.0,
+    );
+    check(
+        "listendrop_coverage",
+        &[("reason", "ack_accept_queue_full")],
+        1.0,
+    );
+    check("listendrop_coverage", &[("reason", "syn_queue_full")], 0.0);
+    check("listendrop_build_info", &[], 1.0);
+    check(
+        "listendrop_kernel_netstat_total",
+        &[("netns", "9"), ("counter", "TcpExtListenDrops")],
+        11.0,
+    );
+    check(
+        "listendrop_unattributed_drops_total",
+        &[("netns", "9")],
+        4.0,
+    );
+    check(
+        "listendrop_collector_success",
+        &[("collector", "kernel")],
+        1.0,
+    );
+}
+
+/// A listener expired (its counters deleted) while a scrape was in flight: that scrape
+/// may still show it (it read the counters before), every later one never does. Nothing
+/// is kept between scrapes, so nothing can bring it back.
+#[test]
+fn an_expired_listener_never_comes_back() {
+    let s = setup(&[]);
+    let gone = id("127.0.0.1", 7006);
+    set(&s.fake, gone, Reason::AckAcceptQueueFull, 5, 1);
+    set(
+        &s.fake,
+        id("127.0.0.1", 7007),
+        Reason::AckAcceptQueueFull,
+        1,
+        1,
+    );
+    let port = [("listen_port", "7006")];
+    // The in-flight scrape's snapshot, taken before the expiry...
+    let in_flight = s.metrics.render();
+    // ...the expiry deletes the listener's counters...
+    s.fake.0.lock().unwrap().listeners.remove(&gone);
+    // ...and the in-flight scrape completes with what it read.
+    assert_eq!(
+        find(&samples(&in_flight), "listendrop_drops_total", &port),
+        Some(5.0)
+    );
+    for _ in 0..3 {
+        let all = samples(&s.metrics.render());
+        assert_eq!(find(&all, "listendrop_drops_total", &port), None);
+        assert_eq!(
+            find(&all, "listendrop_drops_total", &[("listen_port", "7007")]),
+            Some(1.0)
+        );
+    }
+}
+
+/// Scrapers racing a counter that the kernel moves: each scraper sees every series
+/// never decrease (nothing is added twice or applied out of order).
+#[test]
+fn concurrent_scrapes_never_see_a_counter_go_back() {
+    let s = Arc::new(setup(&[]));
+    let listener = id("127.0.0.1", 9000);
+    let writer = {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || {
+            for packets in 1..=2000 {
+                set(&s.fake, listener, Reason::AckAcceptQueueFull, packets, 1);
+            }
+        })
+    };
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let mut last = BTreeMap::new();
+                for _ in 0..200 {
+                    for sample in samples(&s.metrics.render()) {
+                        if sample.metric == "listendrop_drops_total" {
+                            let v = value(&sample);
+                            let before = last.insert(sample.metric.clone(), v).unwrap_or(0.0);
+                            assert!(v >= before, "went from {before} to {v}");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let all = samples(&s.metrics.render());
+    assert_eq!(find(&all, "listendrop_drops_total", &[]), Some(2000.0));
+}
