@@ -10,7 +10,7 @@ use listendrop_common::{
     DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_LISTENER_KEYS,
 };
 
-use crate::probes::KindChoice;
+use crate::{bounds, probes::KindChoice};
 
 /// Which listening TCP sockets drop connections, why, and from whom.
 ///
@@ -137,33 +137,35 @@ pub struct ProbeArgs {
     /// beyond it are counted in listendrop_bpf_errors_total{kind="map_full"}.
     #[arg(long, value_name = "N", env = "LISTENDROP_MAX_LISTENER_KEYS",
           default_value_t = DEFAULT_MAX_LISTENER_KEYS,
-          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+          value_parser = |s: &str| bounds::MAX_LISTENER_KEYS.parse::<u32>(s))]
     pub max_listener_keys: u32,
 
     /// How many recently dropped handshakes the kernel remembers (LRU) to tell new
     /// handshakes from retransmits.
     #[arg(long, value_name = "N", env = "LISTENDROP_MAX_HANDSHAKES",
           default_value_t = DEFAULT_MAX_HANDSHAKES,
-          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+          value_parser = |s: &str| bounds::MAX_HANDSHAKES.parse::<u32>(s))]
     pub max_handshakes: u32,
 
     /// Size of the per-handshake event ring buffer in KiB (a power of two, at least 4).
     /// Events that do not fit are counted in listendrop_events_lost_total.
     #[arg(long, value_name = "KIB", env = "LISTENDROP_EVENTS_BUFFER_KIB",
-          default_value_t = DEFAULT_EVENTS_BYTES / 1024, value_parser = parse_ring_kib)]
+          default_value_t = DEFAULT_EVENTS_BYTES / 1024,
+          value_parser = |s: &str| bounds::EVENTS_BUFFER_KIB.parse::<u32>(s))]
     pub events_buffer_kib: u32,
 
     /// Per-handshake events (log lines) per listener per second; the rest are counted in
     /// listendrop_events_lost_total{cause="rate_limited"}. Counters are always exact.
     #[arg(long, value_name = "N", env = "LISTENDROP_EVENTS_PER_LISTENER_PER_SEC",
-          default_value_t = DEFAULT_EVENTS_PER_SEC)]
+          default_value_t = DEFAULT_EVENTS_PER_SEC,
+          value_parser = |s: &str| bounds::EVENTS_PER_SEC.parse::<u32>(s))]
     pub events_per_listener_per_sec: u32,
 
     /// A client 4-tuple dropped again within this many seconds of its last drop is the
     /// same handshake (a retransmit); after it, a new one (listendrop_dropped_handshakes_total).
     #[arg(long, value_name = "SECS", env = "LISTENDROP_EPISODE_GAP_SECS",
           default_value_t = DEFAULT_EPISODE_GAP_SECS,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = |s: &str| bounds::EPISODE_GAP_SECS.parse::<u64>(s))]
     pub episode_gap_secs: u64,
 }
 
@@ -237,13 +239,13 @@ pub struct RunArgs {
     /// Seconds between two passes of the listener inventory (queues, owners, sysctls and
     /// kernel counters of every namespace, read with sock_diag and /proc).
     #[arg(long, value_name = "SECS", env = "LISTENDROP_INVENTORY_INTERVAL_SECS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
+          value_parser = |s: &str| bounds::INVENTORY_INTERVAL_SECS.parse::<u64>(s))]
     pub inventory_interval_secs: u64,
 
     /// A listener gone from the system for this long has its series removed from /metrics
     /// and its in-kernel counters freed (bounded memory under listener churn).
     #[arg(long, value_name = "SECS", env = "LISTENDROP_STALE_AFTER_SECS", default_value_t = 600,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = |s: &str| bounds::STALE_AFTER_SECS.parse::<u64>(s))]
     pub stale_after_secs: u64,
 
     /// bpffs directory where the hooks and counters are pinned, so that a restart or an
@@ -313,14 +315,6 @@ impl ValueEnum for ReasonArg {
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(clap::builder::PossibleValue::new(self.0.as_str()))
     }
-}
-
-fn parse_ring_kib(s: &str) -> Result<u32, String> {
-    let kib: u32 = s.parse().map_err(|e| format!("{e}"))?;
-    if kib < 4 || !kib.is_power_of_two() || kib > 1024 * 1024 {
-        return Err(format!("{kib} is not a power of two between 4 and 1048576"));
-    }
-    Ok(kib)
 }
 
 #[cfg(test)]

@@ -10,11 +10,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, Context as _};
 use clap::{parser::ValueSource, ArgMatches};
 use serde::Deserialize;
+use toml::Spanned;
 
 use crate::{
+    bounds::{self, Bounds},
     cli::{LogFormat, RunArgs},
     probes::KindChoice,
 };
@@ -31,19 +33,19 @@ struct FileConfig {
     exclude_netns: Option<Vec<u32>>,
     include_ports: Option<Vec<u16>>,
     exclude_ports: Option<Vec<u16>>,
-    inventory_interval_secs: Option<u64>,
-    stale_after_secs: Option<u64>,
+    inventory_interval_secs: Option<Spanned<u64>>,
+    stale_after_secs: Option<Spanned<u64>>,
     pin_dir: Option<PathBuf>,
     no_pin: Option<bool>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     btf: Option<PathBuf>,
     probe_kind: Option<KindChoice>,
-    max_listener_keys: Option<u32>,
-    max_handshakes: Option<u32>,
-    events_buffer_kib: Option<u32>,
-    events_per_listener_per_sec: Option<u32>,
-    episode_gap_secs: Option<u64>,
+    max_listener_keys: Option<Spanned<u64>>,
+    max_handshakes: Option<Spanned<u64>>,
+    events_buffer_kib: Option<Spanned<u64>>,
+    events_per_listener_per_sec: Option<Spanned<u64>>,
+    episode_gap_secs: Option<Spanned<u64>>,
 }
 
 /// Applies the configuration file to `args` for every option that was neither given as
@@ -58,7 +60,7 @@ pub fn apply(args: &mut RunArgs, matches: &ArgMatches) -> anyhow::Result<Option<
         .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
     let file =
         parse_file(&text).map_err(|e| anyhow!("configuration file {}: {e}", path.display()))?;
-    merge(args, file, |id| {
+    merge(args, file, &text, |id| {
         matches!(
             matches.value_source(id),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
@@ -76,9 +78,7 @@ pub fn parse(text: &str) -> Result<impl std::fmt::Debug, String> {
 
 fn parse_file(text: &str) -> Result<FileConfig, String> {
     toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let line = e.span().map(|span| line_of(text, span.start));
         let message = e.message().trim().replace('\n', " ");
         match line {
             Some(line) => format!("line {line}: {message}"),
@@ -88,10 +88,12 @@ fn parse_file(text: &str) -> Result<FileConfig, String> {
 }
 
 /// Copies each value the file sets into `args`, unless `explicit(option id)` says the
-/// user set it by flag or environment.
+/// user set it by flag or environment. Numbers are checked against the same [`Bounds`] as
+/// the flags; an error names the key and its line in `text`.
 fn merge(
     args: &mut RunArgs,
     file: FileConfig,
+    text: &str,
     explicit: impl Fn(&str) -> bool,
 ) -> anyhow::Result<()> {
     macro_rules! take {
@@ -103,6 +105,17 @@ fn merge(
             }
         };
     }
+    // A number of the file: checked, then converted to the option's type.
+    let number = |value: Option<Spanned<u64>>, bounds: &'static Bounds| {
+        value
+            .map(|v| {
+                let line = line_of(text, v.span().start);
+                let n = *v.get_ref();
+                bounds.check(n).map_err(|e| anyhow!("line {line}: {e}"))
+            })
+            .transpose()
+    };
+    let narrow = |value: Option<u64>| value.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
     take!(
         "listen_address",
         file.web_listen_address,
@@ -114,12 +127,15 @@ fn merge(
     take!("exclude_ports", file.exclude_ports, args.exclude_ports);
     take!(
         "inventory_interval_secs",
-        file.inventory_interval_secs,
+        number(
+            file.inventory_interval_secs,
+            &bounds::INVENTORY_INTERVAL_SECS
+        )?,
         args.inventory_interval_secs
     );
     take!(
         "stale_after_secs",
-        file.stale_after_secs,
+        number(file.stale_after_secs, &bounds::STALE_AFTER_SECS)?,
         args.stale_after_secs
     );
     take!("pin_dir", file.pin_dir, args.pin_dir);
@@ -129,46 +145,41 @@ fn merge(
     let p = &mut args.probes;
     take!("btf", file.btf, p.btf);
     take!("probe_kind", file.probe_kind, p.probe_kind);
+    // The u32 options' bounds all fit in u32, so `narrow` never saturates.
     take!(
         "max_listener_keys",
-        file.max_listener_keys,
+        narrow(number(file.max_listener_keys, &bounds::MAX_LISTENER_KEYS)?),
         p.max_listener_keys
     );
-    take!("max_handshakes", file.max_handshakes, p.max_handshakes);
+    take!(
+        "max_handshakes",
+        narrow(number(file.max_handshakes, &bounds::MAX_HANDSHAKES)?),
+        p.max_handshakes
+    );
     take!(
         "events_buffer_kib",
-        file.events_buffer_kib,
+        narrow(number(file.events_buffer_kib, &bounds::EVENTS_BUFFER_KIB)?),
         p.events_buffer_kib
     );
     take!(
         "events_per_listener_per_sec",
-        file.events_per_listener_per_sec,
+        narrow(number(
+            file.events_per_listener_per_sec,
+            &bounds::EVENTS_PER_SEC
+        )?),
         p.events_per_listener_per_sec
     );
     take!(
         "episode_gap_secs",
-        file.episode_gap_secs,
+        number(file.episode_gap_secs, &bounds::EPISODE_GAP_SECS)?,
         p.episode_gap_secs
     );
-    // The file bypasses clap's value parsers: check the same ranges.
-    if !(4..=1024 * 1024).contains(&p.events_buffer_kib) || !p.events_buffer_kib.is_power_of_two() {
-        bail!(
-            "events-buffer-kib = {} is not a power of two between 4 and 1048576",
-            p.events_buffer_kib
-        );
-    }
-    if p.max_listener_keys == 0
-        || p.max_handshakes == 0
-        || p.episode_gap_secs == 0
-        || args.inventory_interval_secs == 0
-        || args.stale_after_secs == 0
-    {
-        bail!(
-            "max-listener-keys, max-handshakes, episode-gap-secs, inventory-interval-secs and \
-             stale-after-secs must be at least 1"
-        );
-    }
     Ok(())
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 #[cfg(test)]
@@ -230,6 +241,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("power of two"), "{err}");
+        // The same sentence as the flag's, with the line: the bound is defined once.
+        let err = resolve(&[], "log-level = \"info\"\n\nepisode-gap-secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        let flag = crate::bounds::EPISODE_GAP_SECS
+            .check(0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with(&format!("line 3: {flag}")), "{err}");
+        // A value too large for seconds in nanoseconds used to overflow; refused now.
+        let err = resolve(&[], "episode-gap-secs = 18446744073709551\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from 1 to 86400"), "{err}");
     }
 
     #[test]

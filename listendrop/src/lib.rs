@@ -4,6 +4,7 @@
 //! kernel side's loading and attachment, the counters and events it produces, the listener
 //! inventory, and what the daemon and commands make of them.
 
+pub mod bounds;
 pub mod btf;
 pub mod check;
 pub mod cli;

@@ -165,3 +165,50 @@ fn check_without_privileges_says_so_and_fails() {
     );
     assert!(text.contains("cannot load"), "{text}");
 }
+
+/// An out-of-range number is refused with the same sentence whether it comes from a flag,
+/// the environment or the configuration file (which also names the line).
+#[test]
+fn out_of_range_is_the_same_error_from_flag_environment_and_file() {
+    let sentence = "episode-gap-secs = 0 is out of range: episode-gap-secs takes a whole \
+                    number (seconds) from 1 to 86400";
+    let f = run_to_exit(Command::new(binary()).args(["--episode-gap-secs", "0"]));
+    assert_eq!(f.code, Some(2), "{}", f.stderr);
+    assert_one_line_error(&f, &[sentence]);
+    let f = run_to_exit(
+        Command::new(binary())
+            .args(["--web.listen-address", "127.0.0.1:0"])
+            .env("LISTENDROP_EPISODE_GAP_SECS", "0"),
+    );
+    assert_eq!(f.code, Some(2), "{}", f.stderr);
+    assert_one_line_error(&f, &[sentence]);
+    let dir = std::env::temp_dir().join(format!("listendrop-cli-bounds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.toml");
+    std::fs::write(&file, "# comment\nepisode-gap-secs = 0\n").unwrap();
+    let f = run_to_exit(Command::new(binary()).args([
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--config",
+        file.to_str().unwrap(),
+    ]));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_one_line_error(&f, &[file.to_str().unwrap(), "line 2", sentence]);
+}
+
+/// A filter naming an unknown reason is refused with the valid ones (it used to start and
+/// wait forever for events that cannot exist).
+#[test]
+fn unknown_reason_filter_lists_the_valid_ones() {
+    let f = run_to_exit(Command::new(binary()).args(["trace", "--reason", "nope"]));
+    assert_eq!(f.code, Some(2), "{}", f.stderr);
+    assert_one_line_error(
+        &f,
+        &[
+            "'nope'",
+            "ack_accept_queue_full",
+            "syn_queue_full",
+            "synack_retransmit",
+        ],
+    );
+}
