@@ -44,6 +44,14 @@ pub struct KernelOffsets {
     pub sk_rcv_saddr: u32,
     /// `struct sock`: `__sk_common.skc_v6_rcv_saddr` (16 bytes).
     pub sk_v6_rcv_saddr: u32,
+    /// `struct sock`: `__sk_common.skc_daddr` (u32, network order): a request socket's
+    /// client address.
+    pub sk_daddr: u32,
+    /// `struct sock`: `__sk_common.skc_dport` (u16, network order): a request socket's
+    /// client port.
+    pub sk_dport: u32,
+    /// `struct sock`: `__sk_common.skc_v6_daddr` (16 bytes).
+    pub sk_v6_daddr: u32,
     /// `struct sock`: `__sk_common.skc_net` (`possible_net_t`, a `struct net *`).
     pub sk_net: u32,
     /// `struct sock`: `__sk_common.skc_cookie` (u64; 0 until generated).
@@ -85,14 +93,12 @@ pub struct KernelOffsets {
     pub skb_network_header: u32,
     /// `struct sk_buff`: `transport_header` (u16, offset from `head`).
     pub skb_transport_header: u32,
-    /// Explicit padding (a u64 and 33 u32 would leave 4 bytes of implicit padding).
-    pub _pad: u32,
 }
 
-// One u64 and 34 u32 (with `_pad`): 144 bytes, a multiple of the 8-byte alignment, so no
-// implicit padding byte (an uninitialised one would make the bytes, and the pin
-// fingerprint, vary from run to run).
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 8 + 34 * 4);
+// One u64 and 36 u32: 152 bytes, a multiple of the 8-byte alignment, so no implicit
+// padding byte (an uninitialised one would make the bytes, and the pin fingerprint, vary
+// from run to run). Adding a field? Keep the count of u32 even, or add a `_pad`.
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 8 + 36 * 4);
 
 /// What the daemon asks of the programs (command-line settings).
 #[repr(C)]

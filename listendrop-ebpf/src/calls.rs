@@ -16,7 +16,7 @@ use listendrop_common::Health;
 
 use crate::{
     health::bump,
-    kernel::{self, Mib},
+    kernel::{self, Mib, Probed},
 };
 
 /// Slot of `tcp_conn_request` in `CALLS`.
@@ -67,7 +67,7 @@ pub(crate) fn enter(slot: u32, sk: u64, skb: u64, dst: u64, req_unhash: u64) {
         }
         bump(Health::StaleCall);
     }
-    let mib = kernel::net_of(sk as *const u8).and_then(kernel::read_mib);
+    let mib = kernel::net_of::<Probed>(sk as *const u8).and_then(kernel::read_mib);
     *state = CallState {
         start_ns: now,
         sk,
@@ -118,7 +118,7 @@ pub(crate) fn mib_delta(call: &CallState) -> Option<Mib> {
         return None;
     }
     let before = &call.mib;
-    let Ok(now) = kernel::net_of(call.sk as *const u8).and_then(kernel::read_mib) else {
+    let Ok(now) = kernel::net_of::<Probed>(call.sk as *const u8).and_then(kernel::read_mib) else {
         bump(Health::Read);
         return None;
     };

@@ -22,6 +22,9 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     sk_num: 0,
     sk_rcv_saddr: 0,
     sk_v6_rcv_saddr: 0,
+    sk_daddr: 0,
+    sk_dport: 0,
+    sk_v6_daddr: 0,
     sk_net: 0,
     sk_cookie: 0,
     sk_ack_backlog: 0,
@@ -41,7 +44,6 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     skb_head: 0,
     skb_network_header: 0,
     skb_transport_header: 0,
-    _pad: 0,
 };
 
 /// Overwritten by the daemon before load, like [`OFFSETS`].

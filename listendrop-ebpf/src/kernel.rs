@@ -1,86 +1,142 @@
-//! Reads of kernel objects (`struct sock`, `struct sk_buff`, `struct net`, per-CPU MIB
-//! counters) at offsets taken from the running kernel's BTF. Every read goes through
-//! `bpf_probe_read_kernel` (5.5+), which fails cleanly instead of faulting.
+//! Reads of kernel objects (`struct sock`, `struct request_sock`, `struct sk_buff`,
+//! `struct net`, per-CPU MIB counters) at offsets taken from the running kernel's BTF.
+//!
+//! Two ways to read, chosen per program by the [`Read`] type parameter:
+//! - [`Probed`]: `bpf_probe_read_kernel` (5.5+), for untyped pointers (kprobe registers,
+//!   raw tracepoint arguments, classic tracepoint records, per-CPU and packet memory); it
+//!   fails cleanly on any address.
+//! - [`Typed`]: a plain load, for pointers the verifier knows the BTF type of (tp_btf and
+//!   fentry arguments, and pointers loaded through them). The offset is a field of a
+//!   frozen `.rodata` global, hence a constant the verifier checks against the type (5.5+);
+//!   a few ns instead of a helper call. Only fields inside the pointed-to struct can be
+//!   read this way (`struct sock`'s own, not `inet_connection_sock`'s).
 
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_probe_read_kernel};
 use listendrop_common::{DropEvent, ListenerKey, AF_INET, AF_INET6};
 
 use crate::config::{load64, off, OFFSETS};
 
-/// Reads a `T` at `base + offset`.
-#[inline(always)]
-pub(crate) fn read<T>(base: *const u8, offset: usize) -> Result<T, i32> {
-    // SAFETY: bpf_probe_read_kernel copies into a local and fails cleanly on any address.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset).cast::<T>()) }
+/// A way to read kernel memory.
+pub(crate) trait Read {
+    /// Reads a `T` at `base + offset`.
+    fn at<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32>;
 }
 
-/// The listener's network namespace (`sock_net(sk)`).
+/// Reads through `bpf_probe_read_kernel`.
+pub(crate) enum Probed {}
+
+impl Read for Probed {
+    #[inline(always)]
+    fn at<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
+        // SAFETY: bpf_probe_read_kernel copies into a local and fails cleanly on any
+        // address.
+        unsafe { bpf_probe_read_kernel(base.wrapping_add(offset).cast::<T>()) }
+    }
+}
+
+/// Reads with a plain load through a BTF-typed pointer.
+pub(crate) enum Typed {}
+
+impl Read for Typed {
+    #[inline(always)]
+    fn at<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
+        // SAFETY: only called on pointers the verifier knows the BTF type of, at offsets
+        // of that type's fields resolved from the running kernel's BTF; the verifier
+        // checks each load against the type and makes a faulting one read zero
+        // (PROBE_MEM, 5.5+). NULL is tested by the callers first.
+        Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset).cast::<T>()) })
+    }
+}
+
+/// Reads a `T` at `base + offset` with `bpf_probe_read_kernel`.
 #[inline(always)]
-pub(crate) fn net_of(sk: *const u8) -> Result<*const u8, i32> {
+pub(crate) fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
+    Probed::at(base, offset)
+}
+
+/// The socket's network namespace (`sock_net(sk)`).
+#[inline(always)]
+pub(crate) fn net_of<R: Read>(sk: *const u8) -> Result<*const u8, i32> {
     // possible_net_t is a struct holding one `struct net *` (&init_net without NET_NS).
-    read(sk, off!(sk_net))
+    R::at(sk, off!(sk_net))
 }
 
 /// Fills the listener key of `event` (without the reason) from the listening socket `sk`
 /// and returns the listener's namespace: the reads every counted event needs.
 #[inline(always)]
-pub(crate) fn read_listener(sk: *const u8, event: &mut DropEvent) -> Result<*const u8, i32> {
+pub(crate) fn read_listener<R: Read>(
+    sk: *const u8,
+    event: &mut DropEvent,
+) -> Result<*const u8, i32> {
     let key: &mut ListenerKey = &mut event.listener;
-    let family: u16 = read(sk, off!(sk_family))?;
+    let family: u16 = R::at(sk, off!(sk_family))?;
     key.family = family;
-    key.port = read(sk, off!(sk_num))?;
+    key.port = R::at(sk, off!(sk_num))?;
     if family == AF_INET6 {
-        key.addr = read(sk, off!(sk_v6_rcv_saddr))?;
+        key.addr = R::at(sk, off!(sk_v6_rcv_saddr))?;
     } else {
-        let v4: [u8; 4] = read(sk, off!(sk_rcv_saddr))?;
+        let v4: [u8; 4] = R::at(sk, off!(sk_rcv_saddr))?;
         key.addr[..4].copy_from_slice(&v4);
     }
-    let net = net_of(sk)?;
-    key.netns = read(net, off!(net_ns_inum))?;
+    let net = net_of::<R>(sk)?;
+    key.netns = R::at(net, off!(net_ns_inum))?;
     Ok(net)
 }
 
-/// Fills the queues and the cookie of `event`: only for events handed to the daemon.
+/// The listener's accept queue: (length, limit).
 #[inline(always)]
-pub(crate) fn read_queues(sk: *const u8, event: &mut DropEvent) -> Result<(), i32> {
-    event.accept_queue_len = read(sk, off!(sk_ack_backlog))?;
-    event.accept_queue_max = read(sk, off!(sk_max_ack_backlog))?;
+pub(crate) fn accept_queue<R: Read>(sk: *const u8) -> Result<(u32, u32), i32> {
+    Ok((
+        R::at(sk, off!(sk_ack_backlog))?,
+        R::at(sk, off!(sk_max_ack_backlog))?,
+    ))
+}
+
+/// Fills the queues and the cookie of `event`: only for events handed to the daemon. The
+/// SYN queue lies past `struct sock` (in `inet_connection_sock`): always read through the
+/// helper.
+#[inline(always)]
+pub(crate) fn read_queues<R: Read>(sk: *const u8, event: &mut DropEvent) -> Result<(), i32> {
+    (event.accept_queue_len, event.accept_queue_max) = accept_queue::<R>(sk)?;
+    event.cookie = R::at(sk, off!(sk_cookie))?;
     event.syn_queue_len = read(sk, off!(icsk_syn_qlen))?;
-    event.cookie = read(sk, off!(sk_cookie))?;
     Ok(())
 }
 
+/// `TCP_LISTEN` in `enum tcp_state` (all kernels; part of the UAPI numbering).
+pub(crate) const TCP_LISTEN: u8 = 10;
+
 /// Whether `sk` is in TCP_LISTEN (a Fast Open SYN-ACK retransmit carries the child).
 #[inline(always)]
-pub(crate) fn is_listener(sk: *const u8) -> bool {
-    /// `TCP_LISTEN` in `enum tcp_state` (all kernels; part of the UAPI numbering).
-    const TCP_LISTEN: u8 = 10;
-    read::<u8>(sk, off!(sk_state)).is_ok_and(|s| s == TCP_LISTEN)
+pub(crate) fn is_listener<R: Read>(sk: *const u8) -> bool {
+    R::at::<u8>(sk, off!(sk_state)).is_ok_and(|s| s == TCP_LISTEN)
 }
 
 /// Fills the 4-tuple of `event` from the IP and TCP headers of `skb`; client = source.
 ///
 /// `head + network_header` / `head + transport_header` stay valid after the TCP receive
-/// path has pulled the headers (all kernels).
+/// path has pulled the headers (all kernels). The headers themselves are packet memory:
+/// read through the helper whatever `R` is.
 #[inline(always)]
-pub(crate) fn read_tuple(skb: *const u8, event: &mut DropEvent) -> Result<(), i32> {
-    let head: *const u8 = read(skb, off!(skb_head))?;
-    let network: u16 = read(skb, off!(skb_network_header))?;
-    let transport: u16 = read(skb, off!(skb_transport_header))?;
+pub(crate) fn read_tuple<R: Read>(skb: *const u8, event: &mut DropEvent) -> Result<(), i32> {
+    let head: *const u8 = R::at(skb, off!(skb_head))?;
+    let network: u16 = R::at(skb, off!(skb_network_header))?;
+    let transport: u16 = R::at(skb, off!(skb_transport_header))?;
     let ip = head.wrapping_add(network as usize);
     let version_ihl: u8 = read(ip, 0)?;
     match version_ihl >> 4 {
         4 => {
             event.family = AF_INET;
-            let src: [u8; 4] = read(ip, 12)?;
-            let dst: [u8; 4] = read(ip, 16)?;
-            event.saddr[..4].copy_from_slice(&src);
-            event.daddr[..4].copy_from_slice(&dst);
+            // Source and destination are adjacent: one read.
+            let addrs: [u8; 8] = read(ip, 12)?;
+            event.saddr[..4].copy_from_slice(&addrs[..4]);
+            event.daddr[..4].copy_from_slice(&addrs[4..]);
         }
         6 => {
             event.family = AF_INET6;
-            event.saddr = read(ip, 8)?;
-            event.daddr = read(ip, 24)?;
+            let addrs: [[u8; 16]; 2] = read(ip, 8)?;
+            event.saddr = addrs[0];
+            event.daddr = addrs[1];
         }
         _ => return Err(-1),
     }
@@ -90,20 +146,46 @@ pub(crate) fn read_tuple(skb: *const u8, event: &mut DropEvent) -> Result<(), i3
     Ok(())
 }
 
+/// Fills the 4-tuple of `event` from a request socket (`struct request_sock`, whose
+/// `__req_common` is a `struct sock_common` at offset 0 like `struct sock`'s, so the
+/// `sk_*` offsets apply; the daemon checks that). Client = remote end.
+#[inline(always)]
+pub(crate) fn read_request_tuple<R: Read>(
+    req: *const u8,
+    event: &mut DropEvent,
+) -> Result<(), i32> {
+    let family: u16 = R::at(req, off!(sk_family))?;
+    if family == AF_INET6 {
+        event.family = AF_INET6;
+        event.saddr = R::at(req, off!(sk_v6_daddr))?;
+        event.daddr = R::at(req, off!(sk_v6_rcv_saddr))?;
+    } else {
+        event.family = AF_INET;
+        let client: [u8; 4] = R::at(req, off!(sk_daddr))?;
+        let server: [u8; 4] = R::at(req, off!(sk_rcv_saddr))?;
+        event.saddr[..4].copy_from_slice(&client);
+        event.daddr[..4].copy_from_slice(&server);
+    }
+    let dport: u16 = R::at(req, off!(sk_dport))?;
+    event.sport = u16::from_be(dport);
+    event.dport = R::at(req, off!(sk_num))?;
+    Ok(())
+}
+
 /// A per-namespace sysctl stored as `int` (5.x) or `u8` (6.0+): `size` says which.
 #[inline(always)]
-pub(crate) fn read_sysctl(net: *const u8, offset: usize, size: usize) -> Result<u32, i32> {
+pub(crate) fn read_sysctl<R: Read>(net: *const u8, offset: usize, size: usize) -> Result<u32, i32> {
     if size == 1 {
-        Ok(u32::from(read::<u8>(net, offset)?))
+        Ok(u32::from(R::at::<u8>(net, offset)?))
     } else {
-        read::<u32>(net, offset)
+        R::at::<u32>(net, offset)
     }
 }
 
 /// Whether the namespace `net` answers ACK-time overflows with a reset.
 #[inline(always)]
-pub(crate) fn abort_on_overflow(net: *const u8) -> bool {
-    read_sysctl(
+pub(crate) fn abort_on_overflow<R: Read>(net: *const u8) -> bool {
+    read_sysctl::<R>(
         net,
         off!(net_abort_on_overflow),
         off!(net_abort_on_overflow_size),

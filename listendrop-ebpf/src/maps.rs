@@ -10,7 +10,7 @@ use listendrop_common::{
     DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_LISTENER_KEYS,
 };
 
-use crate::health::bump;
+use crate::{config::off, health::bump, kernel::Read};
 
 /// Packets and handshakes per listener and reason: exact, never sampled. Per-CPU so the
 /// hot path needs no atomics (5.10 rejects BPF atomics with fetch); the daemon sums the
@@ -45,14 +45,19 @@ pub(crate) static HIGH_WATER: HashMap<u64, u32> =
 
 /// Notes the accept queue length of listener `sk` for the high-water mark.
 #[inline(always)]
-pub(crate) fn high_water(sk: *const u8) {
-    use crate::{config::off, kernel::read};
+pub(crate) fn high_water<R: Read>(sk: *const u8) {
     let (Ok(cookie), Ok(len)) = (
-        read::<u64>(sk, off!(sk_cookie)),
-        read::<u32>(sk, off!(sk_ack_backlog)),
+        R::at::<u64>(sk, off!(sk_cookie)),
+        R::at::<u32>(sk, off!(sk_ack_backlog)),
     ) else {
         return;
     };
+    note_high_water(cookie, len);
+}
+
+/// Notes accept queue length `len` of the socket with `cookie` for the high-water mark.
+#[inline(always)]
+pub(crate) fn note_high_water(cookie: u64, len: u32) {
     if cookie == 0 {
         return;
     }

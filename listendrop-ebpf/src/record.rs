@@ -9,7 +9,7 @@ use listendrop_common::{
 use crate::{
     config::SETTINGS,
     health::bump,
-    kernel,
+    kernel::{self, Read},
     maps::{self, EVENTS, HANDSHAKES, RATE},
 };
 
@@ -29,9 +29,9 @@ pub(crate) struct Observation {
 /// Starts an observation of listener `sk` for `reason`: its key, nothing more (the rest
 /// is read only for what is handed to the daemon).
 #[inline(always)]
-pub(crate) fn observe(sk: *const u8, reason: Reason) -> Option<Observation> {
+pub(crate) fn observe<R: Read>(sk: *const u8, reason: Reason) -> Option<Observation> {
     let mut event = DropEvent::ZERO;
-    let Ok(net) = kernel::read_listener(sk, &mut event) else {
+    let Ok(net) = kernel::read_listener::<R>(sk, &mut event) else {
         bump(Health::Read);
         return None;
     };
@@ -44,14 +44,14 @@ pub(crate) fn observe(sk: *const u8, reason: Reason) -> Option<Observation> {
 /// Counts a drop whose 4-tuple is in the event (`tuple_ok` false when it could not be
 /// read: the packet still counts, as a new handshake, and no event is sent).
 #[inline(always)]
-pub(crate) fn drop(obs: &mut Observation, tuple_ok: bool) {
+pub(crate) fn drop<R: Read>(obs: &mut Observation, tuple_ok: bool) {
     let new_handshake = !tuple_ok || remember(&obs.event);
     if new_handshake {
         obs.event.flags |= FLAG_NEW_HANDSHAKE;
     }
     maps::count(&obs.event.listener, new_handshake);
     if tuple_ok {
-        emit(obs);
+        emit::<R>(obs);
     } else {
         bump(Health::Read);
     }
@@ -69,7 +69,7 @@ pub(crate) fn count_only(obs: &Observation, reason: Reason) {
 /// Counts a SYN-ACK retransmit; when its handshake's ACK was dropped, reports it: the
 /// client believes it is connected.
 #[inline(always)]
-pub(crate) fn synack_retransmit(obs: &mut Observation) {
+pub(crate) fn synack_retransmit<R: Read>(obs: &mut Observation) {
     maps::count(&obs.event.listener, false);
     let key = handshake_key(&obs.event);
     // SAFETY: the value is copied out at once; a concurrent update can at worst make the
@@ -80,7 +80,7 @@ pub(crate) fn synack_retransmit(obs: &mut Observation) {
     let acked = Reason::from_u32(state.reason).is_some_and(Reason::is_ack_time);
     if acked {
         obs.event.flags |= FLAG_CLIENT_BELIEVES_CONNECTED;
-        emit(obs);
+        emit::<R>(obs);
     }
 }
 
@@ -120,14 +120,16 @@ fn remember(event: &DropEvent) -> bool {
 }
 
 /// Hands the event to the daemon if the listener's budget for this second allows, with
-/// its queues and cookie read now.
+/// its queues and cookie read now (and noted for the high-water mark).
 #[inline(always)]
-fn emit(obs: &mut Observation) {
+fn emit<R: Read>(obs: &mut Observation) {
     if !allow(&obs.event.listener, obs.event.ktime_ns) {
         bump(Health::RateLimited);
         return;
     }
-    if kernel::read_queues(obs.sk, &mut obs.event).is_err() {
+    if kernel::read_queues::<R>(obs.sk, &mut obs.event).is_ok() {
+        maps::note_high_water(obs.event.cookie, obs.event.accept_queue_len);
+    } else {
         bump(Health::Read);
     }
     match EVENTS.reserve::<DropEvent>(0) {

@@ -218,6 +218,25 @@ impl KernelBtf {
             })
     }
 
+    /// The number of parameters of the function pointer typedef `name` (a tracepoint's
+    /// `btf_trace_<name>`: its context, then the tracepoint's arguments), or `None`.
+    pub fn typedef_params(&self, name: &str) -> Option<usize> {
+        self.btf
+            .resolve_types_by_name(name)
+            .ok()?
+            .into_iter()
+            .find_map(|ty| match ty {
+                Type::Typedef(t) => match self.btf.resolve_chained_type(&t).ok()? {
+                    Type::Ptr(p) => match self.btf.resolve_chained_type(&p).ok()? {
+                        Type::FuncProto(f) => Some(f.parameters.len()),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                _ => None,
+            })
+    }
+
     fn named_struct(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
         self.btf
             .resolve_types_by_name(name)
@@ -426,6 +445,13 @@ mod tests {
         let v4 = btf.function_params("tcp_v4_syn_recv_sock").unwrap();
         assert!((6..=7).contains(&v4), "{v4}");
         assert_eq!(btf.function_params("no_such_function_listendrop"), None);
+        // btf_trace_kfree_skb: the context, skb, location, reason (5.17+), rx_sk (6.11+).
+        let kfree = btf.typedef_params("btf_trace_kfree_skb").unwrap();
+        assert!((4..=5).contains(&kfree), "{kfree}");
+        assert_eq!(
+            btf.typedef_params("btf_trace_tcp_retransmit_synack"),
+            Some(3)
+        );
     }
 
     #[test]

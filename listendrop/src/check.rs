@@ -64,7 +64,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
             out,
             "  {} {:<28} {:<10} {detail}",
             mark(hook.status.is_ok()),
-            hook.probe,
+            hook.probe(),
             hook.kind.as_str()
         )?;
     }

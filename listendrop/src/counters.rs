@@ -20,12 +20,12 @@ pub enum CountersError {
         source: aya::maps::MapError,
     },
     /// Taking a map from the loaded object or its pin failed.
-    #[error("map {name}: {cause:#}")]
+    #[error("map {name}: {source}")]
     Take {
         /// The map's name.
         name: &'static str,
         /// Why.
-        cause: anyhow::Error,
+        source: Box<crate::probes::ProbeError>,
     },
 }
 
@@ -82,9 +82,10 @@ impl Counters {
     /// Takes the counter maps from the probes.
     pub fn take(probes: &mut crate::probes::Probes) -> Result<Self, CountersError> {
         let mut take = |name: &'static str| {
-            probes
-                .take_map(name)
-                .map_err(|cause| CountersError::Take { name, cause })
+            probes.take_map(name).map_err(|e| CountersError::Take {
+                name,
+                source: Box::new(e),
+            })
         };
         let drops = take(MAP_DROPS)?;
         let health = take(MAP_COUNTERS)?;

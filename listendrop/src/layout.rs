@@ -5,18 +5,23 @@ use listendrop_common::KernelOffsets;
 
 use crate::{
     btf::{BtfError, KernelBtf},
+    probes::table::{Kind, Needs},
     tracefs::Tracefs,
 };
 
-/// Offsets for the programs, and per hook family whether this kernel allows it (`Err`
-/// holds a sentence naming the kernel version or the fix).
+/// Offsets for the programs, and per need of the hooks whether this kernel meets it
+/// (`Err` holds a sentence naming the kernel version or the fix).
 pub struct Layout {
     /// Everything the programs read.
     pub offsets: KernelOffsets,
-    /// `skb:kfree_skb` can report ACK-time overflows (6.15+).
-    pub kfree_skb: Result<(), String>,
-    /// `tcp:tcp_retransmit_synack` can be read.
-    pub synack: Result<(), String>,
+    /// `skb:kfree_skb`'s arguments (tp_btf, raw_tp) can report ACK-time drops (6.15+).
+    pub kfree_skb_args: Result<(), String>,
+    /// `skb:kfree_skb`'s record (classic tracepoint) can report them.
+    pub kfree_skb_record: Result<(), String>,
+    /// `tcp:tcp_retransmit_synack`'s record can be read (classic tracepoint).
+    pub synack_record: Result<(), String>,
+    /// Its request socket can be read (tp_btf, raw_tp).
+    pub synack_args: Result<(), String>,
     /// The per-CPU MIB counters the kprobe/fentry hooks classify with can be read.
     pub mib: Result<(), String>,
     /// `(major, minor)` of the running kernel.
@@ -34,6 +39,9 @@ impl Layout {
             sk_num: btf.member_sized("sock", "__sk_common.skc_num", 2)?,
             sk_rcv_saddr: btf.member_sized("sock", "__sk_common.skc_rcv_saddr", 4)?,
             sk_v6_rcv_saddr: btf.member_sized("sock", "__sk_common.skc_v6_rcv_saddr", 16)?,
+            sk_daddr: btf.member_sized("sock", "__sk_common.skc_daddr", 4)?,
+            sk_dport: btf.member_sized("sock", "__sk_common.skc_dport", 2)?,
+            sk_v6_daddr: btf.member_sized("sock", "__sk_common.skc_v6_daddr", 16)?,
             // possible_net_t { struct net *net; } (a pointer-sized struct, all kernels).
             sk_net: btf.member_sized("sock", "__sk_common.skc_net", ptr)?,
             sk_cookie: btf.member_sized("sock", "__sk_common.skc_cookie", 8)?,
@@ -52,16 +60,75 @@ impl Layout {
             skb_transport_header: btf.member_sized("sk_buff", "transport_header", 2)?,
             ..KernelOffsets::default()
         };
-        let kfree_skb = resolve_kfree_skb(btf, tracefs, &mut offsets);
-        let synack = resolve_synack(tracefs, &mut offsets);
+        let reason = listen_overflow_reason(btf, &mut offsets);
+        let kfree_skb_args = reason.clone().and_then(|()| kfree_skb_args(btf));
+        let kfree_skb_record = reason.and_then(|()| resolve_kfree_skb(tracefs, &mut offsets));
+        let synack_record = resolve_synack(tracefs, &mut offsets);
+        let synack_args = request_sock(btf);
         let mib = resolve_mib(btf, &mut offsets);
         Ok(Self {
             offsets,
-            kfree_skb,
-            synack,
+            kfree_skb_args,
+            kfree_skb_record,
+            synack_record,
+            synack_args,
             mib,
             version: kernel_version(),
         })
+    }
+
+    /// Whether a hook that `needs` this can be attached as `kind` here, and if not why.
+    pub fn allows(&self, needs: Needs, kind: Kind) -> Result<(), String> {
+        match (needs, kind) {
+            (Needs::Mib, _) => self.mib.clone(),
+            (Needs::FreedAck, Kind::Tracepoint) => self.kfree_skb_record.clone(),
+            (Needs::FreedAck, _) => self.kfree_skb_args.clone(),
+            (Needs::SynackRequest, Kind::Tracepoint) => self.synack_record.clone(),
+            (Needs::SynackRequest, _) => self.synack_args.clone(),
+        }
+    }
+}
+
+/// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` (6.15+), the reason `skb:kfree_skb` reports an
+/// ACK that got no child socket with.
+fn listen_overflow_reason(btf: &KernelBtf, offsets: &mut KernelOffsets) -> Result<(), String> {
+    let value = btf
+        .enum_value("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")
+        .map_err(|_| {
+            "this kernel has no SKB_DROP_REASON_TCP_LISTEN_OVERFLOW (added in Linux 6.15): \
+             ACK-time overflows are not visible through tracepoints here"
+                .to_owned()
+        })?;
+    offsets.reason_tcp_listen_overflow =
+        u32::try_from(value).map_err(|_| format!("drop reason value {value} does not fit u32"))?;
+    Ok(())
+}
+
+/// `kfree_skb(skb, location, reason, rx_sk)`: the listener argument came in 6.11.
+fn kfree_skb_args(btf: &KernelBtf) -> Result<(), String> {
+    match btf.typedef_params("btf_trace_kfree_skb") {
+        // The context, then the four arguments.
+        Some(5) => Ok(()),
+        Some(n) => Err(format!(
+            "skb:kfree_skb has {} arguments here; listendrop needs rx_sk (added in Linux 6.11)",
+            n.saturating_sub(1)
+        )),
+        None => {
+            Err("this kernel's BTF does not describe skb:kfree_skb (btf_trace_kfree_skb)".into())
+        }
+    }
+}
+
+/// The request socket of `tcp:tcp_retransmit_synack` is read with `struct sock`'s
+/// `sock_common` offsets: its `__req_common` must be at offset 0 (every kernel).
+fn request_sock(btf: &KernelBtf) -> Result<(), String> {
+    match btf.member("request_sock", "__req_common") {
+        Ok(m) if m.offset == 0 => Ok(()),
+        Ok(m) => Err(format!(
+            "struct request_sock's __req_common is at offset {}, not 0",
+            m.offset
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -80,7 +147,6 @@ fn sysctl_size(btf: &KernelBtf, path: &str) -> Result<u32, BtfError> {
 }
 
 fn resolve_kfree_skb(
-    btf: &KernelBtf,
     tracefs: Result<&Tracefs, &str>,
     offsets: &mut KernelOffsets,
 ) -> Result<(), String> {
@@ -100,15 +166,6 @@ fn resolve_kfree_skb(
     offsets.tp_kfree_skb_skbaddr = field("skbaddr", 8, "2.6")?;
     offsets.tp_kfree_skb_reason = field("reason", 4, "5.17")?;
     offsets.tp_kfree_skb_rx_sk = field("rx_sk", 8, "6.11")?;
-    let value = btf
-        .enum_value("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")
-        .map_err(|_| {
-            "this kernel has no SKB_DROP_REASON_TCP_LISTEN_OVERFLOW (added in Linux 6.15): \
-             ACK-time overflows are not visible through tracepoints here"
-                .to_owned()
-        })?;
-    offsets.reason_tcp_listen_overflow =
-        u32::try_from(value).map_err(|_| format!("drop reason value {value} does not fit u32"))?;
     Ok(())
 }
 
@@ -239,14 +296,26 @@ mod tests {
         .unwrap();
         let tracefs = Tracefs::at(&dir);
         let layout = Layout::resolve(&btf, Ok(&tracefs)).unwrap();
-        let why = layout.kfree_skb.unwrap_err();
-        assert!(why.contains("rx_sk") && why.contains("6.11"), "{why}");
-        let why = layout.synack.unwrap_err();
+        let why = layout
+            .allows(Needs::FreedAck, Kind::Tracepoint)
+            .unwrap_err();
+        // On a kernel before 6.15 the drop reason is missing first.
+        assert!(
+            (why.contains("rx_sk") && why.contains("6.11")) || why.contains("6.15"),
+            "{why}"
+        );
+        let why = layout
+            .allows(Needs::SynackRequest, Kind::Tracepoint)
+            .unwrap_err();
         assert!(why.contains("tcp_retransmit_synack"), "{why}");
         let _ = std::fs::remove_dir_all(&dir);
 
         let none = Layout::resolve(&btf, Err(crate::tracefs::NOT_MOUNTED)).unwrap();
-        assert!(none.kfree_skb.unwrap_err().contains("mount -t tracefs"));
-        assert!(none.synack.unwrap_err().contains("mount -t tracefs"));
+        let why = none
+            .allows(Needs::SynackRequest, Kind::Tracepoint)
+            .unwrap_err();
+        assert!(why.contains("mount -t tracefs"), "{why}");
+        // The typed and raw programs read the arguments: no tracefs needed.
+        assert_eq!(none.allows(Needs::SynackRequest, Kind::TpBtf), Ok(()));
     }
 }

@@ -62,13 +62,15 @@ fn main() -> ExitCode {
         }
         Some(Command::Unpin(args)) => {
             init_logging("warn", LogFormat::Text);
-            probes::pin::remove_all(&args.pin_dir).map(|n| {
-                println!(
-                    "removed {n} pinned program sets from {}",
-                    args.pin_dir.display()
-                );
-                ExitCode::SUCCESS
-            })
+            probes::pin::remove_all(&args.pin_dir)
+                .map(|n| {
+                    println!(
+                        "removed {n} pinned program sets from {}",
+                        args.pin_dir.display()
+                    );
+                    ExitCode::SUCCESS
+                })
+                .map_err(anyhow::Error::from)
         }
         Some(Command::Check(args)) => {
             init_logging("warn", LogFormat::Text);

@@ -1,30 +1,47 @@
 //! Opening the kernel side: BTF, privileges, layout, programs — shared by every command
 //! that loads the programs (the daemon, `check`).
 
-use anyhow::{anyhow, Context as _};
 use listendrop_common::{Reason, Settings};
 
 use crate::{
-    btf::KernelBtf,
+    btf::{BtfError, KernelBtf},
     cli::ProbeArgs,
     layout::Layout,
     privileges,
-    probes::{Pinning, Probes, Sizes},
+    probes::{Pinning, ProbeError, Probes, Sizes},
     tracefs::Tracefs,
 };
 
+/// Why the kernel side could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The kernel's BTF is missing or unreadable.
+    #[error(transparent)]
+    Btf(BtfError),
+    /// The process may not load programs (the message names the fix).
+    #[error("{0}")]
+    Privileges(String),
+    /// A field every hook reads is missing.
+    #[error(
+        "this kernel lacks socket fields every listendrop hook reads ({0}); please report \
+         it with `uname -r`"
+    )]
+    Layout(BtfError),
+    /// Loading or pinning failed.
+    #[error(transparent)]
+    Probes(#[from] ProbeError),
+}
+
 /// Resolves the layout and loads and attaches the programs as `args` ask (pinned under
 /// `pinning`, adopting a previous run's pins, when given).
-pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> anyhow::Result<Probes> {
+pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> Result<Probes, SessionError> {
     let start = std::time::Instant::now();
-    let btf = KernelBtf::open(&args.btf)?;
+    let btf = KernelBtf::open(&args.btf).map_err(SessionError::Btf)?;
     tracing::debug!("kernel BTF parsed in {:?}", start.elapsed());
-    privileges::check().map_err(|e| anyhow!(e))?;
+    privileges::check().map_err(SessionError::Privileges)?;
     let tracefs = Tracefs::locate();
-    let layout = Layout::resolve(&btf, tracefs.as_ref().map_err(String::as_str)).context(
-        "this kernel lacks socket fields every listendrop hook reads; please report it \
-         with `uname -r`",
-    )?;
+    let layout = Layout::resolve(&btf, tracefs.as_ref().map_err(String::as_str))
+        .map_err(SessionError::Layout)?;
     tracing::debug!("kernel layout resolved at {:?}", start.elapsed());
     let sizes = Sizes {
         max_listener_keys: args.max_listener_keys,
@@ -36,7 +53,7 @@ pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> anyhow::Result<Probe
         events_per_sec: args.events_per_listener_per_sec,
         _pad: 0,
     };
-    Probes::load(
+    Ok(Probes::load(
         &layout,
         &btf,
         &args.btf,
@@ -44,7 +61,7 @@ pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> anyhow::Result<Probe
         sizes,
         args.probe_kind,
         pinning,
-    )
+    )?)
 }
 
 /// Logs what was attached, what was not and why, and which drop classes that leaves
@@ -63,8 +80,8 @@ pub fn report(probes: &Probes) {
     for hook in &probes.hooks {
         let kind = hook.kind.as_str();
         match &hook.status {
-            Ok(()) => tracing::info!("attached {kind} {}", hook.probe),
-            Err(why) => tracing::info!("not attached: {kind} {}: {why}", hook.probe),
+            Ok(()) => tracing::info!("attached {kind} {}", hook.probe()),
+            Err(why) => tracing::info!("not attached: {kind} {}: {why}", hook.probe()),
         }
     }
     let uncovered: Vec<&str> = probes

@@ -16,7 +16,8 @@ use listendrop_common::Reason;
 use crate::{
     calls::{self, CallState, SLOT_CONN_REQUEST},
     config::off,
-    kernel, maps, record,
+    kernel::{self, Probed, Typed},
+    maps, record,
 };
 
 #[kprobe]
@@ -24,7 +25,7 @@ pub fn conn_request_kprobe(ctx: ProbeContext) -> u32 {
     let (Some(sk), Some(skb)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(3)) else {
         return 0;
     };
-    maps::high_water(sk as *const u8);
+    maps::high_water::<Probed>(sk as *const u8);
     calls::enter(SLOT_CONN_REQUEST, sk, skb, 0, 0);
     0
 }
@@ -38,7 +39,7 @@ pub fn conn_request_kretprobe(_ctx: RetProbeContext) -> u32 {
 #[fentry(function = "tcp_conn_request")]
 pub fn conn_request_fentry(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(2);
-    maps::high_water(sk as *const u8);
+    maps::high_water::<Typed>(sk as *const u8);
     calls::enter(SLOT_CONN_REQUEST, sk, ctx.arg(3), 0, 0);
     0
 }
@@ -78,7 +79,8 @@ fn classify(call: &CallState) {
     } else {
         return;
     };
-    let Some(mut obs) = record::observe(sk, reason) else {
+    // The return side has no typed pointer (the entry state holds plain numbers).
+    let Some(mut obs) = record::observe::<Probed>(sk, reason) else {
         return;
     };
     if syncookie {
@@ -89,18 +91,19 @@ fn classify(call: &CallState) {
     if reason == Reason::SyncookieSent {
         return;
     }
-    let tuple_ok = kernel::read_tuple(call.skb as *const u8, &mut obs.event).is_ok();
-    record::drop(&mut obs, tuple_ok);
+    let tuple_ok = kernel::read_tuple::<Probed>(call.skb as *const u8, &mut obs.event).is_ok();
+    record::drop::<Probed>(&mut obs, tuple_ok);
 }
 
 /// `tcp_conn_request`'s own test for its last-quarter rule: syncookies off and fewer than
 /// a quarter of `tcp_max_syn_backlog` slots left in the SYN queue.
 #[inline(always)]
 fn backlog_pressure(sk: *const u8) -> bool {
-    let Ok(net) = kernel::net_of(sk) else {
+    let Ok(net) = kernel::net_of::<Probed>(sk) else {
         return false;
     };
-    let cookies = kernel::read_sysctl(net, off!(net_syncookies), off!(net_syncookies_size));
+    let cookies =
+        kernel::read_sysctl::<Probed>(net, off!(net_syncookies), off!(net_syncookies_size));
     let max = kernel::read::<i32>(net, off!(net_max_syn_backlog));
     let qlen = kernel::read::<i32>(sk, off!(icsk_syn_qlen));
     match (cookies, max, qlen) {

@@ -1,18 +1,57 @@
-//! `skb:kfree_skb` tracepoint: ACK-time accept-queue overflows without kprobes.
+//! `skb:kfree_skb`: ACK-time drops without kprobes or fentry.
 //!
-//! Kernel 6.15+ frees the final ACK (or first data) of a handshake whose listener's accept
-//! queue is full with `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`, set only at
-//! `tcp_check_req: listen_overflow`; `rx_sk` (6.11+) is then the listener. Record offsets
-//! come from the tracepoint's format file, the enum value from BTF. Attached only when no
-//! `syn_recv_sock` probe is, so nothing is counted twice.
+//! Kernel 6.15+ frees the final ACK (or first data) with
+//! `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` whenever `tcp_check_req` got no child socket:
+//! when the accept queue was full (ListenOverflows) but also when the child could not be
+//! created or routed (ListenDrops only). `rx_sk` (6.11+) is the listener. The queue test
+//! `sk_ack_backlog > sk_max_ack_backlog` — the kernel's own `sk_acceptq_is_full` — tells
+//! the two apart: an overflow is `ack_accept_queue_full`, the rest `other`. (Only an
+//! `accept()` landing between the kernel's test and this free, within the same
+//! microsecond, makes an overflow look like `other`.)
+//!
+//! Three programs, best first: `tp_btf` (typed arguments, plain loads), `raw_tp`
+//! (arguments, helper reads) and the classic tracepoint (a record the kernel fills first).
+//! Attached only when no `syn_recv_sock` probe is, so nothing is counted twice.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext as _};
+use aya_ebpf::{
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+};
 use listendrop_common::{event::FLAG_RESET, Health, Reason};
 
-use crate::{config::off, health::bump, kernel, maps, record};
+use crate::{
+    config::off,
+    health::bump,
+    kernel::{self, Probed, Read, Typed},
+    record,
+};
 
 /// Runs for every skb freed on the host (hundreds of thousands per second on busy hosts):
 /// the reason test is the first and only work on the common path.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> u32 {
+    // TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+    //          struct sock *rx_sk) since 6.11.
+    let reason: u32 = ctx.arg(2);
+    if reason as usize != off!(reason_tcp_listen_overflow) {
+        return 0;
+    }
+    listen_overflow::<Typed>(ctx.arg(3), ctx.arg(0));
+    0
+}
+
+/// The same from the raw arguments, for kernels whose tp_btf attach fails.
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn kfree_skb_raw(ctx: RawTracePointContext) -> u32 {
+    let reason: u64 = ctx.arg(2);
+    if reason as usize != off!(reason_tcp_listen_overflow) {
+        return 0;
+    }
+    listen_overflow::<Probed>(ctx.arg(3), ctx.arg(0));
+    0
+}
+
+/// The same from the classic tracepoint's record (offsets from its format file).
 #[tracepoint]
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     // SAFETY: the offset is inside this tracepoint's record (checked by the daemon).
@@ -23,56 +62,43 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     if reason as usize != off!(reason_tcp_listen_overflow) {
         return 0;
     }
-    let _ = try_listen_overflow(&ctx);
-    0
-}
-
-/// The record layout of 6.11+ on 64-bit kernels (`skbaddr` 8, `rx_sk` 24, `reason` 36):
-/// when the format file says exactly this, the daemon attaches this variant, which reads
-/// the reason with one direct load instead of a helper call (the verifier allows constant
-/// offsets into a tracepoint record, checked against its size at attach time).
-pub const FIXED_REASON_OFFSET: usize = 36;
-
-#[tracepoint]
-pub fn kfree_skb_fixed(ctx: TracePointContext) -> u32 {
-    // SAFETY: the daemon attaches this program only to a record whose `reason` is the u32
-    // at FIXED_REASON_OFFSET; the kernel checks the offset is inside the record.
-    let reason = unsafe {
-        core::ptr::read_volatile(
-            ctx.as_ptr()
-                .cast::<u8>()
-                .add(FIXED_REASON_OFFSET)
-                .cast::<u32>(),
+    // SAFETY: as above.
+    let args = unsafe {
+        (
+            ctx.read_at::<*const u8>(off!(tp_kfree_skb_rx_sk)),
+            ctx.read_at::<*const u8>(off!(tp_kfree_skb_skbaddr)),
         )
     };
-    if reason as usize != off!(reason_tcp_listen_overflow) {
-        return 0;
+    if let (Ok(sk), Ok(skb)) = args {
+        listen_overflow::<Probed>(sk, skb);
     }
-    let _ = try_listen_overflow(&ctx);
     0
 }
 
+/// Counts one freed handshake packet of listener `sk` (NULL: none was recorded).
 #[inline(always)]
-fn try_listen_overflow(ctx: &TracePointContext) -> Result<(), i32> {
-    // SAFETY: offsets inside the record, as above.
-    let sk: *const u8 = unsafe { ctx.read_at(off!(tp_kfree_skb_rx_sk))? };
+fn listen_overflow<R: Read>(sk: *const u8, skb: *const u8) {
     if sk.is_null() {
         bump(Health::NoListener);
-        return Ok(());
+        return;
     }
-    maps::high_water(sk);
-    // SAFETY: as above.
-    let skb: *const u8 = unsafe { ctx.read_at(off!(tp_kfree_skb_skbaddr))? };
-    let Some(mut obs) = record::observe(sk, Reason::AckAcceptQueueFull) else {
-        return Ok(());
+    let reason = match kernel::accept_queue::<R>(sk) {
+        Ok((len, limit)) if len > limit => Reason::AckAcceptQueueFull,
+        Ok(_) => Reason::Other,
+        Err(_) => {
+            bump(Health::Read);
+            return;
+        }
+    };
+    let Some(mut obs) = record::observe::<R>(sk, reason) else {
+        return;
     };
     // tcp_check_req read the same sysctl a moment ago to choose between ignoring the ACK
     // and resetting the client.
-    if kernel::abort_on_overflow(obs.net) {
+    if reason == Reason::AckAcceptQueueFull && kernel::abort_on_overflow::<R>(obs.net) {
         obs.event.flags |= FLAG_RESET;
         record::count_only(&obs, Reason::OverflowReset);
     }
-    let tuple_ok = kernel::read_tuple(skb, &mut obs.event).is_ok();
-    record::drop(&mut obs, tuple_ok);
-    Ok(())
+    let tuple_ok = kernel::read_tuple::<R>(skb, &mut obs.event).is_ok();
+    record::drop::<R>(&mut obs, tuple_ok);
 }

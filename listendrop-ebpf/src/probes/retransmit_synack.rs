@@ -1,11 +1,48 @@
-//! `tcp:tcp_retransmit_synack` tracepoint (4.15+): a listener resends a SYN-ACK. For a
+//! `tcp:tcp_retransmit_synack(sk, req)` (4.15+): a listener resends a SYN-ACK. For a
 //! handshake whose final ACK was dropped, that is the moment the client believes it is
 //! connected while the server never accepted it.
+//!
+//! Three programs, best first: `tp_btf` (typed arguments, plain loads), `raw_tp`
+//! (arguments, helper reads) and the classic tracepoint (its record's addresses).
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+};
 use listendrop_common::{Reason, AF_INET, AF_INET6};
 
-use crate::{config::off, kernel, record};
+use crate::{
+    config::off,
+    kernel::{self, Probed, Read, Typed},
+    record,
+};
+
+#[btf_tracepoint(function = "tcp_retransmit_synack")]
+pub fn retransmit_synack_btf(ctx: BtfTracePointContext) -> u32 {
+    from_request::<Typed>(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
+pub fn retransmit_synack_raw(ctx: RawTracePointContext) -> u32 {
+    from_request::<Probed>(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+/// The listener `sk` and the request `req` of the retransmitted SYN-ACK.
+#[inline(always)]
+fn from_request<R: Read>(sk: *const u8, req: *const u8) {
+    // A Fast Open SYN-ACK retransmit carries the child socket, not a listener.
+    if sk.is_null() || req.is_null() || !kernel::is_listener::<R>(sk) {
+        return;
+    }
+    let Some(mut obs) = record::observe::<R>(sk, Reason::SynackRetransmit) else {
+        return;
+    };
+    if kernel::read_request_tuple::<R>(req, &mut obs.event).is_ok() {
+        record::synack_retransmit::<R>(&mut obs);
+    }
+}
 
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
@@ -17,11 +54,10 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
 fn try_retransmit_synack(ctx: &TracePointContext) -> Result<(), i32> {
     // SAFETY (all reads): offsets inside the record, from its format file.
     let sk: *const u8 = unsafe { ctx.read_at(off!(tp_synack_skaddr))? };
-    // A Fast Open SYN-ACK retransmit carries the child socket, not a listener.
-    if !kernel::is_listener(sk) {
+    if !kernel::is_listener::<Probed>(sk) {
         return Ok(());
     }
-    let Some(mut obs) = record::observe(sk, Reason::SynackRetransmit) else {
+    let Some(mut obs) = record::observe::<Probed>(sk, Reason::SynackRetransmit) else {
         return Ok(());
     };
     let event = &mut obs.event;
@@ -40,7 +76,7 @@ fn try_retransmit_synack(ctx: &TracePointContext) -> Result<(), i32> {
         event.saddr = client;
         event.daddr = server;
     }
-    record::synack_retransmit(&mut obs);
+    record::synack_retransmit::<Probed>(&mut obs);
     Ok(())
 }
 

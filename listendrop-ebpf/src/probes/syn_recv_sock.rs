@@ -17,7 +17,8 @@ use listendrop_common::{event::FLAG_RESET, Reason};
 
 use crate::{
     calls::{self, CallState, SLOT_CONN_REQUEST, SLOT_SYN_RECV_SOCK},
-    kernel, maps, record,
+    kernel::{self, Probed, Typed},
+    maps, record,
 };
 
 #[kprobe]
@@ -29,7 +30,7 @@ pub fn syn_recv_sock_kprobe(ctx: ProbeContext) -> u32 {
         ctx.arg::<u64>(4),
     );
     if let (Some(sk), Some(skb), Some(dst), Some(req_unhash)) = args {
-        maps::high_water(sk as *const u8);
+        maps::high_water::<Probed>(sk as *const u8);
         calls::enter(SLOT_SYN_RECV_SOCK, sk, skb, dst, req_unhash);
     }
     0
@@ -68,7 +69,7 @@ pub fn syn_recv_sock_v6_fexit(_ctx: FExitContext) -> u32 {
 #[inline(always)]
 fn entered(ctx: &FEntryContext) {
     let sk: u64 = ctx.arg(0);
-    maps::high_water(sk as *const u8);
+    maps::high_water::<Typed>(sk as *const u8);
     calls::enter(SLOT_SYN_RECV_SOCK, sk, ctx.arg(1), ctx.arg(3), ctx.arg(4));
 }
 
@@ -101,15 +102,15 @@ fn classify(call: &CallState) {
         return;
     };
     let sk = call.sk as *const u8;
-    let Some(mut obs) = record::observe(sk, reason) else {
+    let Some(mut obs) = record::observe::<Probed>(sk, reason) else {
         return;
     };
     // tcp_check_req reads this sysctl right after we return to choose between ignoring
     // the ACK and resetting the client (EmbryonicRsts).
-    if reason == Reason::AckAcceptQueueFull && kernel::abort_on_overflow(obs.net) {
+    if reason == Reason::AckAcceptQueueFull && kernel::abort_on_overflow::<Probed>(obs.net) {
         obs.event.flags |= FLAG_RESET;
         record::count_only(&obs, Reason::OverflowReset);
     }
-    let tuple_ok = kernel::read_tuple(call.skb as *const u8, &mut obs.event).is_ok();
-    record::drop(&mut obs, tuple_ok);
+    let tuple_ok = kernel::read_tuple::<Probed>(call.skb as *const u8, &mut obs.event).is_ok();
+    record::drop::<Probed>(&mut obs, tuple_ok);
 }

@@ -98,7 +98,7 @@ impl Fixed {
         let mut attached = Family::new(&names::PROBE_ATTACHED);
         for hook in hooks {
             attached.add(
-                &[hook.probe, hook.kind.as_str()],
+                &[hook.probe(), hook.kind.as_str()],
                 f64::from(u8::from(hook.status.is_ok())),
             );
         }

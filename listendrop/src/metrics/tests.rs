@@ -17,7 +17,7 @@ use crate::{
     filter::Filter,
     inventory::counters::KernelCounters,
     listener::{ListenerId, Netns},
-    probes::{Group, Hook, Kind},
+    probes::{table, Hook, Kind},
 };
 
 /// Counters a test sets by hand.
@@ -57,14 +57,12 @@ fn set(fake: &Fake, id: ListenerId, reason: Reason, packets: u64, handshakes: u6
 fn hooks() -> Vec<Hook> {
     vec![
         Hook {
-            group: Group::Ack,
-            probe: "skb:kfree_skb",
+            spec: table::hook("skb:kfree_skb").unwrap(),
             kind: Kind::Tracepoint,
             status: Ok(()),
         },
         Hook {
-            group: Group::Syn,
-            probe: "tcp_conn_request",
+            spec: table::hook("tcp_conn_request").unwrap(),
             kind: Kind::Kprobe,
             status: Err("no kprobes".into()),
         },

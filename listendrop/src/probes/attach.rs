@@ -1,28 +1,30 @@
-//! Attaching each hook with the best kind allowed, transactionally: a pair (entry and
-//! return) attaches whole or not at all, so no return probe ever runs without its entry.
+//! Attaching each hook of the [table](super::table) with the best way the kernel and the
+//! user's `--probe-kind` allow. A function pair (entry and return) attaches whole or not at
+//! all, so no return probe ever runs without its entry.
 
-use std::path::Path;
+use std::{path::Path, rc::Rc};
 
 use aya::{
     programs::{
-        fentry::FEntryLink, fexit::FExitLink, kprobe::KProbeLink, trace_point::TracePointLink,
-        FEntry, FExit, KProbe, ProgramError, TracePoint,
+        kprobe::KProbeLink, links::FdLink, trace_point::TracePointLink, BtfTracePoint, FEntry,
+        FExit, KProbe, ProgramError, RawTracePoint, TracePoint,
     },
     Btf, Ebpf, Endianness,
 };
 
-use super::{Group, Hook, Kind, KindChoice};
+use super::{
+    table::{self, Group, HookSpec, Kind, Way},
+    Hook, KindChoice,
+};
 use crate::{btf::KernelBtf, layout::Layout};
 
 /// An attached link; dropping it detaches (unless it was pinned).
 pub enum OwnedLink {
-    /// fentry.
-    FEntry(FEntryLink),
-    /// fexit.
-    FExit(FExitLink),
-    /// kprobe or kretprobe.
+    /// A BPF link (fentry/fexit, tp_btf, raw_tp): pinnable on every kernel.
+    Fd(FdLink),
+    /// kprobe or kretprobe (a BPF link since 5.15, a perf event before).
     KProbe(KProbeLink),
-    /// Tracepoint.
+    /// Classic tracepoint (likewise).
     TracePoint(TracePointLink),
     /// A pinned link (held open; dropping it leaves the hook attached through its pin).
     Pinned(aya::programs::links::PinnedLink),
@@ -30,29 +32,13 @@ pub enum OwnedLink {
 
 /// An attached link and the hook it belongs to.
 pub struct AttachedLink {
-    /// What the hook reports.
-    pub group: Group,
-    /// The kernel function or tracepoint.
-    pub probe: &'static str,
+    /// The hook.
+    pub spec: &'static HookSpec,
     /// How it is attached.
     pub kind: Kind,
     /// The link itself.
     pub link: OwnedLink,
 }
-
-/// The ACK-time functions: IPv4 and IPv6 (`tcp_v6_syn_recv_sock` is static).
-const SYN_RECV_SOCK: [(&str, &str, &str); 2] = [
-    (
-        "tcp_v4_syn_recv_sock",
-        "syn_recv_sock_v4_fentry",
-        "syn_recv_sock_v4_fexit",
-    ),
-    (
-        "tcp_v6_syn_recv_sock",
-        "syn_recv_sock_v6_fentry",
-        "syn_recv_sock_v6_fexit",
-    ),
-];
 
 /// Attaches hooks one group at a time and records every attempt.
 pub(super) struct Attacher<'a> {
@@ -60,7 +46,8 @@ pub(super) struct Attacher<'a> {
     layout: &'a Layout,
     btf: &'a KernelBtf,
     btf_path: &'a Path,
-    aya_btf: Option<Result<Btf, String>>,
+    /// aya's parse of the kernel's BTF, made on first use (fentry, tp_btf) and shared.
+    aya_btf: Option<Result<Rc<Btf>, String>>,
     choice: KindChoice,
     hooks: Vec<Hook>,
     links: Vec<AttachedLink>,
@@ -86,178 +73,134 @@ impl<'a> Attacher<'a> {
         }
     }
 
-    pub(super) fn finish(self) -> (Vec<Hook>, Vec<AttachedLink>) {
+    /// Attaches every hook of the table; returns the attempts and the links.
+    pub(super) fn attach_all(mut self) -> (Vec<Hook>, Vec<AttachedLink>) {
+        self.group(Group::Syn);
+        self.ack();
+        self.group(Group::Synack);
         (self.hooks, self.links)
     }
 
-    /// SYN-time: `tcp_conn_request` by fentry, else kprobe. No tracepoint sees these.
-    pub(super) fn syn(&mut self) {
-        const FUNCTION: &str = "tcp_conn_request";
-        if self.try_kind(Kind::Fentry) {
-            let r = self.fentry_pair(FUNCTION, "conn_request_fentry", "conn_request_fexit");
-            if self.record(Group::Syn, FUNCTION, Kind::Fentry, r) {
-                return;
-            }
-        }
-        if self.try_kind(Kind::Kprobe) {
-            let r = self.kprobe_pair(FUNCTION, "conn_request_kprobe", "conn_request_kretprobe");
-            if self.record(Group::Syn, FUNCTION, Kind::Kprobe, r) {
-                return;
-            }
-        }
-        if self.choice == KindChoice::Tracepoint {
-            self.hooks.push(Hook {
-                group: Group::Syn,
-                probe: FUNCTION,
-                kind: Kind::Tracepoint,
-                status: Err(
-                    "no tracepoint shows SYN-time drops; they need kprobes or fentry".into(),
-                ),
-            });
+    /// Each hook of `group` with its best allowed way.
+    fn group(&mut self, group: Group) {
+        for spec in table::HOOKS.iter().filter(|h| h.group == group) {
+            self.hook(spec);
         }
     }
 
-    /// ACK-time: both `syn_recv_sock`s by fentry, else kprobe, else `skb:kfree_skb`.
-    pub(super) fn ack(&mut self) {
-        // Each function takes the best kind it allows on its own: with IPv6 built as a
-        // module, tcp_v6_syn_recv_sock has no vmlinux BTF (no fentry) but a kprobe works.
-        // Mixed kinds are fine: both share the per-CPU call state.
-        let mut attached = [false; 2];
-        for (i, (function, entry, exit)) in SYN_RECV_SOCK.into_iter().enumerate() {
-            for kind in [Kind::Fentry, Kind::Kprobe] {
-                if !self.try_kind(kind) {
-                    continue;
-                }
-                let r = match kind {
-                    Kind::Fentry => self.fentry_pair(function, entry, exit),
-                    _ => self.kprobe_pair(
-                        function,
-                        "syn_recv_sock_kprobe",
-                        "syn_recv_sock_kretprobe",
-                    ),
-                };
-                if self.record(Group::Ack, function, kind, r) {
-                    attached[i] = true;
-                    break;
-                }
-            }
+    /// ACK time: both `syn_recv_sock`s by a function probe (each the best kind it allows:
+    /// with IPv6 built as a module, `tcp_v6_syn_recv_sock` may have no vmlinux BTF, so no
+    /// fentry, where a kprobe works; both share the per-CPU call state); without the IPv4
+    /// one, the freed ACKs (`skb:kfree_skb`) instead.
+    fn ack(&mut self) {
+        let [v4, v6, freed] = [
+            "tcp_v4_syn_recv_sock",
+            "tcp_v6_syn_recv_sock",
+            "skb:kfree_skb",
+        ]
+        .map(|p| table::hook(p).expect("in the hook table"));
+        // Forcing a tracepoint kind tests the freed-ACK path alone.
+        if self.choice.forced().is_some_and(Kind::is_tracepoint) {
+            self.hook(freed);
+            return;
         }
-        match attached {
-            [true, true] => return,
-            [true, false] => {
-                tracing::warn!(
-                    "tcp_v6_syn_recv_sock could not be hooked: ACK-time drops of native IPv6 \
-                     handshakes are not counted (IPv4, also on IPv6 sockets, are)"
-                );
-                return;
-            }
-            // Without the IPv4 function the probes are no use: undo a lone IPv6 attach.
-            [false, true] => {
-                self.undo_group(Group::Ack, Kind::Fentry);
-                self.undo_group(Group::Ack, Kind::Kprobe);
-            }
-            [false, false] => {}
+        let v4_ok = self.hook(v4);
+        let v6_ok = self.hook(v6);
+        if v4_ok && !v6_ok {
+            tracing::warn!(
+                "tcp_v6_syn_recv_sock could not be hooked: ACK-time drops of native IPv6 \
+                 handshakes are not counted (IPv4, also on IPv6 sockets, are)"
+            );
         }
-        if self.try_kind(Kind::Tracepoint) {
-            // The record layout of 6.11+ on 64-bit: the variant with a direct load.
-            let o = &self.layout.offsets;
-            let fixed = (
-                o.tp_kfree_skb_skbaddr,
-                o.tp_kfree_skb_rx_sk,
-                o.tp_kfree_skb_reason,
-            ) == (8, 24, 36);
-            let program = if fixed {
-                "kfree_skb_fixed"
-            } else {
-                "kfree_skb"
-            };
-            let r = match &self.layout.kfree_skb {
-                Ok(()) => self.tracepoint(program, "skb", "kfree_skb"),
-                Err(why) => Err(why.clone()),
-            };
-            self.record(Group::Ack, "skb:kfree_skb", Kind::Tracepoint, r);
+        if v4_ok {
+            return;
+        }
+        if v6_ok {
+            // Without the IPv4 function the probes are no use: undo the IPv6 attach.
+            self.undo(v6, "detached: the IPv4 function could not be attached");
+        }
+        // Forcing a function kind tests that kind alone: no tracepoint stands in for it.
+        if self.choice.forced().is_none() {
+            self.hook(freed);
         }
     }
 
-    /// SYN-ACK retransmits: the `tcp:tcp_retransmit_synack` tracepoint, whatever the choice.
-    pub(super) fn synack(&mut self) {
-        let r = match &self.layout.synack {
-            Ok(()) => self.tracepoint("tcp_retransmit_synack", "tcp", "tcp_retransmit_synack"),
-            Err(why) => Err(why.clone()),
-        };
-        self.record(
-            Group::Synack,
-            "tcp:tcp_retransmit_synack",
-            Kind::Tracepoint,
-            r,
-        );
-    }
-
-    fn try_kind(&self, kind: Kind) -> bool {
-        self.choice.allows(kind)
-    }
-
-    /// Records an attempt; returns whether it attached.
-    fn record(
-        &mut self,
-        group: Group,
-        probe: &'static str,
-        kind: Kind,
-        result: Result<Vec<OwnedLink>, String>,
-    ) -> bool {
-        let status = result.map(|links| {
-            self.links
-                .extend(links.into_iter().map(|link| AttachedLink {
-                    group,
-                    probe,
+    /// Attaches `spec` with its best allowed way; records every attempt. Returns whether
+    /// it attached.
+    fn hook(&mut self, spec: &'static HookSpec) -> bool {
+        let ways: Vec<&'static Way> = self.choice.ways(spec).collect();
+        if ways.is_empty() {
+            if let Some(kind) = self.choice.forced() {
+                self.hooks.push(Hook {
+                    spec,
                     kind,
-                    link,
-                }))
-        });
-        let ok = status.is_ok();
-        self.hooks.push(Hook {
-            group,
-            probe,
-            kind,
-            status,
-        });
-        ok
+                    status: Err(format!(
+                        "--probe-kind {}: {} cannot be hooked that way",
+                        kind.as_str(),
+                        spec.probe
+                    )),
+                });
+            }
+            return false;
+        }
+        for way in ways {
+            let result = self.try_way(spec, way);
+            let ok = result.is_ok();
+            let status = result.map(|links| {
+                self.links
+                    .extend(links.into_iter().map(|link| AttachedLink {
+                        spec,
+                        kind: way.kind,
+                        link,
+                    }));
+            });
+            self.hooks.push(Hook {
+                spec,
+                kind: way.kind,
+                status,
+            });
+            if ok {
+                return true;
+            }
+        }
+        false
     }
 
-    /// Detaches what `group` attached with `kind` and marks those attempts failed.
-    fn undo_group(&mut self, group: Group, kind: Kind) {
+    /// Detaches what `spec` attached and marks the attempt failed with `why`.
+    fn undo(&mut self, spec: &'static HookSpec, why: &str) {
         for hook in &mut self.hooks {
-            if hook.group == group && hook.kind == kind && hook.status.is_ok() {
-                hook.status = Err("detached: the IPv4 function could not be attached".into());
+            if std::ptr::eq(hook.spec, spec) && hook.status.is_ok() {
+                hook.status = Err(why.to_owned());
             }
         }
         // Dropping the links detaches them.
-        self.links.retain(|l| !(l.group == group && l.kind == kind));
+        self.links.retain(|l| !std::ptr::eq(l.spec, spec));
     }
 
-    /// Classifying needs the per-CPU MIB counters.
-    fn mib(&self) -> Result<(), String> {
-        self.layout.mib.clone()
+    fn try_way(&mut self, spec: &HookSpec, way: &Way) -> Result<Vec<OwnedLink>, String> {
+        self.layout.allows(spec.needs, way.kind)?;
+        match way.kind {
+            Kind::Fentry => self.fentry_pair(spec.probe, way.programs),
+            Kind::Kprobe => self.kprobe_pair(spec.probe, way.programs),
+            Kind::TpBtf => self.tp_btf(spec.probe, way.programs[0]),
+            Kind::RawTp => self.raw_tp(spec.probe, way.programs[0]),
+            Kind::Tracepoint => self.tracepoint(spec.probe, way.programs[0]),
+        }
     }
 
-    fn aya_btf(&mut self) -> Result<&Btf, String> {
+    fn aya_btf(&mut self) -> Result<Rc<Btf>, String> {
         let path = self.btf_path;
         self.aya_btf
             .get_or_insert_with(|| {
                 Btf::parse_file(path, Endianness::default())
-                    .map_err(|e| format!("cannot parse {} for fentry: {e}", path.display()))
+                    .map(Rc::new)
+                    .map_err(|e| format!("cannot parse {}: {e}", path.display()))
             })
-            .as_ref()
-            .map_err(Clone::clone)
+            .clone()
     }
 
     /// fexit then fentry on `function`, both or neither.
-    fn fentry_pair(
-        &mut self,
-        function: &str,
-        entry: &str,
-        exit: &str,
-    ) -> Result<Vec<OwnedLink>, String> {
+    fn fentry_pair(&mut self, function: &str, programs: &[&str]) -> Result<Vec<OwnedLink>, String> {
         let params = self
             .btf
             .function_params(function)
@@ -268,43 +211,36 @@ impl<'a> Attacher<'a> {
                  Linux 6.6 take at most 6"
             ));
         }
-        self.mib()?;
-        let btf = self.aya_btf()?.clone();
+        let btf = self.aya_btf()?;
+        let [exit, entry] = [programs[0], programs[1]];
         let fexit: &mut FExit = program(self.ebpf, exit)?;
         load_once(fexit.load(function, &btf)).map_err(|e| refused(exit, &e))?;
         let id = fexit.attach().map_err(|e| failed(function, "fexit", &e))?;
-        let exit_link = OwnedLink::FExit(
-            fexit
-                .take_link(id)
-                .map_err(|e| failed(function, "fexit", &e))?,
-        );
+        let exit_link = fexit
+            .take_link(id)
+            .map_err(|e| failed(function, "fexit", &e))?;
         let fentry: &mut FEntry = program(self.ebpf, entry)?;
         load_once(fentry.load(function, &btf)).map_err(|e| refused(entry, &e))?;
         let id = fentry
             .attach()
             .map_err(|e| failed(function, "fentry", &e))?;
-        let entry_link = OwnedLink::FEntry(
-            fentry
-                .take_link(id)
-                .map_err(|e| failed(function, "fentry", &e))?,
-        );
-        Ok(vec![exit_link, entry_link])
+        let entry_link = fentry
+            .take_link(id)
+            .map_err(|e| failed(function, "fentry", &e))?;
+        Ok(vec![
+            OwnedLink::Fd(exit_link.into()),
+            OwnedLink::Fd(entry_link.into()),
+        ])
     }
 
     /// kretprobe then kprobe on `function`, both or neither.
-    fn kprobe_pair(
-        &mut self,
-        function: &str,
-        entry: &str,
-        exit: &str,
-    ) -> Result<Vec<OwnedLink>, String> {
+    fn kprobe_pair(&mut self, function: &str, programs: &[&str]) -> Result<Vec<OwnedLink>, String> {
         // The kprobe PMU (4.17+) is what aya attaches through.
         if !Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
             return Err("this kernel has no kprobes (CONFIG_KPROBES is not set)".into());
         }
-        self.mib()?;
         let mut links = Vec::with_capacity(2);
-        for name in [exit, entry] {
+        for name in programs {
             let prog: &mut KProbe = program(self.ebpf, name)?;
             load_once(prog.load()).map_err(|e| refused(name, &e))?;
             let id = prog.attach(function, 0).map_err(|e| {
@@ -322,22 +258,45 @@ impl<'a> Attacher<'a> {
         Ok(links)
     }
 
-    fn tracepoint(
-        &mut self,
-        program_name: &str,
-        category: &str,
-        name: &str,
-    ) -> Result<Vec<OwnedLink>, String> {
-        let prog: &mut TracePoint = program(self.ebpf, program_name)?;
-        load_once(prog.load()).map_err(|e| refused(program_name, &e))?;
-        let id = prog.attach(category, name).map_err(|e| {
-            format!("attaching to tracepoint {category}:{name} failed: {e:#} (is tracefs mounted?)")
-        })?;
+    fn tp_btf(&mut self, probe: &str, name: &str) -> Result<Vec<OwnedLink>, String> {
+        let event = tracepoint_name(probe);
+        let btf = self.aya_btf()?;
+        let prog: &mut BtfTracePoint = program(self.ebpf, name)?;
+        load_once(prog.load(event, &btf)).map_err(|e| refused(name, &e))?;
+        let id = prog.attach().map_err(|e| failed(probe, "tp_btf", &e))?;
         let link = prog
             .take_link(id)
-            .map_err(|e| format!("{category}:{name}: {e}"))?;
+            .map_err(|e| failed(probe, "tp_btf", &e))?;
+        Ok(vec![OwnedLink::Fd(link.into())])
+    }
+
+    fn raw_tp(&mut self, probe: &str, name: &str) -> Result<Vec<OwnedLink>, String> {
+        let prog: &mut RawTracePoint = program(self.ebpf, name)?;
+        load_once(prog.load()).map_err(|e| refused(name, &e))?;
+        let id = prog
+            .attach(tracepoint_name(probe))
+            .map_err(|e| failed(probe, "raw_tp", &e))?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| failed(probe, "raw_tp", &e))?;
+        Ok(vec![OwnedLink::Fd(link.into())])
+    }
+
+    fn tracepoint(&mut self, probe: &str, name: &str) -> Result<Vec<OwnedLink>, String> {
+        let (category, event) = probe.split_once(':').unwrap_or(("", probe));
+        let prog: &mut TracePoint = program(self.ebpf, name)?;
+        load_once(prog.load()).map_err(|e| refused(name, &e))?;
+        let id = prog.attach(category, event).map_err(|e| {
+            format!("attaching to tracepoint {probe} failed: {e:#} (is tracefs mounted?)")
+        })?;
+        let link = prog.take_link(id).map_err(|e| format!("{probe}: {e}"))?;
         Ok(vec![OwnedLink::TracePoint(link)])
     }
+}
+
+/// `kfree_skb` of `skb:kfree_skb`: raw and BTF tracepoints are named without category.
+fn tracepoint_name(probe: &str) -> &str {
+    probe.split_once(':').map_or(probe, |(_, name)| name)
 }
 
 fn program<'e, T>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut T, String>
@@ -362,8 +321,8 @@ fn refused(program: &str, e: &ProgramError) -> String {
     format!("the kernel refused program {program}: {}", chain(e))
 }
 
-fn failed(function: &str, kind: &str, e: &ProgramError) -> String {
-    format!("{kind} on {function}: {}", chain(e))
+fn failed(probe: &str, kind: &str, e: &ProgramError) -> String {
+    format!("{kind} on {probe}: {}", chain(e))
 }
 
 /// The error and its causes on one line; a verifier log is cut to its last lines, where

@@ -1,13 +1,13 @@
-//! Loads the eBPF object embedded in this binary and attaches, for each hook, the best
-//! kind the running kernel allows: fentry/fexit, then kprobe/kretprobe, then tracepoint.
-//! Dropping [`Probes`] detaches and unloads everything.
+//! Loads the eBPF object embedded in this binary and attaches each hook of the
+//! [table](table::HOOKS) with the best way the running kernel allows. Dropping [`Probes`]
+//! detaches and unloads everything that is not pinned.
 
 mod attach;
 pub mod pin;
+pub mod table;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader};
 use listendrop_common::{
     Reason, Settings, GLOBAL_OFFSETS, GLOBAL_SETTINGS, MAP_DROPS, MAP_EVENTS, MAP_HANDSHAKES,
@@ -16,6 +16,7 @@ use listendrop_common::{
 
 use attach::Attacher;
 pub use attach::OwnedLink;
+pub use table::{Group, HookSpec, Kind};
 
 use crate::{btf::KernelBtf, layout::Layout};
 
@@ -23,76 +24,93 @@ use crate::{btf::KernelBtf, layout::Layout};
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/listendrop-ebpf"));
 
-/// How a hook is attached, best first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
-pub enum Kind {
-    /// fentry/fexit (BPF trampolines, 5.5+): the cheapest.
-    Fentry,
-    /// kprobe/kretprobe (CONFIG_KPROBES).
-    Kprobe,
-    /// Tracepoints: stable, but only some drops have one.
-    Tracepoint,
-}
-
-impl Kind {
-    /// The `kind` label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Fentry => "fentry",
-            Self::Kprobe => "kprobe",
-            Self::Tracepoint => "tracepoint",
-        }
-    }
+/// Why the programs could not be loaded or their maps opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The kernel refused the object (its maps, or a program at load).
+    #[error("loading the eBPF programs into the kernel failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A map is missing from the object (a build mismatch).
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(String),
+    /// A pinned map could not be opened.
+    #[error("opening pinned map {path}: {source}")]
+    PinnedMap {
+        /// The pin.
+        path: PathBuf,
+        /// What aya said.
+        source: aya::maps::MapError,
+    },
+    /// The pin directory could not be used.
+    #[error(transparent)]
+    Pin(#[from] pin::PinError),
 }
 
 /// `--probe-kind`: let listendrop choose, or force one kind for testing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum KindChoice {
     /// The best kind each hook allows on this kernel.
     #[default]
     Auto,
-    /// Only fentry/fexit (the SYN-ACK tracepoint is still used: it has no other kind).
+    /// Only fentry/fexit (SYN-ACK retransmits still use their tracepoint).
     Fentry,
-    /// Only kprobe/kretprobe (the SYN-ACK tracepoint is still used).
+    /// Only kprobe/kretprobe (SYN-ACK retransmits still use their tracepoint).
     Kprobe,
-    /// Only tracepoints: ACK-time overflows via skb:kfree_skb (6.15+), no SYN-time drops.
+    /// Only BTF tracepoints: ACK-time drops through the freed ACK (6.15+), no SYN time.
+    #[value(name = "tp_btf")]
+    #[serde(rename = "tp_btf")]
+    TpBtf,
+    /// Only raw tracepoints: likewise.
+    #[value(name = "raw_tp")]
+    #[serde(rename = "raw_tp")]
+    RawTp,
+    /// Only classic tracepoints: likewise.
     Tracepoint,
 }
 
 impl KindChoice {
-    fn allows(self, kind: Kind) -> bool {
+    /// The kind forced, if one is.
+    pub const fn forced(self) -> Option<Kind> {
         match self {
-            Self::Auto => true,
-            Self::Fentry => kind == Kind::Fentry,
-            Self::Kprobe => kind == Kind::Kprobe,
-            Self::Tracepoint => kind == Kind::Tracepoint,
+            Self::Auto => None,
+            Self::Fentry => Some(Kind::Fentry),
+            Self::Kprobe => Some(Kind::Kprobe),
+            Self::TpBtf => Some(Kind::TpBtf),
+            Self::RawTp => Some(Kind::RawTp),
+            Self::Tracepoint => Some(Kind::Tracepoint),
         }
     }
-}
 
-/// Which drops a hook reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Group {
-    /// SYN-time drops and syncookies (`tcp_conn_request`).
-    Syn,
-    /// ACK-time drops (`tcp_v4/v6_syn_recv_sock`, or `skb:kfree_skb`).
-    Ack,
-    /// SYN-ACK retransmits (`tcp:tcp_retransmit_synack`).
-    Synack,
+    /// The ways of `spec` this choice allows, best first. A forced function kind leaves a
+    /// hook that only tracepoints can see (SYN-ACK retransmits) its own ways.
+    pub fn ways(self, spec: &'static HookSpec) -> impl Iterator<Item = &'static table::Way> {
+        let forced = self.forced();
+        let only_tracepoints = spec.ways.iter().all(|w| w.kind.is_tracepoint());
+        spec.ways.iter().filter(move |w| match forced {
+            None => true,
+            Some(k) if !k.is_tracepoint() && only_tracepoints => true,
+            Some(k) => w.kind == k,
+        })
+    }
 }
 
 /// One attach attempt and its outcome.
 #[derive(Clone, Debug)]
 pub struct Hook {
-    /// What it reports.
-    pub group: Group,
-    /// The kernel function or tracepoint, e.g. `tcp_conn_request`, `skb:kfree_skb`.
-    pub probe: &'static str,
+    /// The hook.
+    pub spec: &'static HookSpec,
     /// How.
     pub kind: Kind,
     /// `Ok` when attached, otherwise why not.
     pub status: Result<(), String>,
+}
+
+impl Hook {
+    /// The kernel function or tracepoint, e.g. `tcp_conn_request`, `skb:kfree_skb`.
+    pub const fn probe(&self) -> &'static str {
+        self.spec.probe
+    }
 }
 
 /// Map sizes and program settings chosen by the user.
@@ -142,7 +160,7 @@ impl Probes {
         sizes: Sizes,
         choice: KindChoice,
         pinning: Option<&Pinning>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ProbeError> {
         let pins = pinning
             .map(|p| {
                 let sizes_bytes = [
@@ -197,21 +215,16 @@ impl Probes {
                 loader.map_pin_path(name, pins.map(name));
             }
         }
-        let mut ebpf = loader
-            .load(EBPF_OBJECT)
-            .context("loading the eBPF programs into the kernel failed")?;
-        let mut attacher = Attacher::new(&mut ebpf, layout, btf, btf_path, choice);
-        attacher.syn();
-        attacher.ack();
-        attacher.synack();
-        let (mut hooks, links) = attacher.finish();
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        let (mut hooks, links) =
+            Attacher::new(&mut ebpf, layout, btf, btf_path, choice).attach_all();
         let links = match &pins {
             Some(pins) => {
                 let (held, failed) = pins.pin_links(links);
-                for (probe, kind, why) in failed {
+                for (spec, kind, why) in failed {
                     for hook in hooks
                         .iter_mut()
-                        .filter(|h| h.probe == probe && h.kind == kind)
+                        .filter(|h| std::ptr::eq(h.spec, spec) && h.kind == kind)
                     {
                         hook.status = Err(why.clone());
                     }
@@ -232,117 +245,53 @@ impl Probes {
     }
 
     /// Takes map `name` (from the loaded object, or from its pin when resumed).
-    pub fn take_map(&mut self, name: &str) -> anyhow::Result<aya::maps::Map> {
+    pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map, ProbeError> {
         if let Some(ebpf) = &mut self.ebpf {
             return ebpf
                 .take_map(name)
-                .with_context(|| format!("map {name} missing from the eBPF object"));
+                .ok_or_else(|| ProbeError::MissingMap(name.to_owned()));
         }
-        let pins = self.pins.as_ref().context("no loaded object and no pins")?;
-        let data = aya::maps::MapData::from_pin(pins.map(name))
-            .with_context(|| format!("opening pinned map {}", pins.map(name).display()))?;
-        aya::maps::Map::from_map_data(data).with_context(|| format!("pinned map {name}"))
+        let Some(pins) = self.pins.as_ref() else {
+            return Err(ProbeError::MissingMap(name.to_owned()));
+        };
+        let path = pins.map(name);
+        aya::maps::MapData::from_pin(&path)
+            .and_then(aya::maps::Map::from_map_data)
+            .map_err(|source| ProbeError::PinnedMap { path, source })
     }
 
-    /// Whether each class of event is observable with the hooks attached.
+    /// The hooks attached (probe names).
+    pub fn attached(&self) -> Vec<&'static str> {
+        self.hooks
+            .iter()
+            .filter(|h| h.status.is_ok())
+            .map(Hook::probe)
+            .collect()
+    }
+
+    /// Whether each class of event is seen whole with the hooks attached.
     pub fn coverage(&self) -> Vec<(Reason, bool)> {
-        coverage(&self.hooks)
+        table::coverage(&self.attached())
     }
-}
-
-fn attached(hooks: &[Hook], group: Group) -> Option<Kind> {
-    hooks
-        .iter()
-        .find(|h| h.group == group && h.status.is_ok())
-        .map(|h| h.kind)
-}
-
-/// Whether each class of event is observable with `hooks`.
-pub fn coverage(hooks: &[Hook]) -> Vec<(Reason, bool)> {
-    let syn = attached(hooks, Group::Syn).is_some();
-    let ack = attached(hooks, Group::Ack);
-    let ack_probe = matches!(ack, Some(Kind::Fentry | Kind::Kprobe));
-    let synack = attached(hooks, Group::Synack).is_some();
-    Reason::ALL
-        .iter()
-        .map(|&reason| {
-            let covered = match reason {
-                Reason::AckAcceptQueueFull | Reason::OverflowReset => ack.is_some(),
-                Reason::CookieAckAcceptQueueFull => ack_probe,
-                Reason::SynAcceptQueueFull
-                | Reason::SynQueueFull
-                | Reason::SynBacklogPressure
-                | Reason::SyncookieSent => syn,
-                Reason::Other => syn && ack_probe,
-                Reason::SynackRetransmit => synack,
-            };
-            (reason, covered)
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn hook(group: Group, kind: Kind, ok: bool) -> Hook {
-        Hook {
-            group,
-            probe: "x",
-            kind,
-            status: if ok { Ok(()) } else { Err("no".into()) },
-        }
-    }
-
-    fn covered(hooks: &[Hook], reason: Reason) -> bool {
-        coverage(hooks)
-            .into_iter()
-            .find(|(r, _)| *r == reason)
-            .unwrap()
-            .1
-    }
-
-    #[test]
-    fn tracepoint_only_host_covers_ack_overflows_and_synacks_only() {
-        let hooks = [
-            hook(Group::Syn, Kind::Fentry, false),
-            hook(Group::Syn, Kind::Kprobe, false),
-            hook(Group::Ack, Kind::Fentry, false),
-            hook(Group::Ack, Kind::Kprobe, false),
-            hook(Group::Ack, Kind::Tracepoint, true),
-            hook(Group::Synack, Kind::Tracepoint, true),
-        ];
-        assert!(covered(&hooks, Reason::AckAcceptQueueFull));
-        assert!(covered(&hooks, Reason::OverflowReset));
-        assert!(covered(&hooks, Reason::SynackRetransmit));
-        for reason in [
-            Reason::SynAcceptQueueFull,
-            Reason::SynQueueFull,
-            Reason::SynBacklogPressure,
-            Reason::SyncookieSent,
-            Reason::CookieAckAcceptQueueFull,
-            Reason::Other,
-        ] {
-            assert!(!covered(&hooks, reason), "{reason:?}");
-        }
-    }
-
-    #[test]
-    fn probes_cover_everything() {
-        let hooks = [
-            hook(Group::Syn, Kind::Kprobe, true),
-            hook(Group::Ack, Kind::Fentry, true),
-            hook(Group::Synack, Kind::Tracepoint, true),
-        ];
-        assert!(coverage(&hooks).iter().all(|(_, c)| *c));
-        assert_eq!(attached(&hooks, Group::Ack), Some(Kind::Fentry));
-    }
-
     #[test]
     fn forced_kinds() {
-        assert!(KindChoice::Auto.allows(Kind::Kprobe));
-        assert!(KindChoice::Kprobe.allows(Kind::Kprobe));
-        assert!(!KindChoice::Kprobe.allows(Kind::Fentry));
-        assert!(!KindChoice::Tracepoint.allows(Kind::Kprobe));
+        let conn = table::hook("tcp_conn_request").unwrap();
+        let synack = table::hook("tcp:tcp_retransmit_synack").unwrap();
+        let kinds = |c: KindChoice, s| c.ways(s).map(|w| w.kind).collect::<Vec<_>>();
+        assert_eq!(kinds(KindChoice::Auto, conn), [Kind::Fentry, Kind::Kprobe]);
+        assert_eq!(kinds(KindChoice::Kprobe, conn), [Kind::Kprobe]);
+        assert!(kinds(KindChoice::TpBtf, conn).is_empty());
+        assert_eq!(kinds(KindChoice::RawTp, synack), [Kind::RawTp]);
+        assert_eq!(
+            kinds(KindChoice::Fentry, synack),
+            [Kind::TpBtf, Kind::RawTp, Kind::Tracepoint],
+            "only tracepoints see SYN-ACK retransmits"
+        );
     }
 }

@@ -4,22 +4,74 @@
 //! their pins are removed (Prometheus sees a counter reset).
 //!
 //! Layout under the pin directory (default `/sys/fs/bpf/listendrop`):
-//! `<fingerprint>/maps/<MAP>` and `<fingerprint>/links/<group>-<probe>-<kind>-<n>`. The
+//! `<fingerprint>/maps/<MAP>` and `<fingerprint>/links/<hook>-<kind>-<n>` (`<hook>` the
+//! hook's index in the [table](super::table::HOOKS), `<kind>` its label). The
 //! fingerprint covers the eBPF object, the kernel layout and the settings: a restart with
 //! the same ones adopts the pinned links and maps as they are (the programs never stopped
 //! counting); anything else attaches afresh and then removes the other fingerprints.
-//! Perf-event links (kprobes, tracepoints) are bpf links only since Linux 5.15; before
-//! that they cannot be pinned and detach when the daemon exits.
+//! Perf-event links (kprobes, classic tracepoints) are bpf links only since Linux 5.15;
+//! before that they cannot be pinned and detach when the daemon exits.
 
 use std::{
     hash::{Hash as _, Hasher as _},
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
 use aya::programs::links::{FdLink, PinnedLink};
 
-use super::{attach::AttachedLink, Group, Hook, Kind, OwnedLink};
+use super::{
+    attach::AttachedLink,
+    table::{HookSpec, Kind, HOOKS},
+    Hook, OwnedLink,
+};
+
+/// Why the pin directory could not be used. Each names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// bpffs is not mounted where the pins go, and could not be mounted.
+    #[error(
+        "{path} is not on a bpffs and mounting one at /sys/fs/bpf failed ({source}): \
+         `mount -t bpf bpf /sys/fs/bpf`, another --pin-dir, or --no-pin"
+    )]
+    Mount {
+        /// The pin directory.
+        path: PathBuf,
+        /// The mount error.
+        source: nix::errno::Errno,
+    },
+    /// The pin directory is elsewhere than on a bpffs.
+    #[error("{0} is not on a bpffs: mount one there (`mount -t bpf bpf DIR`) or use --no-pin")]
+    NotBpffs(PathBuf),
+    /// A directory could not be created, opened or read.
+    #[error("cannot {what} {path}: {source} (run as root, or use --no-pin)")]
+    Io {
+        /// What was attempted.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another listendrop holds the pins.
+    #[error(
+        "another listendrop uses the pins in {path} ({errno}): stop it first, or give this \
+         one another --pin-dir (or --no-pin)"
+    )]
+    Locked {
+        /// The pin root.
+        path: PathBuf,
+        /// The flock error.
+        errno: nix::errno::Errno,
+    },
+}
+
+fn io<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> PinError + 'p {
+    move |source| PinError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
 
 /// The maps the daemon reads, pinned so their counts survive a restart.
 pub(super) const PINNED_MAPS: [&str; 6] = [
@@ -29,15 +81,6 @@ pub(super) const PINNED_MAPS: [&str; 6] = [
     listendrop_common::MAP_HIGH_WATER,
     listendrop_common::MAP_HANDSHAKES,
     listendrop_common::MAP_RATE,
-];
-
-/// Every probe name a hook can have (pin names refer to them by index).
-const PROBES: [&str; 5] = [
-    "tcp_conn_request",
-    "tcp_v4_syn_recv_sock",
-    "tcp_v6_syn_recv_sock",
-    "skb:kfree_skb",
-    "tcp:tcp_retransmit_synack",
 ];
 
 /// A fingerprint of what the programs would be: object, layout, settings, choice.
@@ -60,32 +103,19 @@ pub(super) fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
     }
 }
 
-fn group_name(group: Group) -> &'static str {
-    match group {
-        Group::Syn => "syn",
-        Group::Ack => "ack",
-        Group::Synack => "synack",
-    }
+/// The pin file name of the `n`th link of `spec` attached as `kind`.
+fn link_name(spec: &HookSpec, kind: Kind, n: usize) -> String {
+    format!("{}-{}-{n}", spec.index(), kind.as_str())
 }
 
+/// The hook a pin file name (from [`link_name`]) stands for.
 fn parse_link_name(name: &str) -> Option<Hook> {
     let mut parts = name.split('-');
-    let group = match parts.next()? {
-        "syn" => Group::Syn,
-        "ack" => Group::Ack,
-        "synack" => Group::Synack,
-        _ => return None,
-    };
-    let probe = PROBES.get(parts.next()?.parse::<usize>().ok()?)?;
-    let kind = match parts.next()? {
-        "fentry" => Kind::Fentry,
-        "kprobe" => Kind::Kprobe,
-        "tracepoint" => Kind::Tracepoint,
-        _ => return None,
-    };
+    let spec = HOOKS.get(parts.next()?.parse::<usize>().ok()?)?;
+    let kind = Kind::from_label(parts.next()?)?;
+    parts.next()?.parse::<usize>().ok()?;
     Some(Hook {
-        group,
-        probe,
+        spec,
         kind,
         status: Ok(()),
     })
@@ -101,16 +131,12 @@ pub(super) struct PinDir {
 }
 
 /// Takes the exclusive lock of the pin root `root` (flock works on bpffs directories).
-fn lock_root(root: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
-    let dir =
-        std::fs::File::open(root).with_context(|| format!("cannot open {}", root.display()))?;
+fn lock_root(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, PinError> {
+    let dir = std::fs::File::open(root).map_err(io("open", root))?;
     nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
-        |(_, errno)| {
-            anyhow::anyhow!(
-            "another listendrop uses the pins in {} ({errno}): stop it first, or give this one \
-             another --pin-dir (or --no-pin)",
-            root.display()
-        )
+        |(_, errno)| PinError::Locked {
+            path: root.to_owned(),
+            errno,
         },
     )
 }
@@ -124,7 +150,7 @@ const BPFFS: &str = "/sys/fs/bpf";
 
 /// Makes sure `root` lies on a bpffs: mounts one at /sys/fs/bpf when nothing is mounted
 /// there (as bpftool does); a `root` elsewhere must already be on one.
-pub(super) fn ensure_bpffs(root: &Path) -> anyhow::Result<()> {
+pub(super) fn ensure_bpffs(root: &Path) -> Result<(), PinError> {
     use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
     let on_bpffs = |p: &Path| statfs(p).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
     let anchor = root
@@ -142,31 +168,25 @@ pub(super) fn ensure_bpffs(root: &Path) -> anyhow::Result<()> {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         )
-        .with_context(|| format!("bpffs is not mounted at {BPFFS} and mounting it failed"))?;
+        .map_err(|source| PinError::Mount {
+            path: root.to_owned(),
+            source,
+        })?;
         tracing::info!("mounted bpffs at {BPFFS} for the pins");
         return Ok(());
     }
-    anyhow::bail!(
-        "{} is not on a bpffs (mount -t bpf bpf DIR)",
-        root.display()
-    )
+    Err(PinError::NotBpffs(root.to_owned()))
 }
 
 impl PinDir {
-    pub(super) fn new(root: &Path, fingerprint: &str) -> anyhow::Result<Self> {
+    pub(super) fn new(root: &Path, fingerprint: &str) -> Result<Self, PinError> {
         ensure_bpffs(root)?;
-        std::fs::create_dir_all(root)
-            .with_context(|| format!("cannot create {}", root.display()))?;
+        std::fs::create_dir_all(root).map_err(io("create", root))?;
         let lock = lock_root(root)?;
         let here = root.join(fingerprint);
         for sub in ["maps", "links"] {
-            std::fs::create_dir_all(here.join(sub)).with_context(|| {
-                format!(
-                    "cannot create {} (is bpffs mounted at /sys/fs/bpf? `mount -t bpf bpf \
-                     /sys/fs/bpf`; or run with --no-pin)",
-                    here.join(sub).display()
-                )
-            })?;
+            let dir = here.join(sub);
+            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         }
         Ok(Self {
             root: root.to_owned(),
@@ -226,10 +246,10 @@ impl PinDir {
     pub(super) fn pin_links(
         &self,
         links: Vec<AttachedLink>,
-    ) -> (Vec<OwnedLink>, Vec<(&'static str, Kind, String)>) {
+    ) -> (Vec<OwnedLink>, Vec<(&'static HookSpec, Kind, String)>) {
         let perf_links = aya::features().bpf_perf_link();
         let pinnable = links.iter().all(|l| match l.link {
-            OwnedLink::FEntry(_) | OwnedLink::FExit(_) | OwnedLink::Pinned(_) => true,
+            OwnedLink::Fd(_) | OwnedLink::Pinned(_) => true,
             OwnedLink::KProbe(_) | OwnedLink::TracePoint(_) => perf_links,
         });
         if !pinnable {
@@ -242,30 +262,12 @@ impl PinDir {
         }
         let mut held = Vec::new();
         let mut failed = Vec::new();
-        for (
-            n,
-            AttachedLink {
-                group,
-                probe,
-                kind,
-                link,
-            },
-        ) in links.into_iter().enumerate()
-        {
-            let index = PROBES
-                .iter()
-                .position(|p| *p == probe)
-                .unwrap_or(usize::MAX);
-            let path = self.here.join("links").join(format!(
-                "{}-{index}-{}-{n}",
-                group_name(group),
-                kind.as_str()
-            ));
+        for (n, AttachedLink { spec, kind, link }) in links.into_iter().enumerate() {
+            let path = self.here.join("links").join(link_name(spec, kind, n));
             // aya attaches perf events through bpf links exactly when the kernel has them
             // (checked above), so these conversions succeed.
             let fd = match link {
-                OwnedLink::FEntry(l) => Ok(l.into()),
-                OwnedLink::FExit(l) => Ok(l.into()),
+                OwnedLink::Fd(l) => Ok(l),
                 OwnedLink::KProbe(l) => FdLink::try_from(l),
                 OwnedLink::TracePoint(l) => FdLink::try_from(l),
                 OwnedLink::Pinned(l) => {
@@ -280,7 +282,7 @@ impl PinDir {
             {
                 Ok(pinned) => held.push(OwnedLink::Pinned(pinned)),
                 Err(e) => failed.push((
-                    probe,
+                    spec,
                     kind,
                     format!("pinning {} failed: {e}", path.display()),
                 )),
@@ -337,20 +339,19 @@ pub fn remove(dir: &Path) {
 
 /// `listendrop unpin`: removes every fingerprint under `root`, then `root`; refused
 /// while a daemon holds the pins.
-pub fn remove_all(root: &Path) -> anyhow::Result<usize> {
+pub fn remove_all(root: &Path) -> Result<usize, PinError> {
     if !root.exists() {
         return Ok(0);
     }
     let lock = lock_root(root)?;
-    let entries =
-        std::fs::read_dir(root).with_context(|| format!("cannot read {}", root.display()))?;
+    let entries = std::fs::read_dir(root).map_err(io("read", root))?;
     let mut removed = 0;
     for entry in entries.filter_map(Result::ok) {
         remove(&entry.path());
         removed += 1;
     }
     drop(lock);
-    std::fs::remove_dir(root).with_context(|| format!("cannot remove {}", root.display()))?;
+    std::fs::remove_dir(root).map_err(io("remove", root))?;
     Ok(removed)
 }
 
@@ -360,11 +361,18 @@ mod tests {
 
     #[test]
     fn link_names_round_trip() {
-        let hook = parse_link_name("ack-1-fentry-3").unwrap();
-        assert_eq!(hook.group, Group::Ack);
-        assert_eq!(hook.probe, "tcp_v4_syn_recv_sock");
-        assert_eq!(hook.kind, Kind::Fentry);
-        assert!(parse_link_name("ack-9-fentry-0").is_none());
+        for spec in &HOOKS {
+            for way in spec.ways {
+                let hook = parse_link_name(&link_name(spec, way.kind, 3)).unwrap();
+                assert!(std::ptr::eq(hook.spec, spec));
+                assert_eq!(hook.kind, way.kind);
+            }
+        }
+        let hook = parse_link_name("3-tp_btf-0").unwrap();
+        assert_eq!(hook.probe(), "skb:kfree_skb");
+        assert_eq!(hook.kind, Kind::TpBtf);
+        assert!(parse_link_name("9-fentry-0").is_none());
+        assert!(parse_link_name("1-uprobe-0").is_none());
         assert!(parse_link_name("nonsense").is_none());
     }
 
