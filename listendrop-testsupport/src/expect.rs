@@ -90,3 +90,38 @@ pub fn client_port(line: &str) -> u16 {
         .unwrap()
         .port()
 }
+
+/// Waits (15 s at most) until the daemon's view of namespace `ns` reconciles with the
+/// kernel's ListenDrops there (`kernel`, read with nstat after the scenario): its own
+/// netstat series equals `kernel`, and what it attributed to listeners plus what it says
+/// it could not attribute equals it too. Panics with the figures otherwise.
+pub fn reconciled(daemon: &Daemon, ns: &Netns, kernel: u64) {
+    let netns = ns.inode.to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let m = daemon.metrics();
+        let seen = sum(
+            &m,
+            "listendrop_kernel_netstat_total",
+            &[("netns", &netns), ("counter", "TcpExtListenDrops")],
+        );
+        let attributed = sum(&m, "listendrop_drops_total", &[("netns", &netns)]);
+        let unattributed = sum(
+            &m,
+            "listendrop_unattributed_drops_total",
+            &[("netns", &netns)],
+        );
+        if seen == kernel as f64 && attributed + unattributed == kernel as f64 {
+            if full_coverage_expected() {
+                assert_eq!(unattributed, 0.0, "every class is seen on this kernel");
+            }
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespace {netns}: kernel ListenDrops {kernel}, the daemon read {seen}; \
+             attributed {attributed} + unattributed {unattributed}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

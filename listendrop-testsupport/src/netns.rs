@@ -130,6 +130,24 @@ impl Netns {
         run(Command::new("ip").args(["-n", &self.name, "link", "set", "veth1", "up"]));
     }
 
+    /// A permanent neighbour entry on `veth0` (`ip neigh add ADDR lladdr MAC`): packets to
+    /// `addr` leave at once, without ARP (and nobody answers them).
+    pub fn neighbour(&self, addr: &str, mac: &str) {
+        run(Command::new("ip").args([
+            "-n",
+            &self.name,
+            "neigh",
+            "add",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            "veth0",
+            "nud",
+            "permanent",
+        ]));
+    }
+
     /// Adds a route in the namespace (`ip route add ARGS`).
     pub fn route(&self, args: &[&str]) {
         run(Command::new("ip")

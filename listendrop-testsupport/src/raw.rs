@@ -21,12 +21,43 @@ pub fn sender() -> Socket {
     .unwrap()
 }
 
+/// Where a sniffer listens.
+pub struct Sniffer {
+    socket: Socket,
+    /// Frames start with an Ethernet header (AF_PACKET) rather than the IP header.
+    link_layer: bool,
+}
+
 /// A raw IPv4 socket that receives a copy of every TCP segment delivered locally.
-pub fn tcp_sniffer() -> Socket {
-    let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
+pub fn tcp_sniffer() -> Sniffer {
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    s
+    Sniffer {
+        socket,
+        link_layer: false,
+    }
+}
+
+/// An AF_PACKET socket that sees every frame of the namespace's interfaces, sent or
+/// received: for segments that leave the host (a SYN-ACK to a neighbour), which a raw IP
+/// socket never sees.
+pub fn frame_sniffer() -> Sniffer {
+    let all = (libc::ETH_P_ALL as u16).to_be();
+    let socket = Socket::new(
+        Domain::PACKET,
+        Type::RAW,
+        Some(Protocol::from(i32::from(all))),
+    )
+    .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    Sniffer {
+        socket,
+        link_layer: true,
+    }
 }
 
 fn send(raw: &Socket, packet: &[u8], dst: Ipv4Addr) {
@@ -73,20 +104,20 @@ pub fn data(
 
 /// Waits for the SYN-ACK from `server` to `client` and returns its sequence number (the
 /// server's ISN: the syncookie when cookies are on).
-pub fn await_synack(sniffer: &Socket, server: SocketAddrV4, client: SocketAddrV4) -> u32 {
+pub fn await_synack(sniffer: &Sniffer, server: SocketAddrV4, client: SocketAddrV4) -> u32 {
     await_synack_numbers(sniffer, server, client).0
 }
 
 /// Waits for the SYN-ACK from `server` to `client`: (server ISN, client ISN).
 pub fn await_synack_numbers(
-    sniffer: &Socket,
+    sniffer: &Sniffer,
     server: SocketAddrV4,
     client: SocketAddrV4,
 ) -> (u32, u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
     while Instant::now() < deadline {
-        let Ok(n) = sniffer.recv(&mut buf) else {
+        let Ok(n) = sniffer.socket.recv(&mut buf) else {
             continue;
         };
         // SAFETY: recv initialised the first n bytes.
@@ -94,7 +125,12 @@ pub fn await_synack_numbers(
             .iter()
             .map(|b| unsafe { b.assume_init() })
             .collect();
-        let Ok(packet) = SlicedPacket::from_ip(&bytes) else {
+        let parsed = if sniffer.link_layer {
+            SlicedPacket::from_ethernet(&bytes)
+        } else {
+            SlicedPacket::from_ip(&bytes)
+        };
+        let Ok(packet) = parsed else {
             continue;
         };
         let Some(TransportSlice::Tcp(tcp)) = packet.transport else {

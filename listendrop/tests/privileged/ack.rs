@@ -1,14 +1,19 @@
 //! ACK-time accept-queue overflows: the client's final ACK (or first data) arrives while
 //! the accept queue is full.
 
-use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::{SocketAddr, SocketAddrV4},
+    time::Duration,
+};
 
 use crate::support::{
     daemon::{sum, Daemon},
     expect::{self, counted},
     netns::{delta, Netns},
-    require_root,
+    raw, require_root,
     scenarios::{ack_overflow, AckOverflow},
+    sockets::{listen, local},
 };
 
 /// The checks every ACK-overflow scenario shares; returns the ListenOverflows delta.
@@ -360,5 +365,74 @@ fn events_are_rate_limited_per_listener_counts_are_not() {
         "{limited} events counted as rate-limited, {} of ours were",
         overflows - logged
     );
+    assert!(daemon.stop().success());
+}
+
+/// The final ACK of a handshake whose child cannot be routed: `tcp_v4_syn_recv_sock`
+/// creates the child, finds no route back to the client and fails (ListenDrops only, no
+/// ListenOverflows). On 6.15+ the kernel still frees that ACK as a "listen overflow": every
+/// kind of hook must count it as `other`, never as `ack_accept_queue_full`.
+#[test]
+fn ack_without_a_route_is_other_on_every_kind() {
+    if !require_root("ack_without_a_route_is_other_on_every_kind") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let ns = Netns::new("acknoroute");
+    ns.veth("198.18.7.1");
+    // The client is a neighbour on veth0 that never answers: the SYN-ACK leaves at once.
+    ns.neighbour("198.18.7.2", "02:00:00:00:07:02");
+    let before = ns.nstat();
+    let (server, client) = ns.enter(|| {
+        let listener = listen("198.18.7.1:0".parse().unwrap(), 16, None);
+        let SocketAddr::V4(server) = local(&listener) else {
+            unreachable!()
+        };
+        let client = SocketAddrV4::new([198, 18, 7, 2].into(), 40700);
+        let sniffer = raw::frame_sniffer();
+        let sender = raw::sender();
+        let isn = 9_000;
+        raw::syn(&sender, client, server, isn);
+        let server_isn = raw::await_synack(&sniffer, server, client);
+        // Now the way back is gone: the child the ACK creates cannot be routed.
+        ns.route(&["blackhole", "198.18.7.2/32"]);
+        raw::ack(&sender, client, server, isn + 1, server_isn.wrapping_add(1));
+        std::thread::sleep(Duration::from_millis(200));
+        drop(listener);
+        (server, client)
+    });
+    let after = ns.nstat();
+    assert_eq!(delta(&before, &after, "TcpExtListenDrops"), 1, "one drop");
+    assert_eq!(
+        delta(&before, &after, "TcpExtListenOverflows"),
+        0,
+        "no overflow"
+    );
+    assert!(
+        delta(&before, &after, "IpOutNoRoutes") >= 1,
+        "no route back"
+    );
+    let metrics = daemon.metrics();
+    let netns = ns.inode.to_string();
+    let port = server.port().to_string();
+    let listener = [("netns", netns.as_str()), ("listen_port", port.as_str())];
+    let with = |reason: &str| {
+        let mut l = listener.to_vec();
+        l.push(("reason", reason));
+        sum(&metrics, "listendrop_drops_total", &l)
+    };
+    // Whatever the kind: every hook that sees this drop calls it `other` (the freed-ACK
+    // tracepoints see it although they do not see all of `other`, whose coverage stays 0).
+    assert_eq!(with("other"), 1.0, "counted as other");
+    assert_eq!(with("ack_accept_queue_full"), 0.0, "not an overflow");
+    assert_eq!(sum(&metrics, "listendrop_drops_total", &listener), 1.0);
+    let lines = {
+        daemon.wait_for_lines(Duration::from_secs(10), |_| {
+            !expect::lines(&daemon, &ns, "other").is_empty()
+        });
+        expect::lines(&daemon, &ns, "other")
+    };
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(expect::field(&lines[0], "client"), client.to_string());
     assert!(daemon.stop().success());
 }

@@ -298,6 +298,7 @@ fn trace_json_emits_one_object_per_drop() {
     let scenario = crate::support::scenarios::ack_overflow(&ns, "127.0.0.1:0", None, 2);
     let after = ns.nstat();
     let overflows = delta(&before, &after, "TcpExtListenOverflows");
+    assert!(overflows > 0, "the scenario made no drop: nothing to trace");
     // Collect what trace printed, then stop it by pid.
     let stdout = trace.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {

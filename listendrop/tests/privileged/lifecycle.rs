@@ -123,6 +123,59 @@ fn check_reports_what_the_daemon_attaches() {
     assert!(daemon.stop().success());
 }
 
+/// The kernel matrix (and the host run of `cargo xtask test`) says, per kernel, which
+/// kind each hook must be attached with (`LISTENDROP_EXPECT_HOOKS`: `probe=kind` pairs,
+/// `none` for a hook that cannot attach there): the README's hook table, proven.
+#[test]
+fn hooks_attach_with_the_kinds_this_kernel_is_known_for() {
+    if !require_root("hooks_attach_with_the_kinds_this_kernel_is_known_for") {
+        return;
+    }
+    let Ok(expected) = std::env::var("LISTENDROP_EXPECT_HOOKS") else {
+        assert!(
+            std::env::var_os("LISTENDROP_VM").is_none(),
+            "the kernel matrix must say which kinds to expect (LISTENDROP_EXPECT_HOOKS)"
+        );
+        println!("skipped: no LISTENDROP_EXPECT_HOOKS for this kernel");
+        return;
+    };
+    let pairs: Vec<(&str, &str)> = expected
+        .split(',')
+        .map(|p| p.split_once('=').expect("probe=kind"))
+        .collect();
+    assert!(!pairs.is_empty(), "empty LISTENDROP_EXPECT_HOOKS");
+    let daemon = Daemon::start(&[]);
+    let metrics = daemon.metrics();
+    let attached: Vec<(String, String)> = metrics
+        .iter()
+        .filter(|s| s.metric == "listendrop_probe_attached")
+        .filter(|s| crate::support::daemon::value(s) == 1.0)
+        .map(|s| {
+            (
+                s.labels.get("probe").unwrap().to_owned(),
+                s.labels.get("kind").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (probe, kind) in &pairs {
+        let got: Vec<&str> = attached
+            .iter()
+            .filter(|(p, _)| p == probe)
+            .map(|(_, k)| k.as_str())
+            .collect();
+        let want: Vec<&str> = if *kind == "none" { vec![] } else { vec![kind] };
+        assert_eq!(got, want, "{probe}: attached as {got:?}, expected {kind}");
+    }
+    // Nothing attached that the expectation does not name.
+    for (probe, kind) in &attached {
+        assert!(
+            pairs.iter().any(|(p, _)| p == probe),
+            "{probe} attached as {kind}, not in LISTENDROP_EXPECT_HOOKS"
+        );
+    }
+    assert!(daemon.stop().success());
+}
+
 /// Every pinned link and map under `dir`.
 fn pins_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();

@@ -4,7 +4,6 @@
 
 use std::{
     net::{SocketAddr, SocketAddrV4},
-    os::fd::AsRawFd as _,
     thread::sleep,
     time::Duration,
 };
@@ -47,7 +46,7 @@ fn syn_accept_queue_full_ipv6_matches_listen_overflows() {
 }
 
 fn syn_accept_queue_full(bind: &str, family: &str) {
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
     let ns = Netns::new("synaq");
     let before = ns.nstat();
     let (port, victim_port) = ns.enter(|| {
@@ -108,6 +107,8 @@ fn syn_accept_queue_full(bind: &str, family: &str) {
             "{lines:#?}"
         );
     }
+    // Every drop of the namespace is attributed, or said to be unattributed.
+    expect::reconciled(&daemon, &ns, after["TcpExtListenDrops"]);
     assert!(daemon.stop().success());
 }
 
@@ -214,7 +215,7 @@ fn syn_queue_full_without_syncookies_matches_reqqfulldrop() {
     if !require_root("syn_queue_full_without_syncookies_matches_reqqfulldrop") {
         return;
     }
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
     let mut flood = Flood::new("synq", &[("net.ipv4.tcp_syncookies", "0")]);
     let before = flood.ns.nstat();
     flood.run(4, 12, [198, 18, 0]);
@@ -240,6 +241,8 @@ fn syn_queue_full_without_syncookies_matches_reqqfulldrop() {
     ) {
         check_flood_handshakes_and_log(&daemon, &flood, &metrics, reason, full);
     }
+    // Every drop of the namespace is attributed, or said to be unattributed.
+    expect::reconciled(&daemon, &flood.ns, after["TcpExtListenDrops"]);
     assert!(daemon.stop().success());
 }
 
@@ -248,7 +251,7 @@ fn syncookies_sent_match_kernel_counter() {
     if !require_root("syncookies_sent_match_kernel_counter") {
         return;
     }
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
     let mut flood = Flood::new("cookie", &[("net.ipv4.tcp_syncookies", "1")]);
     let before = flood.ns.nstat();
     flood.run(4, 12, [198, 18, 0]);
@@ -276,6 +279,8 @@ fn syncookies_sent_match_kernel_counter() {
         sum(&metrics, "listendrop_drops_total", &[("netns", &netns)]),
         0.0
     );
+    // Every drop of the namespace is attributed, or said to be unattributed.
+    expect::reconciled(&daemon, &flood.ns, after["TcpExtListenDrops"]);
     assert!(daemon.stop().success());
 }
 
@@ -284,7 +289,7 @@ fn syn_backlog_pressure_matches_listen_drops() {
     if !require_root("syn_backlog_pressure_matches_listen_drops") {
         return;
     }
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
     // Cookies off and tcp_max_syn_backlog 8: once 7 requests wait (8 - 7 < 8/4), SYNs from
     // peers the kernel has never talked to are dropped, long before the listen(64) queue
     // is full.
@@ -315,6 +320,8 @@ fn syn_backlog_pressure_matches_listen_drops() {
     ) {
         check_flood_handshakes_and_log(&daemon, &flood, &metrics, "syn_backlog_pressure", drops);
     }
+    // Every drop of the namespace is attributed, or said to be unattributed.
+    expect::reconciled(&daemon, &flood.ns, after["TcpExtListenDrops"]);
     assert!(daemon.stop().success());
 }
 
@@ -323,7 +330,7 @@ fn route_failure_is_other() {
     if !require_root("route_failure_is_other") {
         return;
     }
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
     // SYNs from a blackholed subnet: the SYN-ACK has no route, tcp_conn_request drops the
     // SYN (ListenDrops only).
     let mut flood = Flood::new("route", &[]);
@@ -346,6 +353,8 @@ fn route_failure_is_other() {
     ) {
         check_flood_handshakes_and_log(&daemon, &flood, &metrics, "other", drops);
     }
+    // Every drop of the namespace is attributed, or said to be unattributed.
+    expect::reconciled(&daemon, &flood.ns, after["TcpExtListenDrops"]);
     assert!(daemon.stop().success());
 }
 
@@ -354,7 +363,7 @@ fn cookie_ack_into_full_accept_queue_matches_listen_overflows() {
     if !require_root("cookie_ack_into_full_accept_queue_matches_listen_overflows") {
         return;
     }
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
     let ns = Netns::new("ckack");
     // syncookies=2: every SYN is answered with a cookie and no request is kept.
     ns.sysctl("net.ipv4.tcp_syncookies", "2");
@@ -378,7 +387,7 @@ fn cookie_ack_into_full_accept_queue_matches_listen_overflows() {
         sleep(Duration::from_millis(50));
         raw::ack(&sender, client, server, isn + 1, cookie.wrapping_add(1));
         sleep(Duration::from_millis(200));
-        let _ = sniffer.as_raw_fd();
+        drop(sniffer);
         drop(listener);
         (server.port(), client)
     });
@@ -405,5 +414,7 @@ fn cookie_ack_into_full_accept_queue_matches_listen_overflows() {
         assert_eq!(lines.len(), 1);
         assert_eq!(expect::client_port(&lines[0]), client.port());
     }
+    // Every drop of the namespace is attributed, or said to be unattributed.
+    expect::reconciled(&daemon, &ns, after["TcpExtListenDrops"]);
     assert!(daemon.stop().success());
 }

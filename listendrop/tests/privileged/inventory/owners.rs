@@ -7,14 +7,17 @@ use std::{collections::BTreeSet, time::Duration};
 use crate::support::{netns::Netns, require_root, sockets::listen, tools::Sleeper};
 use listendrop::inventory::owners::*;
 
-/// `0::PATH` of `/proc/PID/cgroup`, read directly.
-fn cgroup_v2(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap()
-        .to_owned()
+/// The cgroup path `/proc/PID/cgroup` gives the process, read directly: the unified
+/// hierarchy's (`0::PATH`) when there is one, else the first hierarchy's, else none (a
+/// kernel without cgroups mounted, as in the VMs).
+fn cgroup_of(pid: i32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = |l: &str| l.splitn(3, ':').nth(2).map(str::to_owned);
+    text.lines()
+        .find(|l| l.starts_with("0::"))
+        .and_then(path)
+        .or_else(|| text.lines().next().and_then(path))
+        .unwrap_or_default()
 }
 
 #[test]
@@ -40,7 +43,7 @@ fn owner_is_the_process_holding_the_socket() {
     assert_eq!(owner.holders, 2);
     assert_eq!(owner.comm, "sleep");
     assert_eq!(owner.comm, first.comm());
-    assert_eq!(owner.cgroup, cgroup_v2(owner.pid));
+    assert_eq!(owner.cgroup, cgroup_of(owner.pid));
 
     drop(second);
     assert!(!index.refresh(&inodes), "same listeners: no rescan");
