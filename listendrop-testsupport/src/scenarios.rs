@@ -1,10 +1,17 @@
 //! Drop scenarios shared by the test targets (and the benchmarks): real sockets in a
 //! network namespace of the test's own.
 
-use std::{collections::BTreeSet, io::Read as _, net::SocketAddr, thread::sleep, time::Duration};
+use std::{
+    collections::BTreeSet,
+    io::Read as _,
+    net::{SocketAddr, TcpStream},
+    thread::sleep,
+    time::{Duration, Instant},
+};
 
 use super::{
     netns::Netns,
+    raw,
     sockets::{connect, listen, local, poke},
 };
 
@@ -99,5 +106,46 @@ pub fn ack_overflow_after(
             backlog,
             victim_reads,
         }
+    })
+}
+
+/// An accept queue held full and one handshake whose final ACK is replayed with raw
+/// packets as fast as this process can send them: every packet is an ACK-time overflow.
+pub fn overflow_flood(ns: &Netns, secs: u64) -> (u64, SocketAddr) {
+    ns.enter(|| {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), 1, Some(30));
+        let SocketAddr::V4(server) = local(&listener) else {
+            unreachable!()
+        };
+        let sniffer = raw::tcp_sniffer();
+        let victim = connect(SocketAddr::V4(server));
+        let SocketAddr::V4(client) = victim.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let (server_isn, client_isn) = raw::await_synack_numbers(&sniffer, server, client);
+        let mut fillers: Vec<TcpStream> = (0..2).map(|_| connect(SocketAddr::V4(server))).collect();
+        for f in &mut fillers {
+            poke(f);
+            sleep(Duration::from_millis(30));
+        }
+        let sender = raw::sender();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut sent = 0u64;
+        while Instant::now() < deadline {
+            for _ in 0..1000 {
+                raw::data(
+                    &sender,
+                    client,
+                    server,
+                    client_isn.wrapping_add(1),
+                    server_isn.wrapping_add(1),
+                    b"x",
+                );
+                sent += 1;
+            }
+        }
+        sleep(Duration::from_millis(200));
+        drop(listener);
+        (sent, SocketAddr::V4(server))
     })
 }

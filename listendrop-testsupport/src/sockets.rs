@@ -37,6 +37,17 @@ pub fn listen(addr: SocketAddr, backlog: i32, defer_accept_secs: Option<i32>) ->
     socket
 }
 
+/// A member of an SO_REUSEPORT group on `addr` (port 0 picks one; bind the next members
+/// to the port the first got): each member is its own listening socket with its own
+/// accept queue, and the kernel hashes each SYN to one of them.
+pub fn listen_reuseport(addr: SocketAddr, backlog: i32) -> Socket {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.set_reuse_port(true).unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(backlog).unwrap();
+    socket
+}
+
 /// The bound address of a socket.
 pub fn local(socket: &Socket) -> SocketAddr {
     socket.local_addr().unwrap().as_socket().unwrap()
@@ -90,4 +101,58 @@ pub fn hold_in_child(socket: &Socket) -> Holder {
         });
     }
     Holder(cmd.spawn().expect("spawn sleep"))
+}
+
+/// The variable that tells a re-executed test binary to serve the listening socket at this
+/// file descriptor (see [`serve_in_child`]).
+pub const SERVE_FD: &str = "LISTENDROP_TEST_SERVE_FD";
+
+/// The name of the test that turns a re-executed test binary into a server: every test
+/// target that calls [`serve_in_child`] defines it (`#[test] #[ignore] fn NAME()` calling
+/// [`serve_if_asked`]).
+pub const SERVE_TEST: &str = "support_serve";
+
+/// Starts a worker process — this test binary again, running only [`SERVE_TEST`] — that
+/// accepts connections on `socket` (inherited as a file descriptor) and closes each at
+/// once, like a server's worker; killed by its pid when dropped. The caller then closes
+/// its own copy, so that the worker is the socket's only holder.
+pub fn serve_in_child(socket: &Socket) -> Holder {
+    use std::os::unix::process::CommandExt as _;
+    let fd = socket.as_raw_fd();
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("own path"));
+    cmd.args(["--exact", SERVE_TEST, "--ignored", "--test-threads=1"])
+        .env(SERVE_FD, fd.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // SAFETY: between fork and exec only async-signal-safe fcntl runs, on an fd the child
+    // inherited: it clears close-on-exec there alone, so no other child gets the socket.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Holder(cmd.spawn().expect("spawn a worker"))
+}
+
+/// In a worker started by [`serve_in_child`], accepts and closes connections until killed;
+/// elsewhere returns at once.
+pub fn serve_if_asked() {
+    use std::os::fd::FromRawFd as _;
+    let Some(fd) = std::env::var(SERVE_FD)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // SAFETY: the parent handed over this descriptor, a listening socket, for this process
+    // to own.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    loop {
+        if let Ok((stream, _)) = listener.accept() {
+            drop(stream);
+        }
+    }
 }

@@ -11,7 +11,17 @@ use listendrop_testsupport as support;
 
 mod ack;
 mod context;
+mod flood;
 mod http;
 mod inventory;
 mod lifecycle;
+mod reuseport;
 mod syn;
+
+/// A worker process of the tests that need one: this binary again, running only this
+/// (see `support::sockets::serve_in_child`).
+#[test]
+#[ignore = "run by serve_in_child as a worker process"]
+fn support_serve() {
+    support::sockets::serve_if_asked();
+}
