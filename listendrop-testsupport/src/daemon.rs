@@ -128,7 +128,17 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        Self { child, addr, lines }
+        let daemon = Self { child, addr, lines };
+        // Namespaces made after this are born under the daemon's eyes: the first inventory
+        // pass (the one that takes the namespaces already there as known at start) is done.
+        assert!(
+            daemon.wait_for_metric(Duration::from_secs(30), |m| {
+                m.iter()
+                    .any(|s| s.metric == "listendrop_inventory_duration_seconds" && value(s) > 0.0)
+            }),
+            "listendrop's first inventory pass did not end in 30 s"
+        );
+        daemon
     }
 
     /// The daemon's pid.

@@ -64,6 +64,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let filter = Filter::from_args(&args);
     let collector = KernelCollector::new(
         Arc::clone(&counters) as _,
+        Arc::new(probes.programs()),
         Arc::clone(&pass),
         Arc::clone(&stats),
         filter.clone(),

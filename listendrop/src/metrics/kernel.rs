@@ -23,6 +23,7 @@ use crate::{
     filter::Filter,
     inventory::counters::KernelCounters,
     listener::Netns,
+    probes::programs::Programs,
     util::lock,
 };
 
@@ -55,6 +56,7 @@ pub type PassTotals = Arc<Mutex<Arc<Vec<NamespaceTotals>>>>;
 /// The collector.
 pub struct KernelCollector {
     counters: Arc<dyn CounterSource>,
+    programs: Arc<Programs>,
     pass: PassTotals,
     events: Arc<EventStats>,
     filter: Filter,
@@ -62,7 +64,10 @@ pub struct KernelCollector {
 }
 
 /// The families this collector renders.
-const FAMILIES: [&Spec; 12] = [
+const FAMILIES: [&Spec; 15] = [
+    &names::BPF_MISSED,
+    &names::BPF_RUN_SECONDS,
+    &names::BPF_RUNS,
     &names::DROPS,
     &names::HANDSHAKES,
     &names::SYNCOOKIES,
@@ -78,10 +83,11 @@ const FAMILIES: [&Spec; 12] = [
 ];
 
 impl KernelCollector {
-    /// A collector of `counters`, the inventory's `pass` totals and the drain task's
-    /// `events`, reporting only what `filter` allows.
+    /// A collector of `counters`, the `programs`' statistics, the inventory's `pass` totals
+    /// and the drain task's `events`, reporting only what `filter` allows.
     pub fn new(
         counters: Arc<dyn CounterSource>,
+        programs: Arc<Programs>,
         pass: PassTotals,
         events: Arc<EventStats>,
         filter: Filter,
@@ -92,6 +98,7 @@ impl KernelCollector {
             .collect::<prometheus::Result<_>>()?;
         Ok(Self {
             counters,
+            programs,
             pass,
             events,
             filter,
@@ -115,6 +122,7 @@ impl KernelCollector {
             }
         };
         out.extend(self.pass_families());
+        out.extend(self.program_families());
         let mut received = Family::new(&names::EVENTS);
         received.add_u64::<&str>(&[], self.events.received.load(Ordering::Relaxed));
         let mut malformed = Family::new(&names::EVENTS_MALFORMED);
@@ -165,6 +173,23 @@ impl KernelCollector {
             .into()
     }
 
+    fn program_families(&self) -> Vec<MetricFamily> {
+        let mut missed = Family::new(&names::BPF_MISSED);
+        let mut seconds = Family::new(&names::BPF_RUN_SECONDS);
+        let mut runs = Family::new(&names::BPF_RUNS);
+        let timed = stats_enabled();
+        for s in self.programs.stats() {
+            if let Some(m) = s.missed {
+                missed.add_u64(&[s.program], m);
+            }
+            if timed {
+                seconds.add(&[s.program], s.run_ns as f64 / 1e9);
+                runs.add_u64(&[s.program], s.runs);
+            }
+        }
+        vec![missed.finish(), seconds.finish(), runs.finish()]
+    }
+
     fn pass_families(&self) -> Vec<MetricFamily> {
         let pass = Arc::clone(&lock(&self.pass));
         let mut netstat = Family::new(&names::KERNEL_NETSTAT);
@@ -178,6 +203,11 @@ impl KernelCollector {
         }
         vec![netstat.finish(), unattributed.finish()]
     }
+}
+
+/// Whether `kernel.bpf_stats_enabled` is on (the kernel then times every program run).
+fn stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
 }
 
 impl Collector for KernelCollector {

@@ -115,6 +115,30 @@ pub const BPF_ERRORS: Spec = counter(
      return probe was missed).",
     &["kind"],
 );
+/// `listendrop_bpf_missed_total`.
+pub const BPF_MISSED: Spec = counter(
+    "listendrop_bpf_missed_total",
+    "Runs of a listendrop program the kernel skipped (its recursion guard, 5.12+; another \
+     BPF program running on that CPU, 6.7+ for kprobes and classic tracepoints) plus kprobe \
+     hits lost (nested kprobes, kretprobe instances exhausted; 6.7+). Drops in a skipped run \
+     show up in listendrop_unattributed_drops_total. Absent where the kernel does not count \
+     them.",
+    &["program"],
+);
+/// `listendrop_bpf_program_run_seconds_total`.
+pub const BPF_RUN_SECONDS: Spec = counter(
+    "listendrop_bpf_program_run_seconds_total",
+    "Time the kernel spent running each listendrop program (its own accounting: only while \
+     kernel.bpf_stats_enabled=1, whose timing costs tens of ns per run; absent otherwise).",
+    &["program"],
+);
+/// `listendrop_bpf_program_runs_total`.
+pub const BPF_RUNS: Spec = counter(
+    "listendrop_bpf_program_runs_total",
+    "Runs of each listendrop program (only while kernel.bpf_stats_enabled=1; absent \
+     otherwise). run_seconds / runs is the cost per call.",
+    &["program"],
+);
 /// `listendrop_kernel_netstat_total`.
 pub const KERNEL_NETSTAT: Spec = counter(
     "listendrop_kernel_netstat_total",

@@ -82,6 +82,7 @@ fn setup(coverage: &[(Reason, bool)]) -> Setup {
     let stats = Arc::new(EventStats::default());
     let collector = KernelCollector::new(
         Arc::clone(&fake) as _,
+        Arc::new(crate::probes::programs::Programs::default()),
         Arc::clone(&pass),
         Arc::clone(&stats),
         Filter::default(),

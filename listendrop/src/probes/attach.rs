@@ -36,8 +36,21 @@ pub struct AttachedLink {
     pub spec: &'static HookSpec,
     /// How it is attached.
     pub kind: Kind,
+    /// Which of the way's programs it runs (index in [`Way::programs`]).
+    pub program: usize,
     /// The link itself.
     pub link: OwnedLink,
+}
+
+impl AttachedLink {
+    /// The name of the program it runs.
+    pub fn program_name(&self) -> &'static str {
+        self.spec
+            .way(self.kind)
+            .and_then(|w| w.programs.get(self.program))
+            .copied()
+            .unwrap_or("?")
+    }
 }
 
 /// Attaches hooks one group at a time and records every attempt.
@@ -146,14 +159,18 @@ impl<'a> Attacher<'a> {
         for way in ways {
             let result = self.try_way(spec, way);
             let ok = result.is_ok();
-            let status = result.map(|links| {
-                self.links
-                    .extend(links.into_iter().map(|link| AttachedLink {
-                        spec,
-                        kind: way.kind,
-                        link,
-                    }));
-            });
+            let status =
+                result.map(|links| {
+                    self.links
+                        .extend(links.into_iter().enumerate().map(|(program, link)| {
+                            AttachedLink {
+                                spec,
+                                kind: way.kind,
+                                program,
+                                link,
+                            }
+                        }));
+                });
             self.hooks.push(Hook {
                 spec,
                 kind: way.kind,
@@ -250,10 +267,10 @@ impl<'a> Attacher<'a> {
                     failed(function, "kprobe", &e)
                 )
             })?;
-            links.push(OwnedLink::KProbe(
-                prog.take_link(id)
-                    .map_err(|e| failed(function, "kprobe", &e))?,
-            ));
+            let link = prog
+                .take_link(id)
+                .map_err(|e| failed(function, "kprobe", &e))?;
+            links.push(perf_link(link, FdLink::try_from, OwnedLink::KProbe)?);
         }
         Ok(links)
     }
@@ -290,7 +307,29 @@ impl<'a> Attacher<'a> {
             format!("attaching to tracepoint {probe} failed: {e:#} (is tracefs mounted?)")
         })?;
         let link = prog.take_link(id).map_err(|e| format!("{probe}: {e}"))?;
-        Ok(vec![OwnedLink::TracePoint(link)])
+        Ok(vec![perf_link(
+            link,
+            FdLink::try_from,
+            OwnedLink::TracePoint,
+        )?])
+    }
+}
+
+/// A kprobe or tracepoint link as a BPF link where the kernel makes it one (5.15+: it can
+/// then be pinned and asked for its misses), as the perf event it is otherwise.
+fn perf_link<L, E: std::fmt::Display>(
+    link: L,
+    into_fd: impl FnOnce(L) -> Result<FdLink, E>,
+    perf: impl FnOnce(L) -> OwnedLink,
+) -> Result<OwnedLink, String> {
+    if aya::features().bpf_perf_link() {
+        // aya attaches through a BPF link exactly when the kernel has them, so this does
+        // not fail; if it did, the link would be gone (detached): an attach failure.
+        into_fd(link)
+            .map(OwnedLink::Fd)
+            .map_err(|e| format!("the link is not a BPF link: {e}"))
+    } else {
+        Ok(perf(link))
     }
 }
 

@@ -3,7 +3,9 @@
 //! detaches and unloads everything that is not pinned.
 
 mod attach;
+mod info;
 pub mod pin;
+pub mod programs;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -146,6 +148,10 @@ pub struct Probes {
     ebpf: Option<Ebpf>,
     /// Pin directory of this run.
     pins: Option<pin::PinDir>,
+    /// The ids of the programs behind the hooks (and of kprobe links).
+    ids: Vec<programs::LinkIds>,
+    /// Whether kprobe links report their misses (6.7+).
+    kprobe_missed: bool,
 }
 
 impl Probes {
@@ -181,17 +187,20 @@ impl Probes {
             })
             .transpose()?;
         let pinned = pinning.map(|p| p.dir.clone());
-        if let Some((hooks, links)) = pins.as_ref().and_then(pin::PinDir::adoptable) {
+        let kprobe_missed = layout.version >= (6, 7);
+        if let Some(adopted) = pins.as_ref().and_then(pin::PinDir::adoptable) {
             if let Some(pins) = &pins {
                 pins.remove_others();
             }
             return Ok(Self {
-                hooks,
+                hooks: adopted.hooks,
                 resumed: true,
                 pinned,
-                _links: links,
+                _links: adopted.links,
                 ebpf: None,
                 pins,
+                ids: adopted.ids,
+                kprobe_missed,
             });
         }
         if let Some(pins) = &pins {
@@ -218,6 +227,7 @@ impl Probes {
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let (mut hooks, links) =
             Attacher::new(&mut ebpf, layout, btf, btf_path, choice).attach_all();
+        let ids = links.iter().filter_map(link_ids).collect();
         let links = match &pins {
             Some(pins) => {
                 let (held, failed) = pins.pin_links(links);
@@ -241,7 +251,14 @@ impl Probes {
             _links: links,
             ebpf: Some(ebpf),
             pins,
+            ids,
+            kprobe_missed,
         })
+    }
+
+    /// The programs behind the hooks, opened for their statistics.
+    pub fn programs(&self) -> programs::Programs {
+        programs::Programs::open(&self.ids, self.kprobe_missed)
     }
 
     /// Takes map `name` (from the loaded object, or from its pin when resumed).
@@ -273,6 +290,20 @@ impl Probes {
     pub fn coverage(&self) -> Vec<(Reason, bool)> {
         table::coverage(&self.attached())
     }
+}
+
+/// The ids behind an attached BPF link (a perf event of a kernel before 5.15 has none:
+/// its program then has no statistics here).
+fn link_ids(link: &attach::AttachedLink) -> Option<programs::LinkIds> {
+    let OwnedLink::Fd(fd) = &link.link else {
+        return None;
+    };
+    let info = fd.info().ok()?;
+    Some(programs::LinkIds {
+        program: link.program_name(),
+        program_id: info.program_id(),
+        kprobe_link_id: (link.kind == Kind::Kprobe).then(|| info.id()),
+    })
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::links::PinnedLink;
 
 use super::{
     attach::AttachedLink,
+    programs::LinkIds,
     table::{HookSpec, Kind, HOOKS},
     Hook, OwnedLink,
 };
@@ -103,22 +104,38 @@ pub(super) fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
     }
 }
 
-/// The pin file name of the `n`th link of `spec` attached as `kind`.
-fn link_name(spec: &HookSpec, kind: Kind, n: usize) -> String {
-    format!("{}-{}-{n}", spec.index(), kind.as_str())
+/// The pin file name of the link of `spec` attached as `kind` running the way's
+/// `program`th program.
+fn link_name(spec: &HookSpec, kind: Kind, program: usize) -> String {
+    format!("{}-{}-{program}", spec.index(), kind.as_str())
 }
 
-/// The hook a pin file name (from [`link_name`]) stands for.
-fn parse_link_name(name: &str) -> Option<Hook> {
+/// The hook a pin file name (from [`link_name`]) stands for, and the program's name.
+fn parse_link_name(name: &str) -> Option<(Hook, &'static str)> {
     let mut parts = name.split('-');
     let spec = HOOKS.get(parts.next()?.parse::<usize>().ok()?)?;
     let kind = Kind::from_label(parts.next()?)?;
-    parts.next()?.parse::<usize>().ok()?;
-    Some(Hook {
+    let program = spec
+        .way(kind)?
+        .programs
+        .get(parts.next()?.parse::<usize>().ok()?)?;
+    let hook = Hook {
         spec,
         kind,
         status: Ok(()),
-    })
+    };
+    Some((hook, program))
+}
+
+/// What a restart adopts from a previous run's pins.
+#[derive(Default)]
+pub(super) struct Adopted {
+    /// The hooks (one entry per hook and kind).
+    pub hooks: Vec<Hook>,
+    /// Their links, held.
+    pub links: Vec<OwnedLink>,
+    /// The ids of their programs and kprobe links.
+    pub ids: Vec<LinkIds>,
 }
 
 /// The directory of one fingerprint, with the pin root locked for this process.
@@ -201,25 +218,41 @@ impl PinDir {
     }
 
     /// The hooks pinned by a previous run with the same fingerprint, if it pinned them
-    /// all, with their links (held so that removing the pin files cannot detach them).
-    pub(super) fn adoptable(&self) -> Option<(Vec<Hook>, Vec<OwnedLink>)> {
+    /// all, with their links (held so that removing the pin files cannot detach them) and
+    /// the ids of their programs.
+    pub(super) fn adoptable(&self) -> Option<Adopted> {
         if !self.here.join(COMPLETE).is_dir() {
             return None;
         }
         let maps_ok = PINNED_MAPS.iter().all(|m| self.map(m).exists());
-        let mut hooks = Vec::new();
-        let mut links = Vec::new();
+        let mut adopted = Adopted::default();
         for entry in std::fs::read_dir(self.here.join("links"))
             .ok()?
             .filter_map(Result::ok)
         {
-            let Some(hook) = entry.file_name().to_str().and_then(parse_link_name) else {
+            let Some((hook, program)) = entry.file_name().to_str().and_then(parse_link_name) else {
                 continue;
             };
-            links.push(OwnedLink::Pinned(PinnedLink::from_pin(entry.path()).ok()?));
-            hooks.push(hook);
+            let fd = super::info::pinned_fd(&entry.path()).ok()?;
+            let (program_id, link_id) = super::info::link_ids(&fd).ok()?;
+            adopted.ids.push(LinkIds {
+                program,
+                program_id,
+                kprobe_link_id: (hook.kind == Kind::Kprobe).then_some(link_id),
+            });
+            adopted
+                .links
+                .push(OwnedLink::Pinned(PinnedLink::from_pin(entry.path()).ok()?));
+            // A hook is one entry however many links it has.
+            if !adopted
+                .hooks
+                .iter()
+                .any(|h| std::ptr::eq(h.spec, hook.spec) && h.kind == hook.kind)
+            {
+                adopted.hooks.push(hook);
+            }
         }
-        (maps_ok && !hooks.is_empty()).then_some((hooks, links))
+        (maps_ok && !adopted.hooks.is_empty()).then_some(adopted)
     }
 
     /// Unpins the links a previous run left here without finishing (no marker): a fresh
@@ -247,11 +280,11 @@ impl PinDir {
         &self,
         links: Vec<AttachedLink>,
     ) -> (Vec<OwnedLink>, Vec<(&'static HookSpec, Kind, String)>) {
-        let perf_links = aya::features().bpf_perf_link();
-        let pinnable = links.iter().all(|l| match l.link {
-            OwnedLink::Fd(_) | OwnedLink::Pinned(_) => true,
-            OwnedLink::KProbe(_) | OwnedLink::TracePoint(_) => perf_links,
-        });
+        // Kprobe and tracepoint links are BPF links (pinnable) where the kernel has them
+        // (5.15+); the attacher made them so.
+        let pinnable = links
+            .iter()
+            .all(|l| matches!(l.link, OwnedLink::Fd(_) | OwnedLink::Pinned(_)));
         if !pinnable {
             tracing::warn!(
                 "this kernel cannot pin kprobe/tracepoint links (bpf perf links need 5.15+): \
@@ -262,24 +295,24 @@ impl PinDir {
         }
         let mut held = Vec::new();
         let mut failed = Vec::new();
-        for (n, AttachedLink { spec, kind, link }) in links.into_iter().enumerate() {
-            let path = self.here.join("links").join(link_name(spec, kind, n));
-            // aya attaches perf events through bpf links exactly when the kernel has them
-            // (checked above), so these conversions succeed.
+        for AttachedLink {
+            spec,
+            kind,
+            program,
+            link,
+        } in links
+        {
+            let path = self.here.join("links").join(link_name(spec, kind, program));
             let fd = match link {
-                OwnedLink::Fd(l) => Ok(l),
-                OwnedLink::KProbe(l) => FdLink::try_from(l),
-                OwnedLink::TracePoint(l) => FdLink::try_from(l),
-                OwnedLink::Pinned(l) => {
-                    held.push(OwnedLink::Pinned(l));
+                OwnedLink::Fd(l) => l,
+                // Already pinned, or (checked above) not here.
+                other => {
+                    held.push(other);
                     continue;
                 }
             };
-            // A failed conversion or pin drops (detaches) the link: the hook is lost.
-            match fd
-                .map_err(|e| e.to_string())
-                .and_then(|fd| fd.pin(&path).map_err(|e| e.to_string()))
-            {
+            // A failed pin drops (detaches) the link: the hook is lost.
+            match fd.pin(&path) {
                 Ok(pinned) => held.push(OwnedLink::Pinned(pinned)),
                 Err(e) => failed.push((
                     spec,
@@ -363,14 +396,19 @@ mod tests {
     fn link_names_round_trip() {
         for spec in &HOOKS {
             for way in spec.ways {
-                let hook = parse_link_name(&link_name(spec, way.kind, 3)).unwrap();
-                assert!(std::ptr::eq(hook.spec, spec));
-                assert_eq!(hook.kind, way.kind);
+                for (i, name) in way.programs.iter().enumerate() {
+                    let (hook, program) = parse_link_name(&link_name(spec, way.kind, i)).unwrap();
+                    assert!(std::ptr::eq(hook.spec, spec));
+                    assert_eq!(hook.kind, way.kind);
+                    assert_eq!(program, *name);
+                }
             }
         }
-        let hook = parse_link_name("3-tp_btf-0").unwrap();
+        let (hook, program) = parse_link_name("3-tp_btf-0").unwrap();
         assert_eq!(hook.probe(), "skb:kfree_skb");
         assert_eq!(hook.kind, Kind::TpBtf);
+        assert_eq!(program, "kfree_skb_btf");
+        assert!(parse_link_name("3-tp_btf-1").is_none(), "one program");
         assert!(parse_link_name("9-fentry-0").is_none());
         assert!(parse_link_name("1-uprobe-0").is_none());
         assert!(parse_link_name("nonsense").is_none());

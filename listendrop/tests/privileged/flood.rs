@@ -2,12 +2,9 @@
 //! exact however many clients scrape at once, and what cannot be delivered or attributed is
 //! counted.
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
 };
 
 use crate::support::{

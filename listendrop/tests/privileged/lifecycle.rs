@@ -448,3 +448,73 @@ fn churn_of_listeners_and_namespaces_leaves_no_series_behind() {
     );
     assert!(daemon.stop().success());
 }
+
+/// `(major, minor)` of the running kernel.
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The programs' own statistics, as the kernel keeps them: runs and run time while
+/// `kernel.bpf_stats_enabled=1` (and absent when it is 0), and misses where the kernel
+/// counts them (recursion_misses 5.12+; kprobe misses 6.7+).
+#[test]
+fn program_runs_time_and_misses_come_from_the_kernel() {
+    if !require_root("program_runs_time_and_misses_come_from_the_kernel") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let before = daemon.metrics();
+    let stats_were = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap();
+    if stats_were.trim() == "0" {
+        assert!(
+            !before
+                .iter()
+                .any(|s| s.metric == "listendrop_bpf_program_runs_total"),
+            "run counts exported while the kernel does not count runs"
+        );
+    }
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").unwrap();
+    let ns = crate::support::netns::Netns::new("progstats");
+    crate::support::scenarios::ack_overflow(&ns, "127.0.0.1:0", None, 1);
+    let metrics = daemon.metrics();
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_were.trim()).unwrap();
+    let runs = crate::support::daemon::sum(&metrics, "listendrop_bpf_program_runs_total", &[]);
+    let seconds =
+        crate::support::daemon::sum(&metrics, "listendrop_bpf_program_run_seconds_total", &[]);
+    assert!(runs > 0.0, "no program ran during an overflow scenario");
+    assert!(
+        seconds > 0.0 && seconds < runs * 1e-3,
+        "{seconds} s for {runs} runs"
+    );
+    // Misses: present for every program where this kernel counts them.
+    let kinds: Vec<String> = metrics
+        .iter()
+        .filter(|s| s.metric == "listendrop_probe_attached")
+        .filter(|s| crate::support::daemon::value(s) == 1.0)
+        .map(|s| s.labels.get("kind").unwrap().to_owned())
+        .collect();
+    let version = kernel_version();
+    let missed: Vec<_> = metrics
+        .iter()
+        .filter(|s| s.metric == "listendrop_bpf_missed_total")
+        .collect();
+    let programs: std::collections::BTreeSet<&str> = metrics
+        .iter()
+        .filter(|s| s.metric == "listendrop_bpf_program_runs_total")
+        .map(|s| s.labels.get("program").unwrap())
+        .collect();
+    let kprobes = kinds.iter().any(|k| k == "kprobe");
+    if version >= (6, 7) || (version >= (5, 12) && !kprobes) {
+        assert_eq!(
+            missed.len(),
+            programs.len(),
+            "one misses series per program on {version:?}"
+        );
+    }
+    assert!(daemon.stop().success());
+}

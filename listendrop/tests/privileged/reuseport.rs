@@ -3,7 +3,7 @@
 //! saturated member (not a sum that hides it), the group must be one listener with one
 //! owner series, and the counts must still equal the kernel's.
 
-use std::{net::SocketAddr, process::Command, thread::sleep, time::Duration};
+use std::{process::Command, thread::sleep, time::Duration};
 
 use nix::{
     sys::signal::{kill, Signal},
@@ -74,7 +74,7 @@ fn a_stopped_worker_of_a_reuseport_group_shows_as_a_full_queue() {
                 let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
                     .unwrap();
                 s.set_nonblocking(true).unwrap();
-                let _ = s.connect(&SocketAddr::from(addr).into());
+                let _ = s.connect(&addr.into());
                 sleep(Duration::from_millis(10));
                 s
             })
