@@ -197,6 +197,17 @@ pub struct RunArgs {
     )]
     pub listen_address: SocketAddr,
 
+    /// TLS, client certificates and basic auth for /metrics and /healthz: a YAML file in
+    /// the Prometheus exporter-toolkit format (tls_server_config, basic_auth_users,
+    /// http_server_config), read again when it or a file it names changes. Default: plain
+    /// HTTP for everyone.
+    #[arg(
+        long = "web.config.file",
+        value_name = "FILE",
+        env = "LISTENDROP_WEB_CONFIG_FILE"
+    )]
+    pub web_config_file: Option<PathBuf>,
+
     /// Only report listeners in these network namespaces (inode numbers, as in
     /// `ls -iL /proc/PID/ns/net`; comma-separated). Default: all.
     #[arg(
