@@ -22,3 +22,4 @@ mod prometheus;
 mod scenario;
 mod systemd;
 mod tools;
+mod web;
