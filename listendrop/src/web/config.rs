@@ -903,6 +903,22 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/web-config.example.yml");
+        let config = read(&path).unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(
+            tls.cert,
+            Pem::File(path.parent().unwrap().join("server.crt"))
+        );
+        assert!(config.users.contains_key("prometheus"));
+        assert_eq!(
+            config.headers,
+            [("X-Content-Type-Options".into(), "nosniff".into())]
+        );
+    }
+
+    #[test]
     fn a_missing_file_names_itself() {
         let err = read(Path::new("/nonexistent/web-config.yml"))
             .unwrap_err()

@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// What a test needs: certificates in a directory of its own.
-struct Pki {
+pub struct Pki {
     dir: TempDir,
     ca: CertifiedIssuer<'static, KeyPair>,
     /// Another CA, whose client certificates the daemon must refuse.
@@ -60,7 +60,7 @@ fn replace(path: &Path, text: &str) {
 
 impl Pki {
     /// A CA (`ca.crt`) and a stranger CA, in a fresh directory.
-    fn new() -> Self {
+    pub fn new() -> Self {
         let pki = Self {
             dir: TempDir::new("web"),
             ca: ca("listendrop test CA"),
@@ -70,15 +70,25 @@ impl Pki {
         pki
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// A new key and a certificate for 127.0.0.1 with this serial, written to
     /// `server.key` then `server.crt`. Returns the certificate.
     fn issue_server(&self, serial: u64) -> CertificateDer<'static> {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        self.issue_server_for(serial, &["127.0.0.1", "localhost"], "server")
+    }
+
+    /// The same for `names`, written to `<file>.key` then `<file>.crt`.
+    pub fn issue_server_for(
+        &self,
+        serial: u64,
+        names: &[&str],
+        file: &str,
+    ) -> CertificateDer<'static> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, format!("listendrop {serial}"));
@@ -86,8 +96,8 @@ impl Pki {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
-        replace(&self.path("server.key"), &key.serialize_pem());
-        replace(&self.path("server.crt"), &cert.pem());
+        replace(&self.path(&format!("{file}.key")), &key.serialize_pem());
+        replace(&self.path(&format!("{file}.crt")), &cert.pem());
         cert.der().clone()
     }
 
@@ -122,19 +132,34 @@ impl Pki {
 
 /// An answer to an HTTPS request.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
     /// The head (status line and headers), lowercase.
-    head: String,
-    body: String,
+    pub head: String,
+    /// The body.
+    pub body: String,
     /// The certificate the server presented.
-    server_cert: CertificateDer<'static>,
+    pub server_cert: CertificateDer<'static>,
 }
 
 /// GET `path` over a fresh TLS connection trusting `ca`, with a client certificate and
 /// an `Authorization` header if given. `Err`: the handshake or the exchange failed.
 fn https_get(
     addr: SocketAddr,
+    ca: &Path,
+    client: Option<&(PathBuf, PathBuf)>,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<Answer, String> {
+    let name = ServerName::from(addr.ip());
+    https_get_as(addr, name, ca, client, path, authorization)
+}
+
+/// The same, checking the server's certificate against `name` instead of the address.
+pub fn https_get_as(
+    addr: SocketAddr,
+    name: ServerName<'static>,
     ca: &Path,
     client: Option<&(PathBuf, PathBuf)>,
     path: &str,
@@ -161,8 +186,7 @@ fn https_get(
             )
             .unwrap(),
     };
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::from(addr.ip())).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let mut sock = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -199,7 +223,7 @@ fn https_get(
 }
 
 /// `Basic base64(user:password)`.
-fn basic(user: &str, password: &str) -> String {
+pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
     format!(
         "Basic {}",
@@ -601,4 +625,22 @@ fn a_bad_web_configuration_stops_the_daemon_with_the_file_and_the_reason() {
         "{}",
         failure.stderr
     );
+}
+
+#[test]
+fn the_example_web_configuration_starts_the_daemon() {
+    if !require_root("the_example_web_configuration_starts_the_daemon") {
+        return;
+    }
+    // deploy/web-config.example.yml beside a certificate and key of the names it gives.
+    let pki = Pki::new();
+    pki.issue_server(1);
+    let example = std::fs::read_to_string(tools::deploy("web-config.example.yml")).unwrap();
+    let config = pki.web_config(&example);
+    let daemon = Daemon::start(&["--web.config.file", config.to_str().unwrap()]);
+    let answer = https_get(daemon.addr, &pki.path("ca.crt"), None, "/healthz", None).unwrap();
+    // Its password is nobody's: locked until replaced.
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert!(answer.head.contains("x-content-type-options: nosniff"));
+    assert!(daemon.stop().success());
 }
