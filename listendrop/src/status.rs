@@ -106,6 +106,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             .collect();
         let doc = json!({
             "daemon": daemon.is_some(),
+            "daemon_error": unreachable.as_ref().map(|e| format!("{e:#}")),
             "listeners": listeners,
             "skipped_namespaces": skipped,
         });

@@ -318,7 +318,7 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     /// Accepted for compatibility; listendrop speaks HTTP/1.1 only.
-    #[allow(dead_code, reason = "read to accept the key; HTTP/2 is never served")]
+    #[expect(dead_code, reason = "read to accept the key; HTTP/2 is never served")]
     http2: Option<bool>,
     headers: Option<BTreeMap<String, String>>,
 }

@@ -393,13 +393,16 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_others_are_refused() {
         );
         assert!(out.status.success(), "{}", tools::text(&out));
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        doc["daemon"].as_bool().unwrap()
+        (
+            doc["daemon"].as_bool().unwrap(),
+            doc["daemon_error"].clone(),
+        )
     };
-    assert!(status(&[
-        "--basic-auth-file",
-        credentials.to_str().unwrap()
-    ]));
-    assert!(!status(&[]), "no credentials: 401");
+    let (reached, error) = status(&["--basic-auth-file", credentials.to_str().unwrap()]);
+    assert!(reached && error.is_null(), "{error}");
+    let (reached, error) = status(&[]);
+    assert!(!reached, "no credentials");
+    assert!(error.to_string().contains("401"), "{error}");
     let out = tools::output(Command::new(binary()).args([
         "status",
         "--daemon",
@@ -514,7 +517,12 @@ fn a_rotated_certificate_is_served_without_a_restart() {
             .filter(|l| l.contains("reloaded the web configuration"))
             .count()
     };
-    assert!(reloaded(&daemon.lines()) >= 1, "{:#?}", daemon.lines());
+    // (The log is read by another thread: wait for it.)
+    assert!(
+        daemon.wait_for_lines(Duration::from_secs(5), |l| reloaded(l) >= 1),
+        "{:#?}",
+        daemon.lines()
+    );
 
     // A broken certificate is not served: the previous one stays, the error is logged
     // once with the file and the reason.
@@ -527,11 +535,12 @@ fn a_rotated_certificate_is_served_without_a_restart() {
         assert_eq!(answer.status, 200);
         assert_eq!(answer.server_cert, second, "the previous certificate stays");
     }
-    let kept: Vec<String> = daemon
-        .lines()
-        .into_iter()
-        .filter(|l| l.contains("keeping the previous web configuration"))
-        .collect();
+    let keeping = |l: &str| l.contains("keeping the previous web configuration");
+    assert!(daemon.wait_for_lines(Duration::from_secs(5), |lines| lines
+        .iter()
+        .any(|l| keeping(l))));
+    std::thread::sleep(Duration::from_millis(200));
+    let kept: Vec<String> = daemon.lines().into_iter().filter(|l| keeping(l)).collect();
     assert_eq!(kept.len(), 1, "logged once: {kept:#?}");
     assert!(kept[0].contains("server.crt"), "{}", kept[0]);
 
@@ -562,10 +571,9 @@ fn a_rotated_certificate_is_served_without_a_restart() {
     // Switching to plain HTTP needs a restart: refused, TLS stays.
     pki.web_config("");
     assert_eq!(served().server_cert, third);
-    assert!(daemon
-        .lines()
+    assert!(daemon.wait_for_lines(Duration::from_secs(5), |lines| lines
         .iter()
-        .any(|l| l.contains("switching between HTTPS and plain HTTP needs a restart")));
+        .any(|l| l.contains("switching between HTTPS and plain HTTP needs a restart"))));
     assert_eq!(daemon.pid(), pid, "never restarted");
     assert!(daemon.stop().success());
 }
