@@ -20,7 +20,7 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{io::AsyncWriteExt as _, net::TcpListener, sync::Semaphore};
 
-use crate::web::Endpoint;
+use crate::web::{Endpoint, Refusal};
 
 /// Produces the body of `/metrics`, or an error message.
 pub type Scrape = Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>;
@@ -84,10 +84,9 @@ pub async fn serve(listener: TcpListener, scrape: Scrape, web: Arc<Endpoint>) {
                     let scrape = Arc::clone(&scrape);
                     let web = Arc::clone(&web);
                     async move {
-                        let mut resp = if web.allows(req.headers()).await {
-                            route(&req, &scrape)
-                        } else {
-                            unauthorized()
+                        let mut resp = match web.admit(req.headers()).await {
+                            Ok(()) => route(&req, &scrape),
+                            Err(refusal) => refused(refusal),
                         };
                         web.add_headers(resp.headers_mut());
                         Ok::<_, Infallible>(resp)
@@ -143,18 +142,27 @@ fn route(req: &Request<Incoming>, scrape: &Scrape) -> Response<Full<Bytes>> {
     }
 }
 
-/// 401, asking for basic auth (what exporter-toolkit answers).
-fn unauthorized() -> Response<Full<Bytes>> {
-    let mut resp = respond(
-        StatusCode::UNAUTHORIZED,
-        "text/plain",
-        "Unauthorized\n".into(),
-    );
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Basic"),
-    );
-    resp
+/// 401 asking for basic auth, or 429 (what exporter-toolkit answers).
+fn refused(refusal: Refusal) -> Response<Full<Bytes>> {
+    match refusal {
+        Refusal::Unauthorized => {
+            let mut resp = respond(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "Unauthorized\n".into(),
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic"),
+            );
+            resp
+        }
+        Refusal::TooManyRequests => respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            "text/plain",
+            "Too Many Requests\n".into(),
+        ),
+    }
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

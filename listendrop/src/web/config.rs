@@ -1,8 +1,8 @@
 //! The web configuration file (`--web.config.file`) in the format of the Prometheus
 //! exporter-toolkit, so that the file a node_exporter uses works here too:
-//! `tls_server_config` (certificate and key, client certificates, TLS versions, cipher
-//! suites, curves), `http_server_config` (extra response headers) and `basic_auth_users`
-//! (bcrypt hashes).
+//! `tls_server_config` (certificate and key, client certificates and their SANs, TLS
+//! versions, cipher suites, curves), `http_server_config` (extra response headers),
+//! `basic_auth_users` (bcrypt hashes) and `rate_limit`.
 //!
 //! The semantics are exporter-toolkit's (`web/tls_config.go`, `docs/web-configuration.md`):
 //! unknown keys and duplicate keys are errors, relative paths are relative to the file's
@@ -12,7 +12,9 @@
 //! would, the file is refused with the reason rather than served differently:
 //! - TLS 1.0 and 1.1, CBC and RSA-key-exchange cipher suites and the P-521 curve (rustls
 //!   does not implement them);
-//! - `client_allowed_sans` and `rate_limit` (not implemented);
+//! - `client_allowed_sans` with `NoClientCert` or an empty list (Go would refuse every
+//!   connection); e-mail SANs are not compared (DNS names, IP addresses and URIs are);
+//! - a negative `rate_limit.burst` (Go's limiter would refuse everything).
 //! - `VerifyClientCertIfGiven`/`RequireAndVerifyClientCert` without a client CA (Go falls
 //!   back to the system's roots, which only a public CA's client certificates chain to);
 //! - a `tls_server_config` that names no certificate at all (Go serves plain HTTP then;
@@ -111,6 +113,18 @@ pub struct WebConfig {
     pub users: BTreeMap<String, String>,
     /// Headers added to every response (`http_server_config.headers`).
     pub headers: Vec<(String, String)>,
+    /// `rate_limit`, when its interval is above zero.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit`: a token bucket of `burst` requests refilled one per `interval`
+/// (golang.org/x/time/rate); requests beyond it get 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Time to earn one request.
+    pub interval: std::time::Duration,
+    /// Requests allowed at once (0: none, as in Go).
+    pub burst: u32,
 }
 
 /// `tls_server_config`, validated.
@@ -135,6 +149,9 @@ pub struct TlsSettings {
     pub prefer_server_cipher_suites: bool,
     /// `curve_preferences`, in order; empty: rustls' defaults.
     pub curves: Vec<Curve>,
+    /// `client_allowed_sans`: a client certificate must have one of these DNS names, IP
+    /// addresses or URIs; empty: no such check.
+    pub client_allowed_sans: Vec<String>,
 }
 
 /// PEM text from a file or inline in the configuration.
@@ -291,7 +308,16 @@ struct RawConfig {
     tls_server_config: Option<RawTls>,
     http_server_config: Option<RawHttp>,
     basic_auth_users: Option<BTreeMap<String, String>>,
-    rate_limit: Option<serde::de::IgnoredAny>,
+    rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    /// A Go duration ("1s", "1m30s") or an integer of nanoseconds.
+    interval: Option<String>,
+    burst: Option<u32>,
 }
 
 /// `tls_server_config` as written.
@@ -344,14 +370,28 @@ pub fn parse(text: &str, path: &Path) -> Result<WebConfig, WebConfigError> {
         key: key.to_owned(),
         problem,
     };
-    if raw.rate_limit.is_some() {
-        return Err(invalid(
-            "rate_limit",
-            "not supported by listendrop (its endpoint already serves at most 512 connections \
-             with header and write timeouts); remove it"
-                .into(),
-        ));
-    }
+    let rate_limit = match raw.rate_limit {
+        None => None,
+        Some(limit) => {
+            let interval = match limit.interval.as_deref() {
+                None => std::time::Duration::ZERO,
+                Some(text) => go_duration(text).ok_or_else(|| {
+                    invalid(
+                        "rate_limit.interval",
+                        format!(
+                            "{text:?} is not a duration: write it as Go does, e.g. 1s, 100ms \
+                             or 1m30s"
+                        ),
+                    )
+                })?,
+            };
+            // An interval of zero (or below) disables the limit, as in Go.
+            (!interval.is_zero()).then_some(RateLimit {
+                interval,
+                burst: limit.burst.unwrap_or(0),
+            })
+        }
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
     let tls = match raw.tls_server_config {
         None => None,
@@ -408,7 +448,51 @@ pub fn parse(text: &str, path: &Path) -> Result<WebConfig, WebConfigError> {
         tls,
         users,
         headers,
+        rate_limit,
     })
+}
+
+/// A Go `time.Duration` as yaml.v2 reads it: an integer is nanoseconds, text is
+/// `time.ParseDuration`'s (a sign, then numbers with a fraction and a unit each: ns, us,
+/// µs, ms, s, m, h). A negative duration is zero (Go's limiter is then off too).
+fn go_duration(text: &str) -> Option<std::time::Duration> {
+    if let Ok(nanos) = text.parse::<i64>() {
+        return Some(std::time::Duration::from_nanos(nanos.max(0).unsigned_abs()));
+    }
+    let (negative, mut rest) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&end| end > 0 && &rest[..end] != ".")?;
+        let number: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += number * seconds;
+        rest = &rest[unit_end..];
+    }
+    if negative {
+        return Some(std::time::Duration::ZERO);
+    }
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 /// YAML into the raw structure; an empty document (or only comments) is an empty
@@ -515,11 +599,20 @@ fn tls_settings(
             ),
         ));
     }
-    if raw.client_allowed_sans.is_some() {
+    if raw.client_allowed_sans.as_ref().is_some_and(Vec::is_empty) {
         return Err(invalid(
             &key("client_allowed_sans"),
-            "not supported by listendrop; give the scrapers their own client CA \
-             (client_ca_file) instead, and remove it"
+            "an empty list lets no client in: list the names the scrapers' certificates \
+             carry, or remove it"
+                .into(),
+        ));
+    }
+    let client_allowed_sans = raw.client_allowed_sans.unwrap_or_default();
+    if !client_allowed_sans.is_empty() && client_auth == ClientAuth::NoClientCert {
+        return Err(invalid(
+            &key("client_allowed_sans"),
+            "client certificates are not asked for (client_auth_type NoClientCert), so no \
+             client could connect: set client_auth_type to RequireAndVerifyClientCert"
                 .into(),
         ));
     }
@@ -604,6 +697,7 @@ fn tls_settings(
         cipher_suites,
         prefer_server_cipher_suites: raw.prefer_server_cipher_suites.unwrap_or(true),
         curves,
+        client_allowed_sans,
     }))
 }
 
@@ -646,6 +740,7 @@ mod tests {
              \x20 cipher_suites: [TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]\n\
              \x20 prefer_server_cipher_suites: false\n\
              \x20 curve_preferences: [CurveP384, X25519, CurveP256]\n\
+             \x20 client_allowed_sans: [prometheus.monitoring.svc, 10.0.0.1]\n\
              http_server_config:\n\
              \x20 http2: false\n\
              \x20 headers:\n\
@@ -654,10 +749,24 @@ mod tests {
              \x20   Strict-Transport-Security: max-age=31536000\n\
              \x20   Content-Security-Policy: \"\"\n\
              basic_auth_users:\n\
-             \x20 prometheus: {HASH}\n"
+             \x20 prometheus: {HASH}\n\
+             rate_limit:\n\
+             \x20 interval: 1m30s\n\
+             \x20 burst: 5\n"
         ))
         .unwrap();
+        assert_eq!(
+            config.rate_limit,
+            Some(RateLimit {
+                interval: std::time::Duration::from_secs(90),
+                burst: 5
+            })
+        );
         let tls = config.tls.unwrap();
+        assert_eq!(
+            tls.client_allowed_sans,
+            ["prometheus.monitoring.svc", "10.0.0.1"]
+        );
         assert_eq!(
             tls.cert,
             Pem::File("/etc/listendrop/server.crt".into()),
@@ -697,6 +806,43 @@ mod tests {
                 ("X-Content-Type-Options".into(), "nosniff".into()),
                 ("X-Frame-Options".into(), "deny".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn rate_limit_durations_read_as_go_reads_them() {
+        let ms = std::time::Duration::from_millis;
+        for (text, want) in [
+            ("1s", Some(ms(1000))),
+            ("100ms", Some(ms(100))),
+            ("1m30s", Some(ms(90_000))),
+            ("1.5h", Some(ms(5_400_000))),
+            ("2h45m", Some(ms(9_900_000))),
+            ("300us", Some(std::time::Duration::from_micros(300))),
+            ("5µs", Some(std::time::Duration::from_micros(5))),
+            ("1000000000", Some(ms(1000))), // yaml.v2: an integer is nanoseconds
+            ("0", Some(ms(0))),
+            ("-1s", Some(ms(0))),
+            ("", None),
+            ("s", None),
+            ("1", Some(std::time::Duration::from_nanos(1))),
+            ("1d", None),
+            ("1 s", None),
+            (".s", None),
+        ] {
+            assert_eq!(go_duration(text), want, "{text:?}");
+        }
+        // exporter-toolkit's own test files: interval 0 is no limiter; 1s with burst 0
+        // refuses everything (the limiter then allows nothing).
+        let off = parsed("rate_limit:\n  interval: 0\n  burst: 0\n").unwrap();
+        assert_eq!(off.rate_limit, None);
+        let none = parsed("rate_limit:\n  interval: \"1s\"\n  burst: 0\n").unwrap();
+        assert_eq!(
+            none.rate_limit,
+            Some(RateLimit {
+                interval: ms(1000),
+                burst: 0
+            })
         );
     }
 
@@ -826,7 +972,15 @@ mod tests {
             ),
             (
                 "  client_allowed_sans: [one]\n",
-                &["client_allowed_sans", "not supported"],
+                &[
+                    "client_allowed_sans",
+                    "NoClientCert",
+                    "no client could connect",
+                ],
+            ),
+            (
+                "  client_auth_type: RequireAnyClientCert\n  client_allowed_sans: []\n",
+                &["client_allowed_sans", "an empty list lets no client in"],
             ),
         ] {
             let err = error(&format!("{base}{extra}"));
@@ -867,9 +1021,11 @@ mod tests {
             ("tls_server_config: [1, 2]\n", "line 1"),
             ("tls_server_config:\n  cert_file: [\n", "line"),
             (
-                "rate_limit:\n  interval: 1s\n  burst: 1\n",
-                "rate_limit: not supported",
+                "rate_limit:\n  interval: soon\n  burst: 1\n",
+                "rate_limit.interval: \"soon\" is not a duration",
             ),
+            ("rate_limit:\n  burst: -1\n", "line 2"),
+            ("rate_limit:\n  every: 1s\n", "every"),
         ] {
             let err = error(text);
             assert!(err.contains(needle), "{text:?}: {needle:?} not in {err}");

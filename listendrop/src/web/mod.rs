@@ -2,7 +2,8 @@
 //! certificates, basic auth, extra headers), read again when it changes.
 //!
 //! [`Endpoint`] is what the HTTP server asks, per connection ([`Endpoint::accept`]: the
-//! TLS handshake, or none) and per request ([`Endpoint::allows`], [`Endpoint::add_headers`]).
+//! TLS handshake, or none) and per request ([`Endpoint::admit`]: the rate limit and basic
+//! auth; [`Endpoint::add_headers`]).
 //! Both first check, with one `stat` per file, whether the configuration file or a
 //! certificate, key or CA file it names changed (modification or change time, size,
 //! inode: a rewrite, a `mv` or a Kubernetes Secret update). A changed set is loaded
@@ -26,6 +27,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex, RwLock},
     task::{Context, Poll},
+    time::Instant,
 };
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
@@ -42,8 +44,51 @@ struct Active {
     /// User → bcrypt hash; empty: no authentication.
     users: BTreeMap<String, String>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    rate_limit: Option<config::RateLimit>,
     /// What its files were when they were read.
     files: Stamps,
+}
+
+/// Why a request is refused, before it is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401: no or wrong basic auth credentials.
+    Unauthorized,
+    /// 429: over `rate_limit`.
+    TooManyRequests,
+}
+
+/// `rate_limit`'s token bucket (golang.org/x/time/rate's `Limiter.Allow`): full at start,
+/// one request earned per interval, at most `burst` saved.
+#[derive(Debug)]
+struct Bucket {
+    limit: config::RateLimit,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(limit: config::RateLimit, now: Instant) -> Self {
+        Self {
+            limit,
+            tokens: f64::from(limit.burst),
+            last: now,
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn allow(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.last).as_secs_f64()
+            / self.limit.interval.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(f64::from(self.limit.burst));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The identity of the contents of each file of a configuration.
@@ -96,6 +141,8 @@ pub struct Endpoint {
     /// task reloads and the others wait for its result.
     failed: Mutex<Option<Stamps>>,
     auth: auth::Authenticator,
+    /// Kept across reloads while `rate_limit` stays the same.
+    bucket: Mutex<Option<Bucket>>,
 }
 
 impl Endpoint {
@@ -107,6 +154,7 @@ impl Endpoint {
                 tls: None,
                 users: BTreeMap::new(),
                 headers: Vec::new(),
+                rate_limit: None,
                 files: Stamps::default(),
             },
             Some(path) => load(path).1?,
@@ -116,6 +164,7 @@ impl Endpoint {
             active: RwLock::new(Arc::new(active)),
             failed: Mutex::new(None),
             auth: auth::Authenticator::new(),
+            bucket: Mutex::new(None),
         }))
     }
 
@@ -209,12 +258,28 @@ impl Endpoint {
         }
     }
 
-    /// Whether a request with these headers may pass basic authentication.
-    pub async fn allows(&self, headers: &HeaderMap) -> bool {
+    /// Whether a request with these headers may be served: within `rate_limit`, then
+    /// with the credentials of a user of `basic_auth_users` (exporter-toolkit's order).
+    pub async fn admit(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         self.refresh();
         let active = self.current();
+        if let Some(limit) = active.rate_limit {
+            let now = Instant::now();
+            let mut bucket = lock(&self.bucket);
+            let bucket = match &mut *bucket {
+                Some(b) if b.limit == limit => b,
+                other => other.insert(Bucket::new(limit, now)),
+            };
+            if !bucket.allow(now) {
+                return Err(Refusal::TooManyRequests);
+            }
+        }
         let authorization = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
-        self.auth.allows(&active.users, authorization).await
+        if self.auth.allows(&active.users, authorization).await {
+            Ok(())
+        } else {
+            Err(Refusal::Unauthorized)
+        }
     }
 
     /// Adds the configured `http_server_config.headers` to a response.
@@ -260,6 +325,7 @@ fn load(path: &Path) -> (Stamps, Result<Active, WebConfigError>) {
         tls,
         users: config.users,
         headers,
+        rate_limit: config.rate_limit,
         files: files.clone(),
     };
     (files, Ok(active))
@@ -343,5 +409,33 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<IO> {
             Self::Plain(io) => Pin::new(io).poll_shutdown(cx),
             Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_burst_then_one_per_interval() {
+        let start = Instant::now();
+        let limit = config::RateLimit {
+            interval: Duration::from_secs(1),
+            burst: 3,
+        };
+        let mut bucket = Bucket::new(limit, start);
+        let allowed = |bucket: &mut Bucket, at: Duration, n: usize| {
+            (0..n).filter(|_| bucket.allow(start + at)).count()
+        };
+        assert_eq!(allowed(&mut bucket, Duration::ZERO, 5), 3, "the burst");
+        assert_eq!(allowed(&mut bucket, Duration::from_millis(500), 5), 0);
+        assert_eq!(allowed(&mut bucket, Duration::from_millis(1000), 5), 1);
+        // Idle for long: no more than the burst saved.
+        assert_eq!(allowed(&mut bucket, Duration::from_secs(100), 10), 3);
+        // burst 0 allows nothing, as in Go.
+        let mut none = Bucket::new(config::RateLimit { burst: 0, ..limit }, start);
+        assert_eq!(allowed(&mut none, Duration::from_secs(100), 5), 0);
     }
 }

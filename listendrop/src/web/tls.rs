@@ -12,8 +12,8 @@ use rustls::{
         danger::{ClientCertVerified, ClientCertVerifier},
         ParsedCertificate, WebPkiClientVerifier,
     },
-    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
-    SupportedCipherSuite,
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme, SupportedCipherSuite,
 };
 
 use super::config::{CipherSuite, ClientAuth, Curve, Pem, TlsSettings, TlsVersion, WebConfigError};
@@ -82,13 +82,14 @@ pub fn server_config(path: &Path, tls: &TlsSettings) -> Result<Arc<ServerConfig>
             problem: format!("{e}; list suites of the versions min_version..max_version allow"),
         })?;
 
-    let builder = match tls.client_auth {
-        ClientAuth::NoClientCert => builder.with_no_client_auth(),
-        ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => builder
-            .with_client_cert_verifier(Arc::new(AnyClientCert {
+    let verifier: Option<Arc<dyn ClientCertVerifier>> = match tls.client_auth {
+        ClientAuth::NoClientCert => None,
+        ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
+            Some(Arc::new(AnyClientCert {
                 mandatory: tls.client_auth == ClientAuth::RequireAnyClientCert,
                 algorithms: provider.signature_verification_algorithms,
-            })),
+            }))
+        }
         ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
             let ca = tls
                 .client_ca
@@ -129,11 +130,22 @@ pub fn server_config(path: &Path, tls: &TlsSettings) -> Result<Arc<ServerConfig>
             } else {
                 verifier
             };
-            let verifier = verifier
-                .build()
-                .map_err(|e| material(ca_key, ca, format!("{e}")))?;
+            Some(
+                verifier
+                    .build()
+                    .map_err(|e| material(ca_key, ca, format!("{e}")))?,
+            )
+        }
+    };
+    let builder = match verifier {
+        None => builder.with_no_client_auth(),
+        Some(verifier) if tls.client_allowed_sans.is_empty() => {
             builder.with_client_cert_verifier(verifier)
         }
+        Some(inner) => builder.with_client_cert_verifier(Arc::new(AllowedSans {
+            inner,
+            allowed: tls.client_allowed_sans.clone(),
+        })),
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
         material(
@@ -229,6 +241,90 @@ fn provider(tls: &TlsSettings) -> CryptoProvider {
     provider
 }
 
+/// `client_allowed_sans`: after the policy's own checks, the client certificate must
+/// carry one of the allowed names as a SAN, compared as exporter-toolkit does (exact
+/// string equality): DNS names and URIs as written, IP addresses as addresses. (E-mail
+/// SANs are not compared: rustls' X.509 parser does not expose them.) As in Go, where the
+/// check runs on every handshake, a client without a certificate is refused.
+#[derive(Debug)]
+struct AllowedSans {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl AllowedSans {
+    fn allows(&self, end_entity: &CertificateDer<'_>) -> bool {
+        let Ok(cert) = webpki::EndEntityCert::try_from(end_entity) else {
+            return false;
+        };
+        let names: Vec<&str> = cert
+            .valid_dns_names()
+            .chain(cert.valid_uri_names())
+            .collect();
+        self.allowed.iter().any(|allowed| {
+            names.contains(&allowed.as_str())
+                || allowed.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+                    cert.verify_is_valid_for_subject_name(&rustls::pki_types::ServerName::from(ip))
+                        .is_ok()
+                })
+        })
+    }
+}
+
+impl ClientCertVerifier for AllowedSans {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.allows(end_entity) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// `RequestClientCert` and `RequireAnyClientCert`: a client certificate is asked for
 /// (and with the latter required) but not checked against any CA, as in Go. The client
 /// still proves it holds the certificate's key (the handshake signature is verified).
@@ -305,6 +401,8 @@ mod tests {
         ca: CertificateDer<'static>,
         client: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
         stranger: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+        /// A client certificate of the CA naming an IP address and a URI.
+        ip_uri: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
     }
 
     fn issuer() -> CertifiedIssuer<'static, KeyPair> {
@@ -347,11 +445,19 @@ mod tests {
                 "stranger",
                 ExtendedKeyUsagePurpose::ClientAuth,
             ));
+            let mut params = CertificateParams::new(vec!["10.1.2.3".to_owned()]).unwrap();
+            params.subject_alt_names.push(rcgen::SanType::URI(
+                "spiffe://cluster/prometheus".try_into().unwrap(),
+            ));
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let key = KeyPair::generate().unwrap();
+            let ip_uri = der_pair((params.signed_by(&key, &ca).unwrap(), key));
             Self {
                 dir,
                 ca: ca.der().clone(),
                 client,
                 stranger,
+                ip_uri,
             }
         }
 
@@ -440,6 +546,76 @@ mod tests {
             ] {
                 let got = handshake(Arc::clone(&server), &f.ca, cert);
                 assert_eq!(got.is_ok(), want, "{auth}, {who}: {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn client_allowed_sans_admit_only_those_names() {
+        let f = Fixture::new("sans");
+        let server = |auth: &str, sans: &str| {
+            f.server(&format!(
+                "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+                 client_auth_type: {auth}\n  client_ca_file: ca.crt\n  \
+                 client_allowed_sans: [{sans}]\n"
+            ))
+            .unwrap()
+        };
+        // (policy, allowed, no certificate, another CA's "stranger", the CA's "client",
+        // the CA's 10.1.2.3 + spiffe://cluster/prometheus)
+        for (auth, sans, none, stranger, client, ip_uri) in [
+            (
+                "RequireAndVerifyClientCert",
+                "client",
+                false,
+                false,
+                true,
+                false,
+            ),
+            (
+                "RequireAndVerifyClientCert",
+                "other, 10.1.2.3",
+                false,
+                false,
+                false,
+                true,
+            ),
+            (
+                "RequireAndVerifyClientCert",
+                "\"spiffe://cluster/prometheus\"",
+                false,
+                false,
+                false,
+                true,
+            ),
+            (
+                "VerifyClientCertIfGiven",
+                "client",
+                false,
+                false,
+                true,
+                false,
+            ),
+            // Not chained to a CA, but the name is checked all the same.
+            (
+                "RequireAnyClientCert",
+                "stranger",
+                false,
+                true,
+                false,
+                false,
+            ),
+            ("RequestClientCert", "10.1.2.3", false, false, false, true),
+        ] {
+            let server = server(auth, sans);
+            for (who, cert, want) in [
+                ("no certificate", None, none),
+                ("stranger", Some(&f.stranger), stranger),
+                ("client", Some(&f.client), client),
+                ("10.1.2.3", Some(&f.ip_uri), ip_uri),
+            ] {
+                let got = handshake(Arc::clone(&server), &f.ca, cert);
+                assert_eq!(got.is_ok(), want, "{auth} [{sans}], {who}: {got:?}");
             }
         }
     }

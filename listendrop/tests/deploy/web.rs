@@ -450,7 +450,7 @@ fn prometheus_scrapes_with_a_client_certificate_and_clients_without_one_are_refu
     let config = pki.web_config(&format!(
         "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  \
          client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n  \
-         min_version: TLS12\n",
+         client_allowed_sans: [prometheus]\n  min_version: TLS12\n",
         pki.path("server.crt").display(),
         pki.path("server.key").display()
     ));
@@ -458,10 +458,16 @@ fn prometheus_scrapes_with_a_client_certificate_and_clients_without_one_are_refu
     let ca = pki.path("ca.crt");
     let prometheus = pki.issue_client("prometheus", false);
     let stranger = pki.issue_client("stranger", true);
+    // The CA's, but not a name of client_allowed_sans.
+    let intruder = pki.issue_client("intruder", false);
 
     let ok = https_get(daemon.addr, &ca, Some(&prometheus), "/healthz", None).unwrap();
     assert_eq!(ok.status, 200, "{ok:?}");
-    for (who, client) in [("no certificate", None), ("another CA's", Some(&stranger))] {
+    for (who, client) in [
+        ("no certificate", None),
+        ("another CA's", Some(&stranger)),
+        ("not an allowed SAN", Some(&intruder)),
+    ] {
         for path in ["/metrics", "/healthz"] {
             let refused = https_get(daemon.addr, &ca, client, path, None);
             assert!(refused.is_err(), "{who}: {path} answered: {refused:?}");
@@ -650,5 +656,39 @@ fn the_example_web_configuration_starts_the_daemon() {
     // Its password is nobody's: locked until replaced.
     assert_eq!(answer.status, 401, "{answer:?}");
     assert!(answer.head.contains("x-content-type-options: nosniff"));
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn basic_auth_and_rate_limit_without_tls() {
+    if !require_root("basic_auth_and_rate_limit_without_tls") {
+        return;
+    }
+    // exporter-toolkit allows basic auth on plain HTTP (web_config_users_noTLS).
+    let pki = Pki::new();
+    let config = pki.web_config(&format!(
+        "basic_auth_users:\n  prometheus: {}\nrate_limit:\n  interval: 1h\n  burst: 3\n",
+        bcrypt::hash("pw", 4).unwrap()
+    ));
+    let daemon = Daemon::start(&["--web.config.file", config.to_str().unwrap()]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let get = |authorization: Option<&str>| {
+        let mut request = agent.get(&format!("http://{}/metrics", daemon.addr));
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        request.call().unwrap().status().as_u16()
+    };
+    let good = basic("prometheus", "pw");
+    // Three requests of the burst (whatever their credentials), then 429 for an hour.
+    assert_eq!(get(None), 401);
+    assert_eq!(get(Some(&good)), 200);
+    assert_eq!(get(Some(&good)), 200);
+    assert_eq!(get(Some(&good)), 429);
+    assert_eq!(get(None), 429);
     assert!(daemon.stop().success());
 }
