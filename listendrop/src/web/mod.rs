@@ -194,7 +194,11 @@ impl Endpoint {
             if active.users.is_empty() {
                 "no basic auth".to_owned()
             } else {
-                format!("basic auth ({} users)", active.users.len())
+                format!(
+                    "basic auth ({} user{})",
+                    active.users.len(),
+                    if active.users.len() == 1 { "" } else { "s" }
+                )
             }
         )
     }
