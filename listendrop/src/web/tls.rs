@@ -112,7 +112,14 @@ pub fn server_config(path: &Path, tls: &TlsSettings) -> Result<Arc<ServerConfig>
             for cert in CertificateDer::pem_slice_iter(&ca_pem) {
                 let cert = cert.map_err(|e| material(ca_key, ca, pem_problem(&e)))?;
                 roots.add(cert).map_err(|e| {
-                    material(ca_key, ca, format!("not a usable CA certificate: {e}"))
+                    material(
+                        ca_key,
+                        ca,
+                        format!(
+                            "not a usable CA certificate ({e}): give the certificate of the CA \
+                             that signs the client certificates"
+                        ),
+                    )
                 })?;
             }
             if roots.is_empty() {
@@ -130,11 +137,13 @@ pub fn server_config(path: &Path, tls: &TlsSettings) -> Result<Arc<ServerConfig>
             } else {
                 verifier
             };
-            Some(
-                verifier
-                    .build()
-                    .map_err(|e| material(ca_key, ca, format!("{e}")))?,
-            )
+            Some(verifier.build().map_err(|e| {
+                material(
+                    ca_key,
+                    ca,
+                    format!("{e}: give the CA that signs the client certificates"),
+                )
+            })?)
         }
     };
     let builder = match verifier {
