@@ -110,7 +110,8 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
             let found = lines.lock().unwrap().iter().find_map(|l| {
-                let rest = l.split("serving metrics on http://").nth(1)?;
+                // http:// or, with --web.config.file and TLS, https://.
+                let rest = l.split("serving metrics on ").nth(1)?.split("://").nth(1)?;
                 rest.split('/').next()?.parse::<SocketAddr>().ok()
             });
             if let Some(addr) = found {
@@ -132,10 +133,9 @@ impl Daemon {
         // Namespaces made after this are born under the daemon's eyes: the first inventory
         // pass (the one that takes the namespaces already there as known at start) is done.
         assert!(
-            daemon.wait_for_metric(Duration::from_secs(30), |m| {
-                m.iter()
-                    .any(|s| s.metric == "listendrop_inventory_duration_seconds" && value(s) > 0.0)
-            }),
+            daemon.wait_for_lines(Duration::from_secs(30), |l| l
+                .iter()
+                .any(|l| l.contains("listener inventory: "))),
             "listendrop's first inventory pass did not end in 30 s"
         );
         daemon

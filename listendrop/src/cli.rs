@@ -68,6 +68,31 @@ pub struct StatusArgs {
         default_value = "127.0.0.1:9477"
     )]
     pub daemon: SocketAddr,
+    /// The daemon's base URL instead of --daemon, for one behind --web.config.file, e.g.
+    /// https://node1:9477 (then --ca-file, and the credentials its web configuration asks
+    /// for: --basic-auth-file, --client-cert).
+    #[arg(long, value_name = "URL", env = "LISTENDROP_DAEMON_URL")]
+    pub daemon_url: Option<String>,
+    /// The CA (PEM) that signed the daemon's certificate, for an https:// --daemon-url.
+    #[arg(long, value_name = "FILE", env = "LISTENDROP_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// A file holding `user:password` for a daemon with basic_auth_users (a password is
+    /// never a flag). Without it, the environment variable LISTENDROP_BASIC_AUTH
+    /// (`user:password`) is used when set.
+    #[arg(long, value_name = "FILE", env = "LISTENDROP_BASIC_AUTH_FILE")]
+    pub basic_auth_file: Option<PathBuf>,
+    /// Client certificate (PEM; its key too, unless --client-key) for a daemon that asks
+    /// for one (client_auth_type).
+    #[arg(long, value_name = "FILE", env = "LISTENDROP_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "LISTENDROP_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Do not ask the daemon, even if it runs.
     #[arg(long)]
     pub no_daemon: bool,
@@ -198,6 +223,17 @@ pub struct RunArgs {
         default_value = "127.0.0.1:9477"
     )]
     pub listen_address: SocketAddr,
+
+    /// TLS, client certificates and basic auth for /metrics and /healthz: a YAML file in
+    /// the Prometheus exporter-toolkit format (tls_server_config, basic_auth_users,
+    /// http_server_config), read again when it or a file it names changes. Default: plain
+    /// HTTP for everyone.
+    #[arg(
+        long = "web.config.file",
+        value_name = "FILE",
+        env = "LISTENDROP_WEB_CONFIG_FILE"
+    )]
+    pub web_config_file: Option<PathBuf>,
 
     /// Only report listeners in these network namespaces (inode numbers, as in
     /// `ls -iL /proc/PID/ns/net`; comma-separated). Default: all.

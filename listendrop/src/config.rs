@@ -29,6 +29,7 @@ pub const DEFAULT_PATH: &str = "/etc/listendrop/config.toml";
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
     web_listen_address: Option<SocketAddr>,
+    web_config_file: Option<PathBuf>,
     include_netns: Option<Vec<u32>>,
     exclude_netns: Option<Vec<u32>>,
     include_ports: Option<Vec<u16>>,
@@ -120,6 +121,11 @@ fn merge(
         "listen_address",
         file.web_listen_address,
         args.listen_address
+    );
+    take!(
+        "web_config_file",
+        file.web_config_file.map(Some),
+        args.web_config_file
     );
     take!("include_netns", file.include_netns, args.include_netns);
     take!("exclude_netns", file.exclude_netns, args.exclude_netns);
@@ -220,6 +226,19 @@ mod tests {
         assert_eq!(run.listen_address, "0.0.0.0:9999".parse().unwrap());
         assert_eq!(run.probes.probe_kind, KindChoice::Kprobe, "flag beats file");
         assert_eq!(run.exclude_ports, [22]);
+    }
+
+    #[test]
+    fn web_config_file_from_the_file_unless_a_flag_says() {
+        let file = "web-config-file = \"/etc/listendrop/web-config.yml\"\n";
+        let run = resolve(&[], file).unwrap();
+        assert_eq!(
+            run.web_config_file,
+            Some(PathBuf::from("/etc/listendrop/web-config.yml"))
+        );
+        let run = resolve(&["--web.config.file", "/x.yml"], file).unwrap();
+        assert_eq!(run.web_config_file, Some(PathBuf::from("/x.yml")));
+        assert_eq!(resolve(&[], "").unwrap().web_config_file, None);
     }
 
     #[test]

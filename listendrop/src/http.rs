@@ -4,6 +4,10 @@
 //! small header limits, request bodies never read, a header read timeout, a write timeout, a
 //! lifetime cap per connection and a cap on concurrent connections, so idle or hostile
 //! clients cannot starve the scraper or the daemon.
+//!
+//! With `--web.config.file` (see `web/`) connections are TLS and requests need basic
+//! auth, under the same limits: the TLS handshake must end within the header timeout and
+//! is covered by the write timeout and the connection's lifetime.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -15,6 +19,8 @@ use hyper::{
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{io::AsyncWriteExt as _, net::TcpListener, sync::Semaphore};
+
+use crate::web::{Endpoint, Refusal};
 
 /// Produces the body of `/metrics`, or an error message.
 pub type Scrape = Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>;
@@ -35,8 +41,9 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Header lines accepted.
 const MAX_HEADERS: usize = 32;
 
-/// Serves requests on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, scrape: Scrape) {
+/// Serves requests on `listener` until the task is dropped, with the TLS and
+/// authentication of `web`.
+pub async fn serve(listener: TcpListener, scrape: Scrape, web: Arc<Endpoint>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (mut stream, peer) = match listener.accept().await {
@@ -50,6 +57,10 @@ pub async fn serve(listener: TcpListener, scrape: Scrape) {
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::debug!("HTTP connection from {peer} refused: {MAX_CONNECTIONS} already open");
+            if web.scheme() == "https" {
+                // Plain text would only garble a TLS client's handshake: just close.
+                continue;
+            }
             tokio::spawn(async move {
                 let _ = stream
                     .write_all(b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
@@ -58,20 +69,38 @@ pub async fn serve(listener: TcpListener, scrape: Scrape) {
             continue;
         };
         let scrape = Arc::clone(&scrape);
+        let web = Arc::clone(&web);
         tokio::spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |req| {
-                let scrape = Arc::clone(&scrape);
-                async move { Ok::<_, Infallible>(route(&req, &scrape)) }
-            });
             let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
             stream.set_write_timeout(Some(WRITE_TIMEOUT));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .max_headers(MAX_HEADERS)
-                .serve_connection(TokioIo::new(Box::pin(stream)), service);
+            let conn = async {
+                // The TLS handshake (none without TLS) gets the time the headers get.
+                let stream = tokio::time::timeout(HEADER_TIMEOUT, web.accept(Box::pin(stream)))
+                    .await
+                    .map_err(|_| "TLS handshake timed out".to_owned())?
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                let service = service_fn(move |req| {
+                    let scrape = Arc::clone(&scrape);
+                    let web = Arc::clone(&web);
+                    async move {
+                        let mut resp = match web.admit(req.headers()).await {
+                            Ok(()) => route(&req, &scrape),
+                            Err(refusal) => refused(refusal),
+                        };
+                        web.add_headers(resp.headers_mut());
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .max_headers(MAX_HEADERS)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
             match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
                 Ok(Err(e)) => tracing::debug!("HTTP connection from {peer}: {e}"),
                 Err(_) => tracing::debug!(
@@ -110,6 +139,29 @@ fn route(req: &Request<Incoming>, scrape: &Scrape) -> Response<Full<Bytes>> {
             resp
         }
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// 401 asking for basic auth, or 429 (what exporter-toolkit answers).
+fn refused(refusal: Refusal) -> Response<Full<Bytes>> {
+    match refusal {
+        Refusal::Unauthorized => {
+            let mut resp = respond(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "Unauthorized\n".into(),
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic"),
+            );
+            resp
+        }
+        Refusal::TooManyRequests => respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            "text/plain",
+            "Too Many Requests\n".into(),
+        ),
     }
 }
 

@@ -26,3 +26,4 @@ pub mod status;
 pub mod trace;
 pub mod tracefs;
 pub mod util;
+pub mod web;

@@ -4,7 +4,7 @@
 //! drops per reason and the recent rate. An SO_REUSEPORT group is one listener with its
 //! members listed below it (each its own accept queue and owner).
 
-use std::{collections::BTreeMap, io::Write as _, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, io::Write as _};
 
 use anyhow::Context as _;
 use listendrop_common::Reason;
@@ -49,10 +49,13 @@ struct Line<'a> {
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     let snapshot = std::sync::Arc::new(Inventory::new().collect());
     let view = View::new(std::sync::Arc::clone(&snapshot));
-    let daemon = if args.no_daemon {
-        None
+    let (daemon, unreachable) = if args.no_daemon {
+        (None, None)
     } else {
-        from_daemon(args.daemon)
+        match from_daemon(args) {
+            Ok(daemon) => (Some(daemon), None),
+            Err(e) => (None, Some(e)),
+        }
     };
     let lines: Vec<Line> = view
         .listeners
@@ -85,6 +88,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             .collect();
         let doc = json!({
             "daemon": daemon.is_some(),
+            "daemon_error": unreachable.as_ref().map(|e| format!("{e:#}")),
             "listeners": lines.iter().map(to_json).collect::<Vec<_>>(),
             "skipped_namespaces": skipped,
         });
@@ -105,6 +109,16 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             "\n(listendrop daemon not reachable{}: DROPS in parentheses are the kernel's \
              per-socket sk_drops, reasons unknown; run the daemon for the drop story)",
             if args.no_daemon { ", --no-daemon" } else { "" }
+        )?;
+    }
+    if let Some(e) = unreachable {
+        // A daemon behind --web.config.file answers plain HTTP with a TLS alert and
+        // anonymous requests with 401: say how to reach it.
+        writeln!(
+            out,
+            "(asking the daemon: {e:#}; a daemon with --web.config.file is reached with \
+             --daemon-url https://HOST:PORT --ca-file CA.pem and, as its configuration asks, \
+             --basic-auth-file or --client-cert)"
         )?;
     }
     for skipped in &snapshot.skipped {
@@ -227,10 +241,11 @@ fn to_json(line: &Line) -> serde_json::Value {
     })
 }
 
-/// Drops per reason and recent rate per listener from a running daemon, or `None`.
-fn from_daemon(addr: SocketAddr) -> Option<BTreeMap<ListenerId, FromDaemon>> {
-    let body = fetch(addr).ok()?;
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).ok()?;
+/// Drops per reason and recent rate per listener from a running daemon.
+fn from_daemon(args: &StatusArgs) -> anyhow::Result<BTreeMap<ListenerId, FromDaemon>> {
+    let body = crate::web::client::fetch(args)?;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .context("the daemon's /metrics is not Prometheus text")?;
     let mut out: BTreeMap<ListenerId, FromDaemon> = BTreeMap::new();
     for sample in scrape.samples {
         let value = match sample.value {
@@ -260,17 +275,5 @@ fn from_daemon(addr: SocketAddr) -> Option<BTreeMap<ListenerId, FromDaemon>> {
             _ => {}
         }
     }
-    Some(out)
-}
-
-fn fetch(addr: SocketAddr) -> anyhow::Result<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let mut resp = agent
-        .get(&format!("http://{addr}/metrics"))
-        .call()
-        .with_context(|| format!("GET http://{addr}/metrics"))?;
-    Ok(resp.body_mut().read_to_string()?)
+    Ok(out)
 }

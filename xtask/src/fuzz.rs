@@ -15,6 +15,7 @@ const TARGETS: &[&str] = &[
     "netstat",
     "sock_diag",
     "tracefs_format",
+    "web_config",
 ];
 
 pub fn fuzz(seconds: u64) -> anyhow::Result<()> {

@@ -36,6 +36,11 @@ const FILES: &[(&str, &str, u32)] = &[
         "etc/listendrop/config.example.toml",
         0o644,
     ),
+    (
+        "deploy/web-config.example.yml",
+        "etc/listendrop/web-config.example.yml",
+        0o644,
+    ),
     ("README.md", "usr/share/doc/listendrop/README.md", 0o644),
 ];
 

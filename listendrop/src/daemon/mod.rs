@@ -26,7 +26,7 @@ use crate::{
     inventory::Inventory,
     metrics::{kernel::KernelCollector, Metrics},
     probes::Pinning,
-    session,
+    session, web,
 };
 use logger::DropLogger;
 use state::Shared;
@@ -47,6 +47,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     // Bind first: a taken port is the most common start-up error and needs no privileges.
     let listener = bind(args.listen_address).await?;
     let served = listener.local_addr().context("reading the bound address")?;
+    // A web configuration that cannot be used stops the daemon here, with the reason.
+    let web = web::Endpoint::new(args.web_config_file.as_deref())?;
+    tracing::info!("{}", web.describe());
 
     let pinning = (!args.no_pin).then(|| Pinning {
         dir: args.pin_dir.clone(),
@@ -98,13 +101,13 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tracing::info!("serving metrics on http://{served}/metrics");
+    tracing::info!("serving metrics on {}://{served}/metrics", web.scheme());
     // Type=notify units start their dependents now; elsewhere this does nothing.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     let mut logger = DropLogger::new(Arc::clone(&shared));
     let result = tokio::select! {
-        () = http::serve(listener, scrape) => Ok(()),
+        () = http::serve(listener, scrape, web) => Ok(()),
         r = events::drain(ring, stats, |e| logger.log(e)) => r.context("reading drop events"),
         _ = sigint.recv() => { tracing::info!("SIGINT: detaching and exiting"); Ok(()) }
         _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching and exiting"); Ok(()) }

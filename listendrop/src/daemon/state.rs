@@ -65,7 +65,15 @@ impl Shared {
         };
         let now = Instant::now();
         let mut ctx = lock(&self.context);
+        let first = ctx.view.inventory.namespaces.is_empty();
         ctx.refresh(snapshot, &counts, marks, now);
+        if first {
+            tracing::info!(
+                "listener inventory: {} network namespaces, {} listeners",
+                ctx.view.inventory.namespaces.len(),
+                ctx.view.listeners.len()
+            );
+        }
         self.expire(&mut ctx, &counts, now);
         *lock(&self.pass) = Arc::new(ctx.totals());
         self.metrics.update_inventory(&ctx, &self.filter, started);

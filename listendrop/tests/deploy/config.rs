@@ -57,13 +57,39 @@ fn config_example_sets_every_option_to_its_default() {
     let table: toml::Table = toml::from_str(&text).expect("valid TOML");
     let options = help_options();
     assert!(options.len() >= 10, "parsed too few options: {options:?}");
-    let keys: Vec<_> = table.keys().cloned().collect();
+    // An option without a default that is not a flag (a file to name) is shown commented
+    // out, with an example value.
+    let commented: BTreeMap<String, toml::Value> = text
+        .lines()
+        .filter_map(|l| {
+            let entry: toml::Table = toml::from_str(l.strip_prefix("# ")?).ok()?;
+            let (key, value) = entry.into_iter().next()?;
+            let option = options.keys().any(|o| o.replace('.', "-") == key);
+            option.then_some((key, value))
+        })
+        .collect();
+    let mut keys: Vec<_> = table.keys().chain(commented.keys()).cloned().collect();
+    keys.sort();
     let want: Vec<_> = options.keys().map(|o| o.replace('.', "-")).collect();
     let mut sorted_want = want.clone();
     sorted_want.sort();
     assert_eq!(keys, sorted_want, "keys vs `listendrop --help` options");
     for (option, default) in &options {
         let key = option.replace('.', "-");
+        if let Some(example) = commented.get(&key) {
+            assert!(
+                default.is_none(),
+                "{key} has a default: set it, uncommented"
+            );
+            assert!(example.is_str(), "{key}: a commented example names a file");
+            let at = text.find(&format!("\n# {key} = ")).unwrap();
+            assert!(text[..at]
+                .lines()
+                .next_back()
+                .unwrap_or("")
+                .starts_with('#'));
+            continue;
+        }
         let value = &table[&key];
         // A flag (no default in the help) is off by default.
         let flag_off = default.is_none() && value.as_bool() == Some(false);

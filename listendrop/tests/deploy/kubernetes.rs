@@ -8,13 +8,19 @@ use std::{collections::BTreeSet, path::Path, process::Command};
 
 use serde_json::Value;
 
+use rustls::pki_types::ServerName;
+
 use crate::{
-    support::{daemon::Daemon, require_root},
+    support::{
+        daemon::{binary, run_to_exit, Daemon},
+        require_root,
+    },
     systemd::unit_capabilities,
     tools::{self, TempDir},
+    web::{basic, https_get_as, Pki},
 };
 
-const CORE: [&str; 2] = ["daemonset.yaml", "service.yaml"];
+const CORE: [&str; 3] = ["daemonset.yaml", "service.yaml", "web-secrets.yaml"];
 
 /// kubernetes-validate --strict on `files`: (success, everything printed).
 fn kubernetes_validate(program: &Path, files: &[&Path]) -> (bool, String) {
@@ -175,9 +181,10 @@ fn kubernetes_manifests_fit_together() {
         .find(|p| p["name"] == "metrics")
         .expect("container port `metrics`");
     assert_eq!(port["containerPort"], 9477);
+    // /healthz needs TLS and basic auth like /metrics, which kubelet cannot give: the
+    // probes connect to the port.
     for probe in ["livenessProbe", "readinessProbe"] {
-        assert_eq!(c[probe]["httpGet"]["path"], "/healthz", "{probe}");
-        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+        assert_eq!(c[probe]["tcpSocket"]["port"], "metrics", "{probe}");
     }
     for kind in ["requests", "limits"] {
         for res in ["cpu", "memory"] {
@@ -210,6 +217,115 @@ fn kubernetes_manifests_fit_together() {
         .contains(svc["metadata"]["namespace"].as_str().unwrap()));
     assert_eq!(mon["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(mon["spec"]["endpoints"][0]["path"], "/metrics");
+
+    // The secure endpoint: the DaemonSet's web configuration, the Secrets it comes from
+    // and the ServiceMonitor's TLS and credentials fit together.
+    let web = SecureEndpoint::of(&ds, &mon);
+    let endpoint = &mon["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    for key in ["tls_server_config.cert_file", "tls_server_config.key_file"] {
+        let (section, field) = key.split_once('.').unwrap();
+        let file = web.config[section][field].as_str().unwrap();
+        assert!(
+            web.tls_items.contains(file),
+            "{key} {file} is not projected from the TLS Secret: {:?}",
+            web.tls_items
+        );
+    }
+    assert_eq!(
+        endpoint["tlsConfig"]["ca"]["secret"]["name"], web.tls_secret,
+        "the ServiceMonitor trusts the CA of the daemons' certificate"
+    );
+    assert!(!web.server_name.is_empty(), "tlsConfig.serverName");
+    let auth = &endpoint["basicAuth"];
+    for part in ["username", "password"] {
+        assert_eq!(auth[part]["name"], "listendrop-scrape", "basicAuth.{part}");
+        assert!(web.scrape[auth[part]["key"].as_str().unwrap()].is_string());
+    }
+    assert!(
+        web.config["basic_auth_users"][web.scrape["username"].as_str().unwrap()].is_string(),
+        "the ServiceMonitor's user is one of basic_auth_users"
+    );
+}
+
+/// The DaemonSet's secure endpoint as the manifests describe it.
+struct SecureEndpoint {
+    /// The argument's path, the mount's directory.
+    config_path: String,
+    /// web-config.yml of the Secret, as text and as a document.
+    config_text: String,
+    config: Value,
+    /// The TLS Secret projected beside it, and the files taken from it.
+    tls_secret: String,
+    tls_items: BTreeSet<String>,
+    /// What the ServiceMonitor checks the certificate against.
+    server_name: String,
+    /// The listendrop-scrape Secret's data.
+    scrape: Value,
+}
+
+impl SecureEndpoint {
+    fn of(ds: &Value, mon: &Value) -> Self {
+        let pod = &ds["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let config_path = strings(&c["args"])
+            .iter()
+            .find_map(|a| a.strip_prefix("--web.config.file=").map(str::to_owned))
+            .expect("the DaemonSet passes --web.config.file");
+        let (dir, file) = config_path.rsplit_once('/').unwrap();
+        let mount = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("{dir} not mounted"));
+        assert_eq!(mount["readOnly"], true);
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        let sources = volume["projected"]["sources"].as_array().unwrap();
+        let secrets = tools::yaml_documents(&tools::deploy("kubernetes/web-secrets.yaml"));
+        let secret = |name: &str| {
+            secrets
+                .iter()
+                .find(|s| s["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("no Secret {name} in web-secrets.yaml"))
+                .clone()
+        };
+        // The web configuration Secret (all its keys), then the TLS one (some keys).
+        let config_secret = sources[0]["secret"]["name"].as_str().unwrap();
+        let config_text = secret(config_secret)["stringData"][file]
+            .as_str()
+            .unwrap_or_else(|| panic!("{config_secret} has no {file}"))
+            .to_owned();
+        let config: Value = serde_saphyr::from_str(&config_text).expect("web-config.yml is YAML");
+        let tls_secret = sources[1]["secret"]["name"].as_str().unwrap().to_owned();
+        let tls_items = sources[1]["secret"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["path"].as_str().unwrap().to_owned())
+            .collect();
+        let server_name = mon["spec"]["endpoints"][0]["tlsConfig"]["serverName"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        for s in &secrets {
+            assert_eq!(s["metadata"]["namespace"], ds["metadata"]["namespace"]);
+        }
+        Self {
+            config_path,
+            config_text,
+            config,
+            tls_secret,
+            tls_items,
+            server_name,
+            scrape: secret("listendrop-scrape")["stringData"].clone(),
+        }
+    }
 }
 
 #[test]
@@ -219,13 +335,64 @@ fn daemonset_args_start_the_daemon() {
         return;
     }
     let ds = manifest("daemonset.yaml");
-    // Every argument but the address (the test serves on a free loopback port).
+    let web = SecureEndpoint::of(&ds, &manifest("servicemonitor.yaml"));
+    // The Secrets' files in a directory of the test's own: the web configuration with a
+    // hash of a test password in place of the placeholder, a certificate for the
+    // ServiceMonitor's serverName.
+    let pki = Pki::new();
+    pki.issue_server_for(1, &[&web.server_name], "tls");
+    let password = "scrape-password";
+    let user = web.scrape["username"].as_str().unwrap();
+    let config_path = pki.path("web-config.yml");
+    let placeholder = "REPLACE-WITH-THE-BCRYPT-HASH";
+    assert!(web.config_text.contains(placeholder));
+    std::fs::write(
+        &config_path,
+        web.config_text
+            .replace(placeholder, &bcrypt::hash(password, 4).unwrap()),
+    )
+    .unwrap();
+    // Every argument but the address (the test serves on a free loopback port), with
+    // that directory for the mount's.
     let args: Vec<String> = strings(&ds["spec"]["template"]["spec"]["containers"][0]["args"])
         .into_iter()
         .filter(|a| !a.starts_with("--web.listen-address"))
+        .map(|a| a.replace(&web.config_path, config_path.to_str().unwrap()))
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let daemon = Daemon::start(&args);
-    assert_eq!(daemon.get("/healthz").0, 200);
+    let name = ServerName::try_from(web.server_name.clone()).unwrap();
+    let get = |authorization: Option<&str>| {
+        https_get_as(
+            daemon.addr,
+            name.clone(),
+            &pki.path("ca.crt"),
+            None,
+            "/healthz",
+            authorization,
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(
+        get(Some(&basic(user, password))),
+        200,
+        "the ServiceMonitor's way"
+    );
+    assert_eq!(get(None), 401);
     assert!(daemon.stop().success());
+
+    // As shipped, the placeholder stops the daemon with the way to make a hash.
+    std::fs::write(&config_path, &web.config_text).unwrap();
+    let failure = run_to_exit(Command::new(binary()).args(&args).args([
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--no-pin",
+    ]));
+    assert_eq!(failure.code, Some(1), "{}", failure.stderr);
+    assert!(
+        failure.stderr.contains("not a bcrypt hash") && failure.stderr.contains("htpasswd"),
+        "{}",
+        failure.stderr
+    );
 }

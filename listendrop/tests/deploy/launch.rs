@@ -144,7 +144,8 @@ pub fn start(bin: &std::path::Path, caps: &[String], extra: &[&str]) -> Outcome 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let found = lines.lock().unwrap().iter().find_map(|l| {
-            let rest = l.split("serving metrics on http://").nth(1)?;
+            // http:// or, with --web.config.file and TLS, https://.
+            let rest = l.split("serving metrics on ").nth(1)?.split("://").nth(1)?;
             rest.split('/').next()?.parse::<SocketAddr>().ok()
         });
         if let Some(addr) = found {

@@ -21,3 +21,4 @@ mod prometheus;
 mod scenario;
 mod systemd;
 mod tools;
+mod web;

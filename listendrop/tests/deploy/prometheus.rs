@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// A prometheus server on 127.0.0.1, killed by its pid on drop.
-struct Server {
+pub struct Server {
     child: Child,
     addr: SocketAddr,
     log: std::path::PathBuf,
@@ -29,18 +29,25 @@ impl Server {
     /// Starts `program` scraping `target` every second, with `rules` loaded, storing in
     /// `dir`.
     fn start(program: &Path, dir: &Path, target: SocketAddr, rules: &Path) -> Self {
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - {}\n\
+        Self::start_with(
+            program,
+            dir,
+            &format!(
+                "rule_files:\n  - {}\n\
                  scrape_configs:\n  - job_name: listendrop\n    static_configs:\n      \
                  - targets: ['{target}']\n",
                 serde_json::to_string(rules.to_str().unwrap()).unwrap()
             ),
         )
-        .unwrap();
+    }
+
+    /// Starts `program` with `config` (YAML: rule files, scrape configurations) after a
+    /// global scrape and evaluation interval of one second, storing in `dir`.
+    pub fn start_with(program: &Path, dir: &Path, config: &str) -> Self {
+        let config_text =
+            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{config}");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, config_text).unwrap();
         // A free port: bound and released (nothing else on this machine races for it).
         let addr = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -81,7 +88,7 @@ impl Server {
         }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -98,8 +105,26 @@ impl Server {
         resp.body_mut().read_to_string().ok()
     }
 
+    /// Waits (20 s at most) for a scrape that started after `done` (seconds since the
+    /// epoch) and was stored.
+    pub fn wait_for_scrape_after(&self, done: f64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let last = self.query("max(timestamp(listendrop_build_info))");
+            if last.first().is_some_and(|(_, t)| *t > done) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no scrape after {done}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// An instant query: the vector's samples as (labels, value).
-    fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+    pub fn query(&self, promql: &str) -> Vec<(Value, f64)> {
         let path = format!("/api/v1/query?query={}", encode(promql));
         let body = self
             .get(&path)
@@ -138,7 +163,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-fn now() -> f64 {
+pub fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -166,20 +191,7 @@ fn real_prometheus_stores_drops_equal_to_the_kernel_count() {
     let overflows = scenario::ack_overflows(&ns);
     let done = now();
 
-    // Wait for a scrape that started after the scenario ended.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let last = prom.query("max(timestamp(listendrop_build_info))");
-        if last.first().is_some_and(|(_, t)| *t > done) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no scrape after the scenario:\n{}",
-            prom.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    prom.wait_for_scrape_after(done);
     let query = format!("sum(listendrop_drops_total{{netns=\"{}\"}})", ns.inode);
     let result = prom.query(&query);
     assert_eq!(result.len(), 1, "{query}: {result:?}");

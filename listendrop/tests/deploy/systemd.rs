@@ -139,6 +139,18 @@ fn systemd_unit_verifies_clean() {
         "systemd-analyze verify:\n{printed}"
     );
 
+    // The commented web configuration line, uncommented, verifies too.
+    let secured = text.replace(
+        "#Environment=LISTENDROP_WEB_CONFIG_FILE=",
+        "Environment=LISTENDROP_WEB_CONFIG_FILE=",
+    );
+    assert_ne!(secured, text, "the unit shows --web.config.file");
+    let (ok, printed) = verify(&analyze, &secured);
+    assert!(
+        ok && printed.trim().is_empty(),
+        "with the web configuration: {printed}"
+    );
+
     // The check can fail: a misspelled directive and a missing binary are reported.
     let (_, printed) = verify(&analyze, &text.replace("ProtectHome=", "ProtectHom="));
     assert!(

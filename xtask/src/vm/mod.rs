@@ -35,6 +35,9 @@ const PACKAGES: &[&str] = &[
     "xz-utils",
     "iproute2",
     "bpftool",
+    // x86_64-linux-musl-gcc: ring (rustls' crypto, the secure endpoint) compiles C and
+    // assembly for the static musl binaries.
+    "musl-tools",
 ];
 
 /// The line `/init` prints once, followed by `PASS` or `FAIL exit=<code>`.

@@ -1,0 +1,694 @@
+//! The secure endpoint (`--web.config.file`, the exporter-toolkit format) end to end: a
+//! CA, server and client certificates made at test time (rcgen), the real daemon serving
+//! TLS, a real Prometheus scraping it with basic auth or a client certificate and storing
+//! what the kernel counted; wrong credentials get 401, plain HTTP, a client without the
+//! required certificate and a handshake that never ends are refused; a rotated
+//! certificate is served without a restart; a bad file stops the daemon at start.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SerialNumber,
+};
+use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::{
+    prometheus::{now, Server},
+    scenario,
+    support::{
+        daemon::{binary, run_to_exit, Daemon},
+        netns::Netns,
+        require_root,
+    },
+    tools::{self, TempDir},
+};
+
+/// What a test needs: certificates in a directory of its own.
+pub struct Pki {
+    dir: TempDir,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    /// Another CA, whose client certificates the daemon must refuse.
+    stranger: CertifiedIssuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// Writes `text` to `path` as a rotation does: a new file renamed over the old one.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+impl Pki {
+    /// A CA (`ca.crt`) and a stranger CA, in a fresh directory.
+    pub fn new() -> Self {
+        let pki = Self {
+            dir: TempDir::new("web"),
+            ca: ca("listendrop test CA"),
+            stranger: ca("stranger CA"),
+        };
+        std::fs::write(pki.path("ca.crt"), pki.ca.pem()).unwrap();
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A new key and a certificate for 127.0.0.1 with this serial, written to
+    /// `server.key` then `server.crt`. Returns the certificate.
+    fn issue_server(&self, serial: u64) -> CertificateDer<'static> {
+        self.issue_server_for(serial, &["127.0.0.1", "localhost"], "server")
+    }
+
+    /// The same for `names`, written to `<file>.key` then `<file>.crt`.
+    pub fn issue_server_for(
+        &self,
+        serial: u64,
+        names: &[&str],
+        file: &str,
+    ) -> CertificateDer<'static> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("listendrop {serial}"));
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        replace(&self.path(&format!("{file}.key")), &key.serialize_pem());
+        replace(&self.path(&format!("{file}.crt")), &cert.pem());
+        cert.der().clone()
+    }
+
+    /// A client certificate signed by the CA (or the stranger): (certificate, key) files.
+    fn issue_client(&self, name: &str, by_stranger: bool) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let issuer = if by_stranger {
+            &self.stranger
+        } else {
+            &self.ca
+        };
+        let cert = params.signed_by(&key, issuer).unwrap();
+        let (cert_path, key_path) = (
+            self.path(&format!("{name}.crt")),
+            self.path(&format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    /// Writes the web configuration and returns its path.
+    fn web_config(&self, yaml: &str) -> PathBuf {
+        let path = self.path("web-config.yml");
+        replace(&path, yaml);
+        path
+    }
+}
+
+/// An answer to an HTTPS request.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The head (status line and headers), lowercase.
+    pub head: String,
+    /// The body.
+    pub body: String,
+    /// The certificate the server presented.
+    pub server_cert: CertificateDer<'static>,
+}
+
+/// GET `path` over a fresh TLS connection trusting `ca`, with a client certificate and
+/// an `Authorization` header if given. `Err`: the handshake or the exchange failed.
+fn https_get(
+    addr: SocketAddr,
+    ca: &Path,
+    client: Option<&(PathBuf, PathBuf)>,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<Answer, String> {
+    let name = ServerName::from(addr.ip());
+    https_get_as(addr, name, ca, client, path, authorization)
+}
+
+/// The same, checking the server's certificate against `name` instead of the address.
+pub fn https_get_as(
+    addr: SocketAddr,
+    name: ServerName<'static>,
+    ca: &Path,
+    client: Option<&(PathBuf, PathBuf)>,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<Answer, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+    };
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut sock = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let auth = authorization.map_or_else(String::new, |a| format!("authorization: {a}\r\n"));
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{auth}\r\n")
+            .as_bytes(),
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    match tls.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A peer that closes without close_notify, after the whole answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(format!("read: {e}")),
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("not HTTP: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status: {head}"))?;
+    let server_cert = conn.peer_certificates().unwrap()[0].clone().into_owned();
+    Ok(Answer {
+        status,
+        head: head.to_lowercase(),
+        body: body.to_owned(),
+        server_cert,
+    })
+}
+
+/// `Basic base64(user:password)`.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// What the server sends back to a plain HTTP request on its TLS port (until it closes).
+fn plain_http_answer(addr: SocketAddr) -> Vec<u8> {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    // A reset after the alert is as good as a close.
+    let _ = sock.read_to_end(&mut answer);
+    answer
+}
+
+/// Asserts that a plain HTTP client gets no HTTP answer from the TLS port.
+fn assert_plain_http_refused(addr: SocketAddr) {
+    let answer = plain_http_answer(addr);
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plain HTTP was answered: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    // A TLS alert record (content type 21), or nothing.
+    assert!(
+        answer.is_empty() || answer[0] == 21,
+        "not a TLS alert: {answer:?}"
+    );
+}
+
+/// A client that connects and never starts the handshake is cut off after the header
+/// timeout (5 s), so it cannot hold a connection slot.
+fn assert_stalled_handshake_is_cut(addr: SocketAddr) {
+    let started = Instant::now();
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut byte = [0; 1];
+    let read = sock.read(&mut byte);
+    let waited = started.elapsed();
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "the server sent something: {read:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(15),
+        "closed after {waited:?}, not the 5 s header timeout"
+    );
+}
+
+/// Runs the ACK overflow scenario and waits until Prometheus stored a scrape taken after
+/// it; then asserts what it stored for the namespace equals the kernel's count.
+fn assert_prometheus_stores_the_kernel_count(prom: &Server) {
+    let ns = Netns::new("web");
+    let overflows = scenario::ack_overflows(&ns);
+    prom.wait_for_scrape_after(now());
+    let query = format!("sum(listendrop_drops_total{{netns=\"{}\"}})", ns.inode);
+    let result = prom.query(&query);
+    assert_eq!(result.len(), 1, "{query}: {result:?}\n{}", prom.log());
+    println!(
+        "{query} = {} in Prometheus; kernel ListenOverflows delta = {overflows}",
+        result[0].1
+    );
+    assert_eq!(
+        result[0].1, overflows as f64,
+        "Prometheus vs ListenOverflows"
+    );
+    let up = prom.query("up{job=\"listendrop\"}");
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].1, 1.0, "the target is up");
+}
+
+/// A Prometheus scrape job for the daemon at `addr` over HTTPS, with `extra` YAML lines
+/// (indented for the job: tls_config, basic_auth).
+fn https_job(addr: SocketAddr, extra: &str) -> String {
+    format!(
+        "scrape_configs:\n  - job_name: listendrop\n    scheme: https\n{extra}    \
+         static_configs:\n      - targets: ['{addr}']\n"
+    )
+}
+
+#[test]
+fn prometheus_scrapes_over_tls_with_basic_auth_and_others_are_refused() {
+    let test = "prometheus_scrapes_over_tls_with_basic_auth_and_others_are_refused";
+    if !require_root(test) {
+        return;
+    }
+    let Some(program) = tools::require(test, "prometheus", "prometheus") else {
+        return;
+    };
+    let pki = Pki::new();
+    pki.issue_server(1);
+    let password = "correct horse battery staple";
+    // Relative paths: relative to the configuration file's directory.
+    let config = pki.web_config(&format!(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
+         http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n\
+         basic_auth_users:\n  prometheus: {}\n",
+        bcrypt::hash(password, 10).unwrap()
+    ));
+    let daemon = Daemon::start(&["--web.config.file", config.to_str().unwrap()]);
+    assert!(
+        daemon
+            .lines()
+            .iter()
+            .any(|l| l.contains(&format!("serving metrics on https://{}", daemon.addr))),
+        "{:#?}",
+        daemon.lines()
+    );
+    let ca = pki.path("ca.crt");
+    let get = |path: &str, authorization: Option<&str>| {
+        https_get(daemon.addr, &ca, None, path, authorization)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    };
+
+    let good = basic("prometheus", password);
+    let ok = get("/metrics", Some(&good));
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(ok.body.contains("listendrop_build_info"), "{}", ok.body);
+    assert!(
+        ok.head.contains("x-content-type-options: nosniff"),
+        "{}",
+        ok.head
+    );
+    let health = get("/healthz", Some(&good));
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    // /healthz follows the rules of /metrics; every wrong credential gets 401.
+    for (path, authorization) in [
+        ("/metrics", None),
+        ("/metrics", Some(basic("prometheus", "wrong"))),
+        ("/metrics", Some(basic("nobody", password))),
+        ("/metrics", Some(basic("Prometheus", password))),
+        ("/metrics", Some("Basic !!!".to_owned())),
+        ("/metrics", Some(format!("Bearer {password}"))),
+        ("/healthz", None),
+        ("/healthz", Some(basic("prometheus", "wrong"))),
+        ("/nothing", None),
+    ] {
+        let answer = get(path, authorization.as_deref());
+        assert_eq!(answer.status, 401, "{path} {authorization:?}: {answer:?}");
+        assert!(
+            answer.head.contains("www-authenticate: basic"),
+            "{}",
+            answer.head
+        );
+        assert!(!answer.body.contains("listendrop_"), "{}", answer.body);
+    }
+    assert_plain_http_refused(daemon.addr);
+    assert_stalled_handshake_is_cut(daemon.addr);
+
+    // `listendrop status` reaches it with the CA and credentials from a file, and says
+    // how when it cannot.
+    let credentials = pki.path("status-credentials");
+    std::fs::write(&credentials, format!("prometheus:{password}\n")).unwrap();
+    let url = format!("https://{}", daemon.addr);
+    let status = |extra: &[&str]| {
+        let out = tools::output(
+            Command::new(binary())
+                .args(["status", "--json", "--daemon-url", &url])
+                .args(["--ca-file", ca.to_str().unwrap()])
+                .args(extra),
+        );
+        assert!(out.status.success(), "{}", tools::text(&out));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            doc["daemon"].as_bool().unwrap(),
+            doc["daemon_error"].clone(),
+        )
+    };
+    let (reached, error) = status(&["--basic-auth-file", credentials.to_str().unwrap()]);
+    assert!(reached && error.is_null(), "{error}");
+    let (reached, error) = status(&[]);
+    assert!(!reached, "no credentials");
+    assert!(error.to_string().contains("401"), "{error}");
+    let out = tools::output(Command::new(binary()).args([
+        "status",
+        "--daemon",
+        &daemon.addr.to_string(),
+    ]));
+    let printed = tools::text(&out);
+    assert!(
+        printed.contains("--daemon-url https://HOST:PORT --ca-file"),
+        "{printed}"
+    );
+
+    // A real Prometheus, with the password in a file of its own.
+    let dir = TempDir::new("prometheus-tls");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, password).unwrap();
+    let prom = Server::start_with(
+        &program,
+        dir.path(),
+        &https_job(
+            daemon.addr,
+            &format!(
+                "    tls_config:\n      ca_file: {}\n    basic_auth:\n      username: \
+                 prometheus\n      password_file: {}\n",
+                ca.display(),
+                password_file.display()
+            ),
+        ),
+    );
+    assert_prometheus_stores_the_kernel_count(&prom);
+    drop(prom);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn prometheus_scrapes_with_a_client_certificate_and_clients_without_one_are_refused() {
+    let test = "prometheus_scrapes_with_a_client_certificate_and_clients_without_one_are_refused";
+    if !require_root(test) {
+        return;
+    }
+    let Some(program) = tools::require(test, "prometheus", "prometheus") else {
+        return;
+    };
+    let pki = Pki::new();
+    pki.issue_server(1);
+    let config = pki.web_config(&format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n  \
+         client_allowed_sans: [prometheus]\n  min_version: TLS12\n",
+        pki.path("server.crt").display(),
+        pki.path("server.key").display()
+    ));
+    let daemon = Daemon::start(&["--web.config.file", config.to_str().unwrap()]);
+    let ca = pki.path("ca.crt");
+    let prometheus = pki.issue_client("prometheus", false);
+    let stranger = pki.issue_client("stranger", true);
+    // The CA's, but not a name of client_allowed_sans.
+    let intruder = pki.issue_client("intruder", false);
+
+    let ok = https_get(daemon.addr, &ca, Some(&prometheus), "/healthz", None).unwrap();
+    assert_eq!(ok.status, 200, "{ok:?}");
+    for (who, client) in [
+        ("no certificate", None),
+        ("another CA's", Some(&stranger)),
+        ("not an allowed SAN", Some(&intruder)),
+    ] {
+        for path in ["/metrics", "/healthz"] {
+            let refused = https_get(daemon.addr, &ca, client, path, None);
+            assert!(refused.is_err(), "{who}: {path} answered: {refused:?}");
+            println!("{who}, {path}: refused: {}", refused.unwrap_err());
+        }
+    }
+    assert_plain_http_refused(daemon.addr);
+
+    let dir = TempDir::new("prometheus-mtls");
+    let prom = Server::start_with(
+        &program,
+        dir.path(),
+        &https_job(
+            daemon.addr,
+            &format!(
+                "    tls_config:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n",
+                ca.display(),
+                prometheus.0.display(),
+                prometheus.1.display()
+            ),
+        ),
+    );
+    assert_prometheus_stores_the_kernel_count(&prom);
+    drop(prom);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_rotated_certificate_is_served_without_a_restart() {
+    if !require_root("a_rotated_certificate_is_served_without_a_restart") {
+        return;
+    }
+    let pki = Pki::new();
+    let first = pki.issue_server(1);
+    let config =
+        pki.web_config("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n");
+    let daemon = Daemon::start(&["--web.config.file", config.to_str().unwrap()]);
+    let pid = daemon.pid();
+    let ca = pki.path("ca.crt");
+    let served = || {
+        https_get(daemon.addr, &ca, None, "/healthz", None)
+            .unwrap_or_else(|e| panic!("GET /healthz: {e}"))
+    };
+    assert_eq!(served().server_cert, first);
+
+    // A new key and certificate (serial 2) on disk: the next connection gets them.
+    let second = pki.issue_server(2);
+    assert_ne!(first, second);
+    assert_eq!(served().server_cert, second, "serial 2 served");
+    let reloaded = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("reloaded the web configuration"))
+            .count()
+    };
+    // (The log is read by another thread: wait for it.)
+    assert!(
+        daemon.wait_for_lines(Duration::from_secs(5), |l| reloaded(l) >= 1),
+        "{:#?}",
+        daemon.lines()
+    );
+
+    // A broken certificate is not served: the previous one stays, the error is logged
+    // once with the file and the reason.
+    replace(
+        &pki.path("server.crt"),
+        "-----BEGIN CERTIFICATE-----\nbroken\n",
+    );
+    for _ in 0..3 {
+        let answer = served();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.server_cert, second, "the previous certificate stays");
+    }
+    let keeping = |l: &str| l.contains("keeping the previous web configuration");
+    assert!(daemon.wait_for_lines(Duration::from_secs(5), |lines| lines
+        .iter()
+        .any(|l| keeping(l))));
+    std::thread::sleep(Duration::from_millis(200));
+    let kept: Vec<String> = daemon.lines().into_iter().filter(|l| keeping(l)).collect();
+    assert_eq!(kept.len(), 1, "logged once: {kept:#?}");
+    assert!(kept[0].contains("server.crt"), "{}", kept[0]);
+
+    // Fixed again (serial 3), and the configuration file itself changes: basic auth
+    // appears without a restart.
+    let third = pki.issue_server(3);
+    pki.web_config(&format!(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
+         basic_auth_users:\n  prometheus: {}\n",
+        bcrypt::hash("pw", 4).unwrap()
+    ));
+    let answer = served();
+    assert_eq!(answer.server_cert, third, "serial 3 served");
+    assert_eq!(
+        answer.status, 401,
+        "the new configuration asks for a password"
+    );
+    let answer = https_get(
+        daemon.addr,
+        &ca,
+        None,
+        "/healthz",
+        Some(&basic("prometheus", "pw")),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200);
+
+    // Switching to plain HTTP needs a restart: refused, TLS stays.
+    pki.web_config("");
+    assert_eq!(served().server_cert, third);
+    assert!(daemon.wait_for_lines(Duration::from_secs(5), |lines| lines
+        .iter()
+        .any(|l| l.contains("switching between HTTPS and plain HTTP needs a restart"))));
+    assert_eq!(daemon.pid(), pid, "never restarted");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_bad_web_configuration_stops_the_daemon_with_the_file_and_the_reason() {
+    let pki = Pki::new();
+    pki.issue_server(1);
+    let (_, client_key) = pki.issue_client("client", false);
+    let missing = pki.path("missing.yml");
+    let cases = [
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  unknown_key: 1\n".to_owned(),
+            "unknown_key",
+        ),
+        (
+            "tls_server_config:\n  cert_file: nowhere.crt\n  key_file: server.key\n".to_owned(),
+            "nowhere.crt",
+        ),
+        (
+            format!(
+                "tls_server_config:\n  cert_file: server.crt\n  key_file: {}\n",
+                client_key.display()
+            ),
+            "the key must be the one of the certificate",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS10\n".to_owned(),
+            "TLS10 is not supported",
+        ),
+        ("basic_auth_users:\n  prometheus: plaintext\n".to_owned(), "not a bcrypt hash"),
+    ];
+    let run = |path: &Path| {
+        run_to_exit(Command::new(binary()).args([
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--no-pin",
+            "--web.config.file",
+            path.to_str().unwrap(),
+        ]))
+    };
+    for (yaml, reason) in &cases {
+        let path = pki.web_config(yaml);
+        let failure = run(&path);
+        assert_eq!(failure.code, Some(1), "{yaml}: {}", failure.stderr);
+        let last = failure.stderr.lines().last().unwrap_or("");
+        assert!(
+            last.contains(path.to_str().unwrap()) && last.contains(reason),
+            "{yaml}: wanted the file and {reason:?}: {last}"
+        );
+    }
+    let failure = run(&missing);
+    assert_eq!(failure.code, Some(1));
+    assert!(
+        failure.stderr.contains(missing.to_str().unwrap())
+            && failure.stderr.contains("No such file"),
+        "{}",
+        failure.stderr
+    );
+}
+
+#[test]
+fn the_example_web_configuration_starts_the_daemon() {
+    if !require_root("the_example_web_configuration_starts_the_daemon") {
+        return;
+    }
+    // deploy/web-config.example.yml beside a certificate and key of the names it gives.
+    let pki = Pki::new();
+    pki.issue_server(1);
+    let example = std::fs::read_to_string(tools::deploy("web-config.example.yml")).unwrap();
+    let config = pki.web_config(&example);
+    let daemon = Daemon::start(&["--web.config.file", config.to_str().unwrap()]);
+    let answer = https_get(daemon.addr, &pki.path("ca.crt"), None, "/healthz", None).unwrap();
+    // Its password is nobody's: locked until replaced.
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert!(answer.head.contains("x-content-type-options: nosniff"));
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn basic_auth_and_rate_limit_without_tls() {
+    if !require_root("basic_auth_and_rate_limit_without_tls") {
+        return;
+    }
+    // exporter-toolkit allows basic auth on plain HTTP (web_config_users_noTLS).
+    let pki = Pki::new();
+    let config = pki.web_config(&format!(
+        "basic_auth_users:\n  prometheus: {}\nrate_limit:\n  interval: 1h\n  burst: 3\n",
+        bcrypt::hash("pw", 4).unwrap()
+    ));
+    let daemon = Daemon::start(&["--web.config.file", config.to_str().unwrap()]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let get = |authorization: Option<&str>| {
+        let mut request = agent.get(&format!("http://{}/metrics", daemon.addr));
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        request.call().unwrap().status().as_u16()
+    };
+    let good = basic("prometheus", "pw");
+    // Three requests of the burst (whatever their credentials), then 429 for an hour.
+    assert_eq!(get(None), 401);
+    assert_eq!(get(Some(&good)), 200);
+    assert_eq!(get(Some(&good)), 200);
+    assert_eq!(get(Some(&good)), 429);
+    assert_eq!(get(None), 429);
+    assert!(daemon.stop().success());
+}
