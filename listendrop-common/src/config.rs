@@ -1,5 +1,5 @@
 //! Kernel layout facts the eBPF programs need, resolved by the daemon at start from the
-//! running kernel's BTF, tracepoint format files and kallsyms, and handed over as
+//! running kernel's BTF and tracepoint format files, and handed over as
 //! read-only globals, plus the daemon's settings for the programs.
 //!
 //! rustc emits no CO-RE relocations, so the programs cannot carry offsets for one kernel
@@ -10,9 +10,9 @@
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
-    /// Address of `__per_cpu_offset` (kallsyms; needs CONFIG_KALLSYMS_ALL=y): the base
-    /// that turns a per-CPU pointer into this CPU's copy. 0 when unknown.
-    pub per_cpu_offset: u64,
+    /// `struct bpf_array`: `pptrs` (its per-CPU element pointers): with the address of
+    /// this CPU's copy of an element, it gives the CPU's per-CPU offset. 0 when unknown.
+    pub bpf_array_pptrs: u32,
 
     /// `skb:kfree_skb` record: offset of `skbaddr` (all kernels).
     pub tp_kfree_skb_skbaddr: u32,
@@ -95,10 +95,9 @@ pub struct KernelOffsets {
     pub skb_transport_header: u32,
 }
 
-// One u64 and 36 u32: 152 bytes, a multiple of the 8-byte alignment, so no implicit
-// padding byte (an uninitialised one would make the bytes, and the pin fingerprint, vary
-// from run to run). Adding a field? Keep the count of u32 even, or add a `_pad`.
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 8 + 36 * 4);
+// Only u32: no implicit padding byte (an uninitialised one would make the bytes, and the pin
+// fingerprint, vary from run to run). A wider field needs explicit padding.
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 37 * 4);
 
 /// What the daemon asks of the programs (command-line settings).
 #[repr(C)]

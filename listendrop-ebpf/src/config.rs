@@ -7,7 +7,7 @@ use listendrop_common::{KernelOffsets, Settings};
 /// `.rodata`, which aya freezes, so the verifier sees each field as a known constant.
 #[unsafe(no_mangle)]
 pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
-    per_cpu_offset: 0,
+    bpf_array_pptrs: 0,
     tp_kfree_skb_skbaddr: 0,
     tp_kfree_skb_rx_sk: 0,
     tp_kfree_skb_reason: 0,

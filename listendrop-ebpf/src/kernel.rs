@@ -11,10 +11,10 @@
 //!   a few ns instead of a helper call. Only fields inside the pointed-to struct can be
 //!   read this way (`struct sock`'s own, not `inet_connection_sock`'s).
 
-use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_probe_read_kernel};
+use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::map, maps::PerCpuArray};
 use listendrop_common::{DropEvent, ListenerKey, AF_INET, AF_INET6};
 
-use crate::config::{load64, off, OFFSETS};
+use crate::config::off;
 
 /// A way to read kernel memory.
 pub(crate) trait Read {
@@ -203,18 +203,59 @@ pub(crate) struct Mib {
     pub syncookies_sent: u64,
 }
 
+/// Per CPU: slot [`CPU_OFFSET`] caches the CPU's per-CPU offset (0: not yet known), slot
+/// [`LAUNDER`] is scratch space. The element address a lookup returns is this CPU's copy:
+/// with the map's own per-CPU pointer of that element, it gives the offset.
+#[map]
+static PERCPU: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Slot of [`PERCPU`] caching the offset.
+const CPU_OFFSET: u32 = 0;
+/// Slot of [`PERCPU`] used to turn the map's address into a number.
+const LAUNDER: u32 = 1;
+
+/// This CPU's per-CPU offset: what turns a per-CPU pointer (`alloc_percpu`, `__percpu`)
+/// into the address of this CPU's copy, as the kernel's `this_cpu_ptr` does.
+///
+/// Found without `__per_cpu_offset` (a data symbol in `/proc/kallsyms` only with
+/// CONFIG_KALLSYMS_ALL=y, which Debian's arm64 5.10 and 6.1 kernels lack, and readable only
+/// with CAP_SYSLOG): a lookup in a per-CPU array returns this CPU's copy of the element
+/// (`this_cpu_ptr(array->pptrs[0])`), and the map itself holds `pptrs[0]`. Their difference
+/// is the offset, computed once per CPU (offsets are fixed at boot). Reading the map's
+/// memory needs its address as a number: stored into and loaded back from a map value,
+/// which the verifier allows a program loaded with CAP_PERFMON or CAP_SYS_ADMIN (pointer
+/// leaks are allowed to them, 5.8+; root before).
+#[inline(always)]
+fn cpu_offset() -> Result<u64, i32> {
+    let cached = PERCPU.get_ptr_mut(CPU_OFFSET).ok_or(-1)?;
+    // SAFETY: a valid pointer to this CPU's element, for this program's run only.
+    let known = unsafe { core::ptr::read_volatile(cached) };
+    if known != 0 {
+        return Ok(known);
+    }
+    let scratch = PERCPU.get_ptr_mut(LAUNDER).ok_or(-1)?;
+    // SAFETY: as above; the volatile store and load keep the compiler from folding the
+    // round trip away (the verifier then sees a plain number, not the map pointer).
+    let map = unsafe {
+        core::ptr::write_volatile(scratch, (&raw const PERCPU) as u64);
+        core::ptr::read_volatile(scratch)
+    };
+    let percpu: u64 = read(map as *const u8, off!(bpf_array_pptrs))?;
+    let offset = (cached as u64).wrapping_sub(percpu);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(cached, offset) };
+    Ok(offset)
+}
+
 /// Reads this CPU's copy of `net->mib.net_statistics` (the per-CPU counters behind
 /// `nstat`'s TcpExt lines). Within one softirq call on one CPU nothing else moves them,
 /// so the difference across a call is exactly what that call counted.
 #[inline(always)]
 pub(crate) fn read_mib(net: *const u8) -> Result<Mib, i32> {
-    let table = load64(&raw const OFFSETS.per_cpu_offset);
-    if table == 0 {
+    if off!(bpf_array_pptrs) == 0 {
         return Err(-1);
     }
-    // SAFETY: a helper without preconditions.
-    let cpu = unsafe { bpf_get_smp_processor_id() } as usize;
-    let cpu_offset: u64 = read(table as *const u8, cpu.wrapping_mul(8))?;
+    let cpu_offset = cpu_offset()?;
     let percpu: u64 = read(net, off!(net_mib))?;
     let mibs = percpu.wrapping_add(cpu_offset) as *const u8;
     Ok(Mib {

@@ -194,15 +194,16 @@ fn resolve_synack(
     Ok(())
 }
 
-/// The per-CPU `struct linux_mib` of a namespace: where it is, which indices, and how to
-/// find this CPU's copy (`__per_cpu_offset`, a data symbol: needs CONFIG_KALLSYMS_ALL=y,
-/// set by Debian, Ubuntu, RHEL and Fedora kernels).
+/// The per-CPU `struct linux_mib` of a namespace: where it is, which indices, and how the
+/// programs find this CPU's copy (`struct bpf_array`'s per-CPU element pointers: see the
+/// programs' `cpu_offset`; no kernel symbol needed).
 fn resolve_mib(btf: &KernelBtf, offsets: &mut KernelOffsets) -> Result<(), String> {
-    offsets.per_cpu_offset = kernel_symbol("__per_cpu_offset")?.ok_or(
-        "/proc/kallsyms has no __per_cpu_offset (the kernel needs CONFIG_KALLSYMS_ALL=y, \
-         and reading addresses needs root or CAP_SYSLOG)",
-    )?;
     let btf_err = |e: BtfError| e.to_string();
+    let pptrs = btf.member("bpf_array", "pptrs").map_err(btf_err)?;
+    if pptrs.offset == 0 {
+        return Err("struct bpf_array has its element pointers at offset 0".into());
+    }
+    offsets.bpf_array_pptrs = pptrs.offset;
     offsets.net_mib = btf
         .member_sized("net", "mib.net_statistics", 8)
         .map_err(btf_err)?;
@@ -224,28 +225,6 @@ fn resolve_mib(btf: &KernelBtf, offsets: &mut KernelOffsets) -> Result<(), Strin
     offsets.mib_reqq_full_drop = index("LINUX_MIB_TCPREQQFULLDROP")?;
     offsets.mib_syncookies_sent = index("LINUX_MIB_SYNCOOKIESSENT")?;
     Ok(())
-}
-
-/// The address of kernel symbol `name` from /proc/kallsyms (`ADDRESS TYPE NAME [MODULE]`
-/// lines); `None` when absent or hidden (address 0 without CAP_SYSLOG). A single pass
-/// keeping nothing: aya's `kernel_symbols()` would build a map of every symbol to look
-/// up one.
-fn kernel_symbol(name: &str) -> Result<Option<u64>, String> {
-    use std::io::BufRead as _;
-    let file = std::fs::File::open("/proc/kallsyms")
-        .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
-        let mut fields = line.split_ascii_whitespace();
-        if let (Some(address), Some(_kind), Some(symbol)) =
-            (fields.next(), fields.next(), fields.next())
-        {
-            if symbol == name {
-                return Ok(u64::from_str_radix(address, 16).ok().filter(|a| *a != 0));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// `(major, minor)` from `uname -r` (`/proc/sys/kernel/osrelease`).

@@ -231,7 +231,18 @@ impl<'a> Attacher<'a> {
         let btf = self.aya_btf()?;
         let [exit, entry] = [programs[0], programs[1]];
         let fexit: &mut FExit = program(self.ebpf, exit)?;
-        load_once(fexit.load(function, &btf)).map_err(|e| refused(exit, &e))?;
+        load_once(fexit.load(function, &btf)).map_err(|e| {
+            if permission_denied(&e) {
+                format!(
+                    "this kernel refuses fentry/fexit programs (EPERM): they need BPF \
+                     trampolines, i.e. dynamic ftrace (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS); \
+                     {exit}: {}",
+                    chain(&e)
+                )
+            } else {
+                refused(exit, &e)
+            }
+        })?;
         let id = fexit.attach().map_err(|e| failed(function, "fexit", &e))?;
         let exit_link = fexit
             .take_link(id)
@@ -346,6 +357,12 @@ where
         .ok_or_else(|| format!("program {name} is missing from the eBPF object"))?
         .try_into()
         .map_err(|e| format!("program {name}: {e}"))
+}
+
+/// Whether the kernel answered a load with EPERM (with the privileges checked first, a
+/// kernel that cannot run this kind of program).
+fn permission_denied(e: &ProgramError) -> bool {
+    matches!(e, ProgramError::LoadError { io_error, .. } if io_error.raw_os_error() == Some(libc::EPERM))
 }
 
 /// A program shared by several attach points is loaded by the first.
