@@ -19,9 +19,9 @@ use crate::{bounds, probes::KindChoice};
 /// client's address, and serves the totals as Prometheus metrics. Without a command it
 /// runs the daemon.
 ///
-/// Needs root (or CAP_BPF + CAP_PERFMON, and CAP_SYSLOG for the fentry/kprobe hooks,
-/// which read kernel symbol addresses), kernel BTF (/sys/kernel/btf/vmlinux) and a
-/// mounted tracefs. `listendrop check` says what this kernel allows.
+/// Needs root (or CAP_BPF + CAP_PERFMON for counting, CAP_SYS_ADMIN and CAP_SYS_PTRACE for
+/// the listener inventory), kernel BTF (/sys/kernel/btf/vmlinux) and a mounted tracefs.
+/// `listendrop check` says what this kernel allows.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
