@@ -93,11 +93,13 @@ pub struct KernelOffsets {
     pub skb_network_header: u32,
     /// `struct sk_buff`: `transport_header` (u16, offset from `head`).
     pub skb_transport_header: u32,
+    /// `struct sk_buff`: `protocol` (u16, network order: ETH_P_IP or ETH_P_IPV6).
+    pub skb_protocol: u32,
 }
 
 // Only u32: no implicit padding byte (an uninitialised one would make the bytes, and the pin
 // fingerprint, vary from run to run). A wider field needs explicit padding.
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 37 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 38 * 4);
 
 /// What the daemon asks of the programs (command-line settings).
 #[repr(C)]

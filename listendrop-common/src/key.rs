@@ -35,7 +35,8 @@ impl ListenerKey {
 // 16 + 4 + 2 + 2 + 4: no implicit padding, so the kernel's bytewise hash sees only data.
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 28);
 
-/// Per-CPU value of the `DROPS` map.
+/// Per-CPU value of the `DROPS` map: the counts, and this CPU's event budget for the key,
+/// kept in the same value so that a drop costs one map lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropCount {
@@ -45,6 +46,10 @@ pub struct DropCount {
     /// Distinct handshakes: the first drop of a 4-tuple, or the first after
     /// [`crate::Settings::episode_gap_ns`] without a drop of it.
     pub handshakes: u64,
+    /// Start of the current one-second event window on this CPU.
+    pub window_ns: u64,
+    /// Events handed to the daemon in that window on this CPU.
+    pub sent: u64,
 }
 
 /// A handshake (one 4-tuple in one network namespace): key of the `HANDSHAKES` LRU map
@@ -64,6 +69,17 @@ pub struct HandshakeKey {
     pub dport: u16,
 }
 
+impl HandshakeKey {
+    /// An all-zero key (no handshake: an empty [`HandshakeSlot`]).
+    pub const ZERO: Self = Self {
+        saddr: [0; 16],
+        daddr: [0; 16],
+        netns: 0,
+        sport: 0,
+        dport: 0,
+    };
+}
+
 const _: () = assert!(core::mem::size_of::<HandshakeKey>() == 40);
 
 /// Value of the `HANDSHAKES` map: when the 4-tuple was last dropped, and why.
@@ -78,12 +94,20 @@ pub struct HandshakeState {
     pub _pad: u32,
 }
 
-/// Value of the `RATE` map: the per-listener event budget of the current second.
+/// This CPU's most recent dropped handshake, in front of the `HANDSHAKES` LRU: a flood's
+/// retransmits (one 4-tuple, one CPU: the NIC or the sender hashes a flow to one) then cost
+/// no hash lookup. Written back to the LRU when another handshake takes the slot, and at
+/// least every [`HANDSHAKE_SYNC_NS`], so the LRU lags by at most that.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RateState {
-    /// Start of the current one-second window.
-    pub window_start_ns: u64,
-    /// Events sent in that window.
-    pub sent: u64,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandshakeSlot {
+    /// The handshake (all zero: empty).
+    pub key: HandshakeKey,
+    /// Its last drop and reason.
+    pub state: HandshakeState,
+    /// When the LRU last got `state`.
+    pub synced_ns: u64,
 }
+
+/// Longest delay before a cached handshake's last drop reaches the LRU.
+pub const HANDSHAKE_SYNC_NS: u64 = 100_000_000;

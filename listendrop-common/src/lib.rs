@@ -14,7 +14,9 @@ pub mod reason;
 pub use config::{KernelOffsets, Settings};
 pub use event::DropEvent;
 pub use health::Health;
-pub use key::{DropCount, HandshakeKey, HandshakeState, ListenerKey, RateState};
+pub use key::{
+    DropCount, HandshakeKey, HandshakeSlot, HandshakeState, ListenerKey, HANDSHAKE_SYNC_NS,
+};
 pub use reason::Reason;
 
 /// `AF_INET` as the kernel stores it in `sock_common.skc_family` (all kernels).
@@ -30,7 +32,7 @@ mod user {
     unsafe impl aya::Pod for super::DropCount {}
     unsafe impl aya::Pod for super::HandshakeKey {}
     unsafe impl aya::Pod for super::HandshakeState {}
-    unsafe impl aya::Pod for super::RateState {}
+    unsafe impl aya::Pod for super::HandshakeSlot {}
     unsafe impl aya::Pod for super::DropEvent {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::Settings {}
@@ -46,8 +48,6 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_HANDSHAKES: &str = "HANDSHAKES";
 /// Name of the per-listener accept-queue high-water map (socket cookie → length).
 pub const MAP_HIGH_WATER: &str = "HIGH_WATER";
-/// Name of the per-listener event rate-limit map.
-pub const MAP_RATE: &str = "RATE";
 /// Name of the read-only global holding the [`KernelOffsets`].
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 /// Name of the read-only global holding the [`Settings`].

@@ -44,6 +44,7 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     skb_head: 0,
     skb_network_header: 0,
     skb_transport_header: 0,
+    skb_protocol: 0,
 };
 
 /// Overwritten by the daemon before load, like [`OFFSETS`].

@@ -115,32 +115,48 @@ pub(crate) fn is_listener<R: Read>(sk: *const u8) -> bool {
 /// Fills the 4-tuple of `event` from the IP and TCP headers of `skb`; client = source.
 ///
 /// `head + network_header` / `head + transport_header` stay valid after the TCP receive
-/// path has pulled the headers (all kernels). The headers themselves are packet memory:
-/// read through the helper whatever `R` is.
+/// path has pulled the headers (all kernels). The headers themselves are packet memory,
+/// read through the helper whatever `R` is: one read when the TCP header follows a
+/// header without options or extension headers (nearly always), two otherwise.
 #[inline(always)]
 pub(crate) fn read_tuple<R: Read>(skb: *const u8, event: &mut DropEvent) -> Result<(), i32> {
+    /// `ETH_P_IP` and `ETH_P_IPV6` as `skb->protocol` holds them (network order).
+    const IPV4: u16 = 0x0800_u16.to_be();
+    const IPV6: u16 = 0x86dd_u16.to_be();
     let head: *const u8 = R::at(skb, off!(skb_head))?;
     let network: u16 = R::at(skb, off!(skb_network_header))?;
     let transport: u16 = R::at(skb, off!(skb_transport_header))?;
+    let protocol: u16 = R::at(skb, off!(skb_protocol))?;
     let ip = head.wrapping_add(network as usize);
-    let version_ihl: u8 = read(ip, 0)?;
-    match version_ihl >> 4 {
-        4 => {
-            event.family = AF_INET;
-            // Source and destination are adjacent: one read.
+    let tcp = head.wrapping_add(transport as usize);
+    let options = transport.wrapping_sub(network);
+    let ports: [u8; 4] = match protocol {
+        IPV4 if options == 20 => {
+            // Addresses at 12..20, ports right after the header.
+            let h: [u8; 12] = read(ip, 12)?;
+            event.saddr[..4].copy_from_slice(&h[..4]);
+            event.daddr[..4].copy_from_slice(&h[4..8]);
+            [h[8], h[9], h[10], h[11]]
+        }
+        IPV4 => {
             let addrs: [u8; 8] = read(ip, 12)?;
             event.saddr[..4].copy_from_slice(&addrs[..4]);
             event.daddr[..4].copy_from_slice(&addrs[4..]);
+            read(tcp, 0)?
         }
-        6 => {
-            event.family = AF_INET6;
+        IPV6 if options == 40 => {
+            let h: ([[u8; 16]; 2], [u8; 4]) = read(ip, 8)?;
+            (event.saddr, event.daddr) = (h.0[0], h.0[1]);
+            h.1
+        }
+        IPV6 => {
             let addrs: [[u8; 16]; 2] = read(ip, 8)?;
-            event.saddr = addrs[0];
-            event.daddr = addrs[1];
+            (event.saddr, event.daddr) = (addrs[0], addrs[1]);
+            read(tcp, 0)?
         }
         _ => return Err(-1),
-    }
-    let ports: [u8; 4] = read(head.wrapping_add(transport as usize), 0)?;
+    };
+    event.family = if protocol == IPV4 { AF_INET } else { AF_INET6 };
     event.sport = u16::from_be_bytes([ports[0], ports[1]]);
     event.dport = u16::from_be_bytes([ports[2], ports[3]]);
     Ok(())

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuHashMap, RingBuf},
 };
 use listendrop_common::{
-    DropCount, HandshakeKey, HandshakeState, Health, ListenerKey, RateState, DEFAULT_EVENTS_BYTES,
+    DropCount, HandshakeKey, HandshakeState, Health, ListenerKey, DEFAULT_EVENTS_BYTES,
     DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_LISTENER_KEYS,
 };
 
@@ -30,11 +30,6 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_EVENTS_BYTES
 #[map]
 pub(crate) static HANDSHAKES: LruHashMap<HandshakeKey, HandshakeState> =
     LruHashMap::with_max_entries(DEFAULT_MAX_HANDSHAKES, 0);
-
-/// Per-listener event budget (key: listener with reason 0).
-#[map]
-pub(crate) static RATE: LruHashMap<ListenerKey, RateState> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_LISTENER_KEYS, 0);
 
 /// Highest accept queue length seen per listener since the daemon last read it, keyed by
 /// socket cookie (0 until the kernel generated one: the daemon's sock_diag does). Catches
@@ -75,10 +70,11 @@ pub(crate) fn note_high_water(cookie: u64, len: u32) {
     }
 }
 
-/// Counts one packet of `key` (and one handshake when `new_handshake`), creating the
-/// key on first use.
+/// Counts one packet of `key` (and one handshake when `new_handshake`), creating the key
+/// on first use; returns this CPU's value (for its event budget), `None` when the map is
+/// full (counted as [`Health::MapFull`]).
 #[inline(always)]
-pub(crate) fn count(key: &ListenerKey, new_handshake: bool) {
+pub(crate) fn count(key: &ListenerKey, new_handshake: bool) -> Option<*mut DropCount> {
     let handshakes = u64::from(new_handshake);
     if let Some(slot) = DROPS.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of an existing element; programs on one CPU do not
@@ -87,15 +83,19 @@ pub(crate) fn count(key: &ListenerKey, new_handshake: bool) {
             (*slot).packets += 1;
             (*slot).handshakes += handshakes;
         }
-        return;
+        return Some(slot);
     }
     // BPF_ANY: if another CPU created the key since our lookup, the update only sets this
     // CPU's slot of that element, so no count is lost. Fails only when the map is full.
     let first = DropCount {
         packets: 1,
         handshakes,
+        window_ns: 0,
+        sent: 0,
     };
     if DROPS.insert(key, first, 0).is_err() {
         bump(Health::MapFull);
+        return None;
     }
+    DROPS.get_ptr_mut(key)
 }

@@ -129,6 +129,7 @@ impl Counters {
                 .fold(DropCount::default(), |sum, c| DropCount {
                     packets: sum.packets + c.packets,
                     handshakes: sum.handshakes + c.handshakes,
+                    ..DropCount::default()
                 });
             snap.listeners
                 .entry(ListenerId::from(&key))

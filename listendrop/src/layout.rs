@@ -26,6 +26,9 @@ pub struct Layout {
     pub mib: Result<(), String>,
     /// `(major, minor)` of the running kernel.
     pub version: (u32, u32),
+    /// The parameter count of each hooked kernel function BTF describes (fentry needs
+    /// BTF; a 7-argument function takes no x86-64 trampoline before 6.6).
+    pub function_params: std::collections::BTreeMap<&'static str, usize>,
 }
 
 impl Layout {
@@ -58,6 +61,7 @@ impl Layout {
             skb_head: btf.member_sized("sk_buff", "head", ptr)?,
             skb_network_header: btf.member_sized("sk_buff", "network_header", 2)?,
             skb_transport_header: btf.member_sized("sk_buff", "transport_header", 2)?,
+            skb_protocol: btf.member_sized("sk_buff", "protocol", 2)?,
             ..KernelOffsets::default()
         };
         let reason = listen_overflow_reason(btf, &mut offsets);
@@ -66,7 +70,13 @@ impl Layout {
         let synack_record = resolve_synack(tracefs, &mut offsets);
         let synack_args = request_sock(btf);
         let mib = resolve_mib(btf, &mut offsets);
+        let function_params = crate::probes::table::HOOKS
+            .iter()
+            .filter(|h| !h.probe.contains(':'))
+            .filter_map(|h| Some((h.probe, btf.function_params(h.probe)?)))
+            .collect();
         Ok(Self {
+            function_params,
             offsets,
             kfree_skb_args,
             kfree_skb_record,

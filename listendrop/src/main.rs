@@ -39,6 +39,7 @@ fn usage_error(e: clap::Error) -> ! {
 }
 
 fn main() -> ExitCode {
+    bounded_heap();
     let matches = Cli::command()
         .try_get_matches()
         .unwrap_or_else(|e| usage_error(e));
@@ -107,6 +108,18 @@ fn run(mut args: RunArgs, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode
         tracing::info!("configuration from {}", file.display());
     }
     daemon::run(args).map(|()| ExitCode::SUCCESS)
+}
+
+/// Large buffers (the kernel's BTF, parsed at start: megabytes) go back to the system as
+/// soon as they are freed: glibc otherwise raises its mmap threshold after the first such
+/// free and keeps the next ones on the heap, so start-up would set the daemon's peak
+/// memory for good.
+fn bounded_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
 }
 
 /// Logs to stderr: text (no timestamps under systemd, whose journal adds them) or JSON.

@@ -42,6 +42,9 @@ pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> Result<Probes, Sessi
     let tracefs = Tracefs::locate();
     let layout = Layout::resolve(&btf, tracefs.as_ref().map_err(String::as_str))
         .map_err(SessionError::Layout)?;
+    // What the hooks need of the BTF is in the layout now: unmap it before aya parses the
+    // kernel's BTF its own way (start-up memory).
+    drop(btf);
     tracing::debug!("kernel layout resolved at {:?}", start.elapsed());
     let sizes = Sizes {
         max_listener_keys: args.max_listener_keys,
@@ -55,7 +58,6 @@ pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> Result<Probes, Sessi
     };
     Ok(Probes::load(
         &layout,
-        &btf,
         &args.btf,
         &settings,
         sizes,

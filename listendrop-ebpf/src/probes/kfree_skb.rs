@@ -31,9 +31,10 @@ use crate::{
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> u32 {
     // TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason,
-    //          struct sock *rx_sk) since 6.11.
-    let reason: u32 = ctx.arg(2);
-    if reason as usize != off!(reason_tcp_listen_overflow) {
+    //          struct sock *rx_sk) since 6.11. The enum arrives zero-extended to 64 bits:
+    // compared whole, against the 32-bit global, it needs no masking.
+    let reason: u64 = ctx.arg(2);
+    if reason != off!(reason_tcp_listen_overflow) as u64 {
         return 0;
     }
     listen_overflow::<Typed>(ctx.arg(3), ctx.arg(0));

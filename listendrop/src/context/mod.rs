@@ -137,6 +137,7 @@ mod tests {
             DropCount {
                 packets,
                 handshakes: 1,
+                ..DropCount::default()
             },
         );
         listener.insert(
@@ -144,6 +145,7 @@ mod tests {
             DropCount {
                 packets: 1000,
                 handshakes: 0,
+                ..DropCount::default()
             },
         );
         c

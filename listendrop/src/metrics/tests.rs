@@ -50,6 +50,7 @@ fn set(fake: &Fake, id: ListenerId, reason: Reason, packets: u64, handshakes: u6
             DropCount {
                 packets,
                 handshakes,
+                ..DropCount::default()
             },
         );
 }

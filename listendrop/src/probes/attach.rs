@@ -16,7 +16,7 @@ use super::{
     table::{self, Group, HookSpec, Kind, Way},
     Hook, KindChoice,
 };
-use crate::{btf::KernelBtf, layout::Layout};
+use crate::layout::Layout;
 
 /// An attached link; dropping it detaches (unless it was pinned).
 pub enum OwnedLink {
@@ -57,7 +57,6 @@ impl AttachedLink {
 pub(super) struct Attacher<'a> {
     ebpf: &'a mut Ebpf,
     layout: &'a Layout,
-    btf: &'a KernelBtf,
     btf_path: &'a Path,
     /// aya's parse of the kernel's BTF, made on first use (fentry, tp_btf) and shared.
     aya_btf: Option<Result<Rc<Btf>, String>>,
@@ -70,14 +69,12 @@ impl<'a> Attacher<'a> {
     pub(super) fn new(
         ebpf: &'a mut Ebpf,
         layout: &'a Layout,
-        btf: &'a KernelBtf,
         btf_path: &'a Path,
         choice: KindChoice,
     ) -> Self {
         Self {
             ebpf,
             layout,
-            btf,
             btf_path,
             aya_btf: None,
             choice,
@@ -218,10 +215,10 @@ impl<'a> Attacher<'a> {
 
     /// fexit then fentry on `function`, both or neither.
     fn fentry_pair(&mut self, function: &str, programs: &[&str]) -> Result<Vec<OwnedLink>, String> {
-        let params = self
-            .btf
-            .function_params(function)
-            .ok_or_else(|| format!("BTF does not describe {function} (inlined or in a module)"))?;
+        let params =
+            *self.layout.function_params.get(function).ok_or_else(|| {
+                format!("BTF does not describe {function} (inlined or in a module)")
+            })?;
         if params > 6 && self.layout.version < (6, 6) && cfg!(target_arch = "x86_64") {
             return Err(format!(
                 "{function} takes {params} arguments and x86-64 BPF trampolines before \

@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use aya::{Ebpf, EbpfLoader};
 use listendrop_common::{
     Reason, Settings, GLOBAL_OFFSETS, GLOBAL_SETTINGS, MAP_DROPS, MAP_EVENTS, MAP_HANDSHAKES,
-    MAP_HIGH_WATER, MAP_RATE,
+    MAP_HIGH_WATER,
 };
 
 use attach::Attacher;
 pub use attach::OwnedLink;
 pub use table::{Group, HookSpec, Kind};
 
-use crate::{btf::KernelBtf, layout::Layout};
+use crate::layout::Layout;
 
 /// The eBPF object, built by `build.rs` with aya-build and embedded at compile time.
 static EBPF_OBJECT: &[u8] =
@@ -118,7 +118,7 @@ impl Hook {
 /// Map sizes and program settings chosen by the user.
 #[derive(Clone, Copy, Debug)]
 pub struct Sizes {
-    /// Entries of the per-listener counter map (and of the rate-limit map).
+    /// Entries of the per-listener counter map (and of the high-water map).
     pub max_listener_keys: u32,
     /// Handshakes remembered to tell new drops from retransmits.
     pub max_handshakes: u32,
@@ -160,7 +160,6 @@ impl Probes {
     /// same fingerprint left pinned.
     pub fn load(
         layout: &Layout,
-        btf: &KernelBtf,
         btf_path: &Path,
         settings: &Settings,
         sizes: Sizes,
@@ -215,7 +214,6 @@ impl Probes {
             .override_global(GLOBAL_OFFSETS, &layout.offsets, true)
             .override_global(GLOBAL_SETTINGS, settings, true)
             .map_max_entries(MAP_DROPS, sizes.max_listener_keys)
-            .map_max_entries(MAP_RATE, sizes.max_listener_keys)
             .map_max_entries(MAP_HIGH_WATER, sizes.max_listener_keys)
             .map_max_entries(MAP_HANDSHAKES, sizes.max_handshakes)
             .map_max_entries(MAP_EVENTS, sizes.events_bytes);
@@ -225,8 +223,7 @@ impl Probes {
             }
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
-        let (mut hooks, links) =
-            Attacher::new(&mut ebpf, layout, btf, btf_path, choice).attach_all();
+        let (mut hooks, links) = Attacher::new(&mut ebpf, layout, btf_path, choice).attach_all();
         let ids = links.iter().filter_map(link_ids).collect();
         let links = match &pins {
             Some(pins) => {

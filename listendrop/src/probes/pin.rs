@@ -75,13 +75,12 @@ fn io<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> 
 }
 
 /// The maps the daemon reads, pinned so their counts survive a restart.
-pub(super) const PINNED_MAPS: [&str; 6] = [
+pub(super) const PINNED_MAPS: [&str; 5] = [
     listendrop_common::MAP_DROPS,
     listendrop_common::MAP_COUNTERS,
     listendrop_common::MAP_EVENTS,
     listendrop_common::MAP_HIGH_WATER,
     listendrop_common::MAP_HANDSHAKES,
-    listendrop_common::MAP_RATE,
 ];
 
 /// A fingerprint of what the programs would be: object, layout, settings, choice.
