@@ -1,7 +1,7 @@
 //! `listendrop check`: what this kernel and this process allow, hook by hook and drop
 //! class by drop class.
 
-use std::{io::Write as _, path::Path};
+use std::{io::Write, path::Path};
 
 use listendrop_common::Reason;
 
@@ -10,40 +10,7 @@ use crate::{cli::CheckArgs, layout, privileges, session, tracefs::Tracefs};
 /// Prints the report; `Ok(true)` when listendrop can count drops here.
 pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
     let mut out = std::io::stdout().lock();
-    let (major, minor) = layout::kernel_version();
-    writeln!(out, "kernel      {major}.{minor} ({})", release())?;
-    let btf_ok = Path::new(&args.probes.btf).exists();
-    writeln!(
-        out,
-        "btf         {} {}",
-        mark(btf_ok),
-        if btf_ok {
-            args.probes.btf.display().to_string()
-        } else {
-            format!(
-                "{} missing: needs CONFIG_DEBUG_INFO_BTF=y or --btf",
-                args.probes.btf.display()
-            )
-        }
-    )?;
-    let tracefs = Tracefs::locate();
-    writeln!(
-        out,
-        "tracefs     {} {}",
-        mark(tracefs.is_ok()),
-        tracefs.as_ref().map_or_else(String::as_str, |_| "mounted")
-    )?;
-    let privileges = privileges::check();
-    writeln!(
-        out,
-        "privileges  {} {}",
-        mark(privileges.is_ok()),
-        privileges
-            .as_ref()
-            .err()
-            .map_or("CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN)", String::as_str)
-    )?;
-    if !btf_ok || privileges.is_err() {
+    if !prerequisites(&mut out, args)? {
         writeln!(out, "\nlistendrop cannot load its programs here.")?;
         return Ok(false);
     }
@@ -94,6 +61,44 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
         }
     )?;
     Ok(any)
+}
+
+/// Prints the kernel, BTF, tracefs and privileges lines; whether the programs can load.
+fn prerequisites(out: &mut impl Write, args: &CheckArgs) -> std::io::Result<bool> {
+    let (major, minor) = layout::kernel_version();
+    writeln!(out, "kernel      {major}.{minor} ({})", release())?;
+    let btf_ok = Path::new(&args.probes.btf).exists();
+    writeln!(
+        out,
+        "btf         {} {}",
+        mark(btf_ok),
+        if btf_ok {
+            args.probes.btf.display().to_string()
+        } else {
+            format!(
+                "{} missing: needs CONFIG_DEBUG_INFO_BTF=y or --btf",
+                args.probes.btf.display()
+            )
+        }
+    )?;
+    let tracefs = Tracefs::locate();
+    writeln!(
+        out,
+        "tracefs     {} {}",
+        mark(tracefs.is_ok()),
+        tracefs.as_ref().map_or_else(String::as_str, |_| "mounted")
+    )?;
+    let privileges = privileges::check();
+    writeln!(
+        out,
+        "privileges  {} {}",
+        mark(privileges.is_ok()),
+        privileges
+            .as_ref()
+            .err()
+            .map_or("CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN)", String::as_str)
+    )?;
+    Ok(btf_ok && privileges.is_ok())
 }
 
 /// Whether some drop class is observable. SYN-ACK retransmits and overflow resets alone

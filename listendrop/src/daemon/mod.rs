@@ -59,31 +59,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     release_startup_memory();
 
     let ring = RingBuf::try_from(probes.take_map(MAP_EVENTS)?).context("map EVENTS")?;
-    let high_water =
-        aya::maps::HashMap::try_from(probes.take_map(MAP_HIGH_WATER)?).context("map HIGH_WATER")?;
     let stats = Arc::new(EventStats::default());
-    let counters = Arc::new(Mutex::new(Counters::take(&mut probes)?));
-    let pass = Arc::new(Mutex::new(Arc::new(Vec::new())));
-    let filter = Filter::from_args(&args);
-    let collector = KernelCollector::new(
-        Arc::clone(&counters) as _,
-        Arc::new(probes.programs()),
-        Arc::clone(&pass),
-        Arc::clone(&stats),
-        filter.clone(),
-    )
-    .context("registering metrics")?;
-    let shared = Arc::new(Shared {
-        counters,
-        high_water: Mutex::new(high_water),
-        context: Mutex::new(Context::default()),
-        pass,
-        metrics: Metrics::new(&probes.hooks, &probes.coverage(), collector)
-            .context("registering metrics")?,
-        filter,
-        gone_since: Mutex::new(HashMap::new()),
-        stale_after: Duration::from_secs(args.stale_after_secs),
-    });
+    let shared = Arc::new(shared(&args, &mut probes, Arc::clone(&stats))?);
 
     // The inventory walks every namespace: a thread of its own, never a scrape's cost.
     {
@@ -123,6 +100,38 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     // Dropping the loaded object detaches every unpinned hook and unloads what no pin holds.
     drop(probes);
     result
+}
+
+/// What the tasks share: the counter maps, the collector that renders them, the context.
+fn shared(
+    args: &RunArgs,
+    probes: &mut crate::probes::Probes,
+    stats: Arc<EventStats>,
+) -> anyhow::Result<Shared> {
+    let high_water =
+        aya::maps::HashMap::try_from(probes.take_map(MAP_HIGH_WATER)?).context("map HIGH_WATER")?;
+    let counters = Arc::new(Mutex::new(Counters::take(probes)?));
+    let pass = Arc::new(Mutex::new(Arc::new(Vec::new())));
+    let filter = Filter::from_args(args);
+    let collector = KernelCollector::new(
+        Arc::clone(&counters) as _,
+        Arc::new(probes.programs()),
+        Arc::clone(&pass),
+        stats,
+        filter.clone(),
+    )
+    .context("registering metrics")?;
+    Ok(Shared {
+        counters,
+        high_water: Mutex::new(high_water),
+        context: Mutex::new(Context::default()),
+        pass,
+        metrics: Metrics::new(&probes.hooks, &probes.coverage(), collector)
+            .context("registering metrics")?,
+        filter,
+        gone_since: Mutex::new(HashMap::new()),
+        stale_after: Duration::from_secs(args.stale_after_secs),
+    })
 }
 
 /// Runs `pass` now and then every `interval` on a thread of its own ("inventory"), for

@@ -79,7 +79,14 @@ impl Facts {
 /// cause first; empty when nothing is wrong.
 pub fn diagnose(f: &Facts) -> Vec<String> {
     let mut out = Vec::new();
-    let accept_trouble = f.accept_full() || f.accept_drops() > 0;
+    accept_queue(f, &mut out);
+    syn_queue(f, &mut out);
+    ack_and_syn_drops(f, &mut out);
+    out
+}
+
+/// Rules 1–3: what caps the accept queue, and whether its owner is busy or stuck.
+fn accept_queue(f: &Facts, out: &mut Vec<String>) {
     if f.accept_pressure() {
         if f.accept_queue_limit < f.somaxconn {
             out.push(format!(
@@ -95,7 +102,7 @@ pub fn diagnose(f: &Facts) -> Vec<String> {
             ));
         }
     }
-    if accept_trouble {
+    if f.accept_full() || f.accept_drops() > 0 {
         match f.owner_busy {
             Some(true) => out.push(
                 "accept queue full while the owner is busy (on CPU) — it cannot accept fast \
@@ -110,6 +117,10 @@ pub fn diagnose(f: &Facts) -> Vec<String> {
             None => {}
         }
     }
+}
+
+/// Rules 4–5: the SYN queue with syncookies off.
+fn syn_queue(f: &Facts, out: &mut Vec<String>) {
     if f.syncookies == 0
         && (f.count(Reason::SynQueueFull) > 0
             || (f.accept_queue_limit > 0 && f.syn_recv >= f.accept_queue_limit))
@@ -128,6 +139,11 @@ pub fn diagnose(f: &Facts) -> Vec<String> {
             f.max_syn_backlog
         ));
     }
+}
+
+/// Rules 6–9: what the clients see (resets, ignored ACKs, SYN retries, syncookies).
+fn ack_and_syn_drops(f: &Facts, out: &mut Vec<String>) {
+    let accept_trouble = f.accept_full() || f.accept_drops() > 0;
     if f.abort_on_overflow == 1 && (accept_trouble || f.count(Reason::OverflowReset) > 0) {
         out.push(
             "tcp_abort_on_overflow=1: clients get a reset when the accept queue overflows"
@@ -163,7 +179,6 @@ pub fn diagnose(f: &Facts) -> Vec<String> {
             f.syncookies
         ));
     }
-    out
 }
 
 #[cfg(test)]

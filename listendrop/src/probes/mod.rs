@@ -167,23 +167,7 @@ impl Probes {
         pinning: Option<&Pinning>,
     ) -> Result<Self, ProbeError> {
         let pins = pinning
-            .map(|p| {
-                let sizes_bytes = [
-                    sizes.max_listener_keys.to_le_bytes(),
-                    sizes.max_handshakes.to_le_bytes(),
-                    sizes.events_bytes.to_le_bytes(),
-                    (choice as u32).to_le_bytes(),
-                ]
-                .concat();
-                let fingerprint = pin::fingerprint(&[
-                    EBPF_OBJECT,
-                    pin::bytes_of(&layout.offsets),
-                    pin::bytes_of(settings),
-                    &sizes_bytes,
-                ]);
-                tracing::debug!("pin fingerprint {fingerprint}");
-                pin::PinDir::new(&p.dir, &fingerprint)
-            })
+            .map(|p| pin::PinDir::new(&p.dir, &fingerprint(layout, settings, sizes, choice)))
             .transpose()?;
         let pinned = pinning.map(|p| p.dir.clone());
         let kprobe_missed = layout.version >= (6, 7);
@@ -205,40 +189,11 @@ impl Probes {
         if let Some(pins) = &pins {
             pins.clear_links();
         }
-
-        let mut loader = EbpfLoader::new();
-        // The programs carry no CO-RE relocations (offsets come in OFFSETS), so aya needs
-        // no kernel BTF of its own.
-        loader
-            .btf(None)
-            .override_global(GLOBAL_OFFSETS, &layout.offsets, true)
-            .override_global(GLOBAL_SETTINGS, settings, true)
-            .map_max_entries(MAP_DROPS, sizes.max_listener_keys)
-            .map_max_entries(MAP_HIGH_WATER, sizes.max_listener_keys)
-            .map_max_entries(MAP_HANDSHAKES, sizes.max_handshakes)
-            .map_max_entries(MAP_EVENTS, sizes.events_bytes);
-        if let Some(pins) = &pins {
-            for name in pin::PINNED_MAPS {
-                loader.map_pin_path(name, pins.map(name));
-            }
-        }
-        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        let mut ebpf = loader(layout, settings, sizes, pins.as_ref()).load(EBPF_OBJECT)?;
         let (mut hooks, links) = Attacher::new(&mut ebpf, layout, btf_path, choice).attach_all();
         let ids = links.iter().filter_map(link_ids).collect();
         let links = match &pins {
-            Some(pins) => {
-                let (held, failed) = pins.pin_links(links);
-                for (spec, kind, why) in failed {
-                    for hook in hooks
-                        .iter_mut()
-                        .filter(|h| std::ptr::eq(h.spec, spec) && h.kind == kind)
-                    {
-                        hook.status = Err(why.clone());
-                    }
-                }
-                pins.remove_others();
-                held
-            }
+            Some(pins) => pin_all(pins, links, &mut hooks),
             None => links.into_iter().map(|l| l.link).collect(),
         };
         Ok(Self {
@@ -287,6 +242,72 @@ impl Probes {
     pub fn coverage(&self) -> Vec<(Reason, bool)> {
         table::coverage(&self.attached())
     }
+}
+
+/// A fingerprint of what the programs would be: object, layout, settings, sizes, choice.
+/// Pins of the same fingerprint are adopted by a restart as they are.
+fn fingerprint(layout: &Layout, settings: &Settings, sizes: Sizes, choice: KindChoice) -> String {
+    let sizes_bytes = [
+        sizes.max_listener_keys.to_le_bytes(),
+        sizes.max_handshakes.to_le_bytes(),
+        sizes.events_bytes.to_le_bytes(),
+        (choice as u32).to_le_bytes(),
+    ]
+    .concat();
+    let fingerprint = pin::fingerprint(&[
+        EBPF_OBJECT,
+        pin::bytes_of(&layout.offsets),
+        pin::bytes_of(settings),
+        &sizes_bytes,
+    ]);
+    tracing::debug!("pin fingerprint {fingerprint}");
+    fingerprint
+}
+
+/// The loader of our object for this kernel, these settings and sizes (and pins).
+fn loader<'a>(
+    layout: &'a Layout,
+    settings: &'a Settings,
+    sizes: Sizes,
+    pins: Option<&pin::PinDir>,
+) -> EbpfLoader<'a> {
+    let mut loader = EbpfLoader::new();
+    // The programs carry no CO-RE relocations (offsets come in OFFSETS), so aya needs no
+    // kernel BTF of its own (aya 0.14 parses it in `new()` all the same; this frees it).
+    loader
+        .btf(None)
+        .override_global(GLOBAL_OFFSETS, &layout.offsets, true)
+        .override_global(GLOBAL_SETTINGS, settings, true)
+        .map_max_entries(MAP_DROPS, sizes.max_listener_keys)
+        .map_max_entries(MAP_HIGH_WATER, sizes.max_listener_keys)
+        .map_max_entries(MAP_HANDSHAKES, sizes.max_handshakes)
+        .map_max_entries(MAP_EVENTS, sizes.events_bytes);
+    if let Some(pins) = pins {
+        for name in pin::PINNED_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
+    }
+    loader
+}
+
+/// Pins every link in `pins` (see [`pin::PinDir::pin_links`]); a hook whose link could not
+/// be pinned is marked failed in `hooks`. Returns the links to hold.
+fn pin_all(
+    pins: &pin::PinDir,
+    links: Vec<attach::AttachedLink>,
+    hooks: &mut [Hook],
+) -> Vec<OwnedLink> {
+    let (held, failed) = pins.pin_links(links);
+    for (spec, kind, why) in failed {
+        for hook in hooks
+            .iter_mut()
+            .filter(|h| std::ptr::eq(h.spec, spec) && h.kind == kind)
+        {
+            hook.status = Err(why.clone());
+        }
+    }
+    pins.remove_others();
+    held
 }
 
 /// The ids behind an attached BPF link (a perf event of a kernel before 5.15 has none:
