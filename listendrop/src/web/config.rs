@@ -191,35 +191,55 @@ pub fn parse(text: &str, path: &Path) -> Result<WebConfig, WebConfigError> {
         key: key.to_owned(),
         problem,
     };
-    let rate_limit = match raw.rate_limit {
-        None => None,
-        Some(limit) => {
-            let interval = match limit.interval.as_deref() {
-                None => std::time::Duration::ZERO,
-                Some(text) => go_duration(text).ok_or_else(|| {
-                    invalid(
-                        "rate_limit.interval",
-                        format!(
-                            "{text:?} is not a duration: write it as Go does, e.g. 1s, 100ms \
-                             or 1m30s"
-                        ),
-                    )
-                })?,
-            };
-            // An interval of zero (or below) disables the limit, as in Go.
-            (!interval.is_zero()).then_some(RateLimit {
-                interval,
-                burst: limit.burst.unwrap_or(0),
-            })
-        }
-    };
     let dir = path.parent().unwrap_or(Path::new("."));
     let tls = match raw.tls_server_config {
         None => None,
         Some(raw) => tls_settings(raw, dir, &invalid)?,
     };
-    let mut users = BTreeMap::new();
-    for (user, hash) in raw.basic_auth_users.unwrap_or_default() {
+    Ok(WebConfig {
+        path: path.to_owned(),
+        tls,
+        users: users(raw.basic_auth_users.unwrap_or_default(), &invalid)?,
+        headers: headers(
+            raw.http_server_config
+                .and_then(|h| h.headers)
+                .unwrap_or_default(),
+            &invalid,
+        )?,
+        rate_limit: raw
+            .rate_limit
+            .map(|r| rate_limit(r, &invalid))
+            .transpose()?
+            .flatten(),
+    })
+}
+
+/// `rate_limit`; `None` when its interval is zero (or below), which disables it, as in Go.
+fn rate_limit(
+    raw: RawRateLimit,
+    invalid: &impl Fn(&str, String) -> WebConfigError,
+) -> Result<Option<RateLimit>, WebConfigError> {
+    let interval = match raw.interval.as_deref() {
+        None => std::time::Duration::ZERO,
+        Some(text) => go_duration(text).ok_or_else(|| {
+            invalid(
+                "rate_limit.interval",
+                format!("{text:?} is not a duration: write it as Go does, e.g. 1s, 100ms or 1m30s"),
+            )
+        })?,
+    };
+    Ok((!interval.is_zero()).then_some(RateLimit {
+        interval,
+        burst: raw.burst.unwrap_or(0),
+    }))
+}
+
+/// `basic_auth_users`: every value must be a bcrypt hash.
+fn users(
+    raw: BTreeMap<String, String>,
+    invalid: &impl Fn(&str, String) -> WebConfigError,
+) -> Result<BTreeMap<String, String>, WebConfigError> {
+    for (user, hash) in &raw {
         if let Err(e) = hash.parse::<bcrypt::HashParts>() {
             return Err(invalid(
                 &format!("basic_auth_users.{user}"),
@@ -228,14 +248,18 @@ pub fn parse(text: &str, path: &Path) -> Result<WebConfig, WebConfigError> {
                 ),
             ));
         }
-        users.insert(user, hash);
     }
+    Ok(raw)
+}
+
+/// `http_server_config.headers`: only the headers exporter-toolkit allows, with their
+/// allowed values; a blank value unsets the header.
+fn headers(
+    raw: BTreeMap<String, String>,
+    invalid: &impl Fn(&str, String) -> WebConfigError,
+) -> Result<Vec<(String, String)>, WebConfigError> {
     let mut headers = Vec::new();
-    for (name, value) in raw
-        .http_server_config
-        .and_then(|h| h.headers)
-        .unwrap_or_default()
-    {
+    for (name, value) in raw {
         let key = format!("http_server_config.headers.{name}");
         let Some((_, allowed)) = EXTRA_HEADERS.iter().find(|(n, _)| *n == name) else {
             let names: Vec<&str> = EXTRA_HEADERS.iter().map(|(n, _)| *n).collect();
@@ -264,13 +288,7 @@ pub fn parse(text: &str, path: &Path) -> Result<WebConfig, WebConfigError> {
             headers.push((name, value));
         }
     }
-    Ok(WebConfig {
-        path: path.to_owned(),
-        tls,
-        users,
-        headers,
-        rate_limit,
-    })
+    Ok(headers)
 }
 
 /// A Go `time.Duration` as yaml.v2 reads it: an integer is nanoseconds, text is

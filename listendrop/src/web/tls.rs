@@ -21,12 +21,7 @@ use super::config::{CipherSuite, ClientAuth, Curve, Pem, TlsSettings, TlsVersion
 /// Builds the server configuration, reading the certificate, key and client CA it names.
 /// `path` is the web configuration file, for messages.
 pub fn server_config(path: &Path, tls: &TlsSettings) -> Result<Arc<ServerConfig>, WebConfigError> {
-    let material = |key: &'static str, pem: &Pem, problem: String| WebConfigError::Material {
-        path: path.to_owned(),
-        key,
-        origin: pem.origin(),
-        problem,
-    };
+    let files = Files { path };
     let cert_key = key_of(
         &tls.cert,
         "tls_server_config.cert_file",
@@ -37,116 +32,18 @@ pub fn server_config(path: &Path, tls: &TlsSettings) -> Result<Arc<ServerConfig>
         "tls_server_config.key_file",
         "tls_server_config.key",
     );
-    let cert_pem = read(path, cert_key, &tls.cert)?;
-    let chain = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| material(cert_key, &tls.cert, pem_problem(&e)))?;
-    if chain.is_empty() {
-        return Err(material(
-            cert_key,
-            &tls.cert,
-            "no certificate in it (a PEM block \"BEGIN CERTIFICATE\"): give the server's \
-             certificate, then its intermediates"
-                .into(),
-        ));
-    }
-    let key_pem = read(path, key_key, &tls.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        material(
-            key_key,
-            &tls.key,
-            format!(
-                "{}: give the certificate's private key in PEM (PKCS#8, PKCS#1 or SEC1)",
-                match e {
-                    rustls::pki_types::pem::Error::NoItemsFound => "no private key in it".into(),
-                    e => pem_problem(&e),
-                }
-            ),
-        )
-    })?;
+    let chain = files.chain(cert_key, &tls.cert)?;
+    let key = files.private_key(key_key, &tls.key)?;
 
     let provider = Arc::new(provider(tls));
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-        (TlsVersion::Tls12, &rustls::version::TLS12),
-        (TlsVersion::Tls13, &rustls::version::TLS13),
-    ]
-    .into_iter()
-    .filter(|(v, _)| (tls.min_version..=tls.max_version).contains(v))
-    .map(|(_, v)| v)
-    .collect();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&versions)
+        .with_protocol_versions(&versions(tls))
         .map_err(|e| WebConfigError::Invalid {
             path: path.to_owned(),
             key: "tls_server_config.cipher_suites".into(),
             problem: format!("{e}; list suites of the versions min_version..max_version allow"),
         })?;
-
-    let verifier: Option<Arc<dyn ClientCertVerifier>> = match tls.client_auth {
-        ClientAuth::NoClientCert => None,
-        ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
-            Some(Arc::new(AnyClientCert {
-                mandatory: tls.client_auth == ClientAuth::RequireAnyClientCert,
-                algorithms: provider.signature_verification_algorithms,
-            }))
-        }
-        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
-            let ca = tls
-                .client_ca
-                .as_ref()
-                .ok_or_else(|| WebConfigError::Invalid {
-                    path: path.to_owned(),
-                    key: "tls_server_config.client_ca_file".into(),
-                    problem: format!(
-                        "{:?} needs a client CA: set client_ca_file",
-                        tls.client_auth
-                    ),
-                })?;
-            let ca_key = key_of(
-                ca,
-                "tls_server_config.client_ca_file",
-                "tls_server_config.client_ca",
-            );
-            let ca_pem = read(path, ca_key, ca)?;
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&ca_pem) {
-                let cert = cert.map_err(|e| material(ca_key, ca, pem_problem(&e)))?;
-                roots.add(cert).map_err(|e| {
-                    material(
-                        ca_key,
-                        ca,
-                        format!(
-                            "not a usable CA certificate ({e}): give the certificate of the CA \
-                             that signs the client certificates"
-                        ),
-                    )
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(material(
-                    ca_key,
-                    ca,
-                    "no certificate in it: give the CA that signs the client certificates (PEM)"
-                        .into(),
-                ));
-            }
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
-            let verifier = if tls.client_auth == ClientAuth::VerifyClientCertIfGiven {
-                verifier.allow_unauthenticated()
-            } else {
-                verifier
-            };
-            Some(verifier.build().map_err(|e| {
-                material(
-                    ca_key,
-                    ca,
-                    format!("{e}: give the CA that signs the client certificates"),
-                )
-            })?)
-        }
-    };
-    let builder = match verifier {
+    let builder = match files.client_verifier(tls, &provider)? {
         None => builder.with_no_client_auth(),
         Some(verifier) if tls.client_allowed_sans.is_empty() => {
             builder.with_client_cert_verifier(verifier)
@@ -157,7 +54,7 @@ pub fn server_config(path: &Path, tls: &TlsSettings) -> Result<Arc<ServerConfig>
         })),
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        material(
+        files.material(
             key_key,
             &tls.key,
             format!(
@@ -170,6 +67,157 @@ pub fn server_config(path: &Path, tls: &TlsSettings) -> Result<Arc<ServerConfig>
     // HTTP/1.1 only (hyper's http1 server); `http_server_config.http2` changes nothing.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The protocol versions between `min_version` and `max_version`.
+fn versions(tls: &TlsSettings) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    [
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (tls.min_version..=tls.max_version).contains(v))
+    .map(|(_, v)| v)
+    .collect()
+}
+
+/// Reads the PEM material the web configuration file at `path` names, with errors that
+/// name the key and where the PEM came from.
+struct Files<'a> {
+    path: &'a Path,
+}
+
+impl Files<'_> {
+    fn material(&self, key: &'static str, pem: &Pem, problem: String) -> WebConfigError {
+        WebConfigError::Material {
+            path: self.path.to_owned(),
+            key,
+            origin: pem.origin(),
+            problem,
+        }
+    }
+
+    /// The server's certificate chain: its certificate, then the intermediates.
+    fn chain(
+        &self,
+        key: &'static str,
+        pem: &Pem,
+    ) -> Result<Vec<CertificateDer<'static>>, WebConfigError> {
+        let text = read(self.path, key, pem)?;
+        let chain = CertificateDer::pem_slice_iter(&text)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.material(key, pem, pem_problem(&e)))?;
+        if chain.is_empty() {
+            return Err(self.material(
+                key,
+                pem,
+                "no certificate in it (a PEM block \"BEGIN CERTIFICATE\"): give the server's \
+                 certificate, then its intermediates"
+                    .into(),
+            ));
+        }
+        Ok(chain)
+    }
+
+    fn private_key(
+        &self,
+        key: &'static str,
+        pem: &Pem,
+    ) -> Result<PrivateKeyDer<'static>, WebConfigError> {
+        let text = read(self.path, key, pem)?;
+        PrivateKeyDer::from_pem_slice(&text).map_err(|e| {
+            self.material(
+                key,
+                pem,
+                format!(
+                    "{}: give the certificate's private key in PEM (PKCS#8, PKCS#1 or SEC1)",
+                    match e {
+                        rustls::pki_types::pem::Error::NoItemsFound =>
+                            "no private key in it".into(),
+                        e => pem_problem(&e),
+                    }
+                ),
+            )
+        })
+    }
+
+    /// The client certificate policy of Go's `tls.ClientAuthType`; `None` asks for none.
+    fn client_verifier(
+        &self,
+        tls: &TlsSettings,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Option<Arc<dyn ClientCertVerifier>>, WebConfigError> {
+        let mandatory = match tls.client_auth {
+            ClientAuth::NoClientCert => return Ok(None),
+            ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
+                return Ok(Some(Arc::new(AnyClientCert {
+                    mandatory: tls.client_auth == ClientAuth::RequireAnyClientCert,
+                    algorithms: provider.signature_verification_algorithms,
+                })));
+            }
+            ClientAuth::VerifyClientCertIfGiven => false,
+            ClientAuth::RequireAndVerifyClientCert => true,
+        };
+        let ca = tls
+            .client_ca
+            .as_ref()
+            .ok_or_else(|| WebConfigError::Invalid {
+                path: self.path.to_owned(),
+                key: "tls_server_config.client_ca_file".into(),
+                problem: format!(
+                    "{:?} needs a client CA: set client_ca_file",
+                    tls.client_auth
+                ),
+            })?;
+        let ca_key = key_of(
+            ca,
+            "tls_server_config.client_ca_file",
+            "tls_server_config.client_ca",
+        );
+        let roots = self.client_roots(ca_key, ca)?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
+        let verifier = if mandatory {
+            verifier
+        } else {
+            verifier.allow_unauthenticated()
+        };
+        let verifier = verifier.build().map_err(|e| {
+            self.material(
+                ca_key,
+                ca,
+                format!("{e}: give the CA that signs the client certificates"),
+            )
+        })?;
+        Ok(Some(verifier))
+    }
+
+    /// The CAs that sign client certificates.
+    fn client_roots(&self, key: &'static str, pem: &Pem) -> Result<RootCertStore, WebConfigError> {
+        let text = read(self.path, key, pem)?;
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&text) {
+            let cert = cert.map_err(|e| self.material(key, pem, pem_problem(&e)))?;
+            roots.add(cert).map_err(|e| {
+                self.material(
+                    key,
+                    pem,
+                    format!(
+                        "not a usable CA certificate ({e}): give the certificate of the CA \
+                         that signs the client certificates"
+                    ),
+                )
+            })?;
+        }
+        if roots.is_empty() {
+            return Err(self.material(
+                key,
+                pem,
+                "no certificate in it: give the CA that signs the client certificates (PEM)".into(),
+            ));
+        }
+        Ok(roots)
+    }
 }
 
 /// What is wrong with broken PEM text, in words (the parser's own messages print bytes).
