@@ -250,14 +250,20 @@ fn cpu_offset() -> Result<u64, i32> {
         return Ok(known);
     }
     let scratch = PERCPU.get_ptr_mut(LAUNDER).ok_or(-1)?;
-    // SAFETY: as above; the volatile store and load keep the compiler from folding the
-    // round trip away (the verifier then sees a plain number, not the map pointer).
-    let map = unsafe {
-        core::ptr::write_volatile(scratch, (&raw const PERCPU) as u64);
-        core::ptr::read_volatile(scratch)
+    // Both addresses as plain numbers: the verifier refuses arithmetic on a map value
+    // pointer with an unknown number (checked on 5.10, 6.1 and 6.18).
+    let launder = |address: u64| {
+        // SAFETY: as above; the volatile store and load keep the compiler from folding
+        // the round trip away (the verifier then sees a number, not a pointer).
+        unsafe {
+            core::ptr::write_volatile(scratch, address);
+            core::ptr::read_volatile(scratch)
+        }
     };
+    let map = launder((&raw const PERCPU) as u64);
+    let here = launder(cached as u64);
     let percpu: u64 = read(map as *const u8, off!(bpf_array_pptrs))?;
-    let offset = (cached as u64).wrapping_sub(percpu);
+    let offset = here.wrapping_sub(percpu);
     // SAFETY: as above.
     unsafe { core::ptr::write_volatile(cached, offset) };
     Ok(offset)
