@@ -1,5 +1,6 @@
 //! listendrop's developer commands. `cargo xtask --help` lists them.
 
+mod arch;
 mod bench;
 mod cmd;
 mod fuzz;
@@ -58,9 +59,10 @@ enum Command {
     /// Build a .deb with cargo-deb (installed if missing) holding the same files as
     /// `install`; prints its path.
     Deb,
-    /// Run the privileged tests on Debian cloud kernels 5.10, 6.1, 6.12 and 6.18, each in a
-    /// QEMU VM (TCG; no KVM needed). Kernels are downloaded once into ~/.cache/listendrop/vm
-    /// (or $LISTENDROP_VM_CACHE); console logs go to target/vm/<kernel>.log.
+    /// Run the privileged tests on Debian cloud kernels 5.10, 6.1, 6.12 and 6.18 for amd64
+    /// and arm64, each in a QEMU VM (TCG; no KVM needed), two at a time. Kernels are
+    /// downloaded once into ~/.cache/listendrop/vm (or $LISTENDROP_VM_CACHE); console logs
+    /// go to target/vm/<kernel>-<run>.log.
     VmTest(vm::Options),
 }
 

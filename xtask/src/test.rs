@@ -6,27 +6,6 @@ use anyhow::bail;
 
 use crate::{cmd, toolchain};
 
-/// The kernel matrix after the host tests: every Debian series with the hooks `auto`
-/// picks (kprobes and fentry work there, so every drop class must be observable), then the
-/// newest again with kprobes forced, so both kinds are proven on it (every test whose
-/// result depends on the hooks: not the HTTP one).
-const VM_RUNS: &[&[&str]] = &[
-    &["--env", "LISTENDROP_EXPECT_FULL_COVERAGE=1"],
-    &[
-        "--kernel",
-        "6.18",
-        "--env",
-        "LISTENDROP_EXPECT_FULL_COVERAGE=1",
-        "--env",
-        "LISTENDROP_PROBE_KIND=kprobe",
-        "--",
-        "syn::",
-        "ack::",
-        "context::",
-        "lifecycle::",
-    ],
-];
-
 pub fn test(vm: bool) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!(
@@ -63,9 +42,8 @@ pub fn test(vm: bool) -> anyhow::Result<()> {
     // The .deb and `cargo xtask install` must install the same files.
     crate::package::check()?;
     if vm {
-        for run in VM_RUNS {
-            cmd::status(Command::new("cargo").args(["xtask", "vm-test"]).args(*run))?;
-        }
+        // Every run of the matrix (xtask/src/vm/matrix.rs), both architectures.
+        cmd::status(Command::new("cargo").args(["xtask", "vm-test"]))?;
     } else {
         eprintln!("xtask: --no-vm: the kernel matrix was skipped (CI always runs it)");
     }

@@ -6,7 +6,10 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context as _};
 
-use crate::cmd::{self, is_root};
+use crate::{
+    arch::Arch,
+    cmd::{self, is_root},
+};
 
 /// The bpf-linker release verified with this workspace's aya line.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -127,6 +130,17 @@ pub fn ensure_ebpf_toolchain() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Adds `arch`'s musl target (static builds: the VMs' binaries, foreign-architecture
+/// release artifacts) to the active toolchain if it is missing.
+pub fn ensure_musl_target(arch: Arch) -> anyhow::Result<()> {
+    let target = arch.musl_target();
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    cmd::status(Command::new("rustup").args(["target", "add", target]))
 }
 
 /// The LLVM major version of the nightly compiler (`rustc +nightly -vV`).
