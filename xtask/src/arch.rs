@@ -40,6 +40,14 @@ impl Arch {
         }
     }
 
+    /// The machine as `file` describes an executable of this architecture.
+    pub const fn file_machine(self) -> &'static str {
+        match self {
+            Self::Amd64 => "x86-64",
+            Self::Arm64 => "ARM aarch64",
+        }
+    }
+
     /// Debian's multiarch triplet: where its packages put shared libraries.
     pub const fn multiarch(self) -> &'static str {
         match self {
