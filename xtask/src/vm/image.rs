@@ -237,10 +237,16 @@ echo "listendrop-vm: LISTENDROP_EXPECT_HOOKS=$LISTENDROP_EXPECT_HOOKS"
 echo "listendrop-vm: what listendrop attaches here"
 /bin/listendrop check ${{LISTENDROP_PROBE_KIND:+--probe-kind $LISTENDROP_PROBE_KIND}}
 echo "listendrop-vm: running the privileged tests"
-# Through a pipe: the summary is read back from a copy the kernel's console lines
-# cannot interleave with.
-{{ /bin/privileged --test-threads=2{args}; echo $? >/tmp/tests.rc; }} 2>&1 | tee /tmp/tests.out
-rc=$(cat /tmp/tests.rc)
+# Into a file, shown as it grows: the summary is read back from a copy the kernel's console
+# lines cannot interleave with (and no process the tests leave behind can hold it open).
+/bin/privileged --test-threads=2{args} >/tmp/tests.out 2>&1 &
+tests=$!
+tail -f /tmp/tests.out &
+shown=$!
+wait $tests
+rc=$?
+sleep 1
+kill $shown
 echo "{TESTS_MARKER} $(grep '^test result: ' /tmp/tests.out | tail -n 1)"
 if [ "$rc" = 0 ]; then
     echo "{MARKER} PASS"
@@ -335,7 +341,7 @@ mod tests {
             test_args: &args,
         });
         assert!(script.contains("export LISTENDROP_EXPECT_FULL_COVERAGE='1'\n"));
-        assert!(script.contains("{ /bin/privileged --test-threads=2 'sigterm'; echo $? "));
+        assert!(script.contains("/bin/privileged --test-threads=2 'sigterm' >/tmp/tests.out"));
         assert_eq!(script.matches("poweroff -f").count(), 1);
     }
 }

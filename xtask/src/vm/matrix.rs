@@ -123,8 +123,8 @@ const NO_DROP_CLASS: Tests = Tests::Only(&["syn::", "http::"]);
 /// log (target/vm/*.log). amd64 6.1: `syn_recv_sock` has 7 arguments there (6.1.188+)
 /// and x86-64 trampolines before 6.6 take 6, hence kprobes. arm64 5.10 and 6.1: no
 /// `__per_cpu_offset` in /proc/kallsyms (CONFIG_KALLSYMS_ALL off), so every fentry and
-/// kprobe hook is refused, and `skb:kfree_skb` has no `rx_sk` before 6.11: no drop class
-/// is observable, hence [`NO_DROP_CLASS`].
+/// kprobe hook is refused, and `skb:kfree_skb` lacks what it needs before 6.11 (`reason`:
+/// 5.17, `rx_sk`: 6.11): no drop class is observable, hence [`NO_DROP_CLASS`].
 #[rustfmt::skip]
 pub const MATRIX: &[Expect] = {
     use Arch::{Amd64, Arm64};

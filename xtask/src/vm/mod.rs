@@ -167,13 +167,9 @@ pub fn vm_test(opts: &Options) -> anyhow::Result<()> {
             .copied()
             .filter(|s| rows.iter().any(|r| r.arch == arch && r.series == *s))
             .collect();
-        for kernel in kernels::fetch(&apt, &cache, &series)? {
-            let series = SERIES
-                .iter()
-                .copied()
-                .find(|s| *s == kernel.series)
-                .context("kernels::fetch returned a series not asked for")?;
-            kernels.insert((arch, series), kernel);
+        // One kernel per series asked for, in that order.
+        for (s, kernel) in series.iter().zip(kernels::fetch(&apt, &cache, &series)?) {
+            kernels.insert((arch, *s), kernel);
         }
         let userland = Userland::fetch(&apt, &cache)?;
         let dir = out.join(format!("rootfs-{arch}"));
