@@ -206,8 +206,11 @@ fn test_args(row: &Expect, opts: &Options) -> Vec<String> {
     }
 }
 
-/// Boots every guest, `opts.jobs` at a time, in order; results in the guests' order.
+/// Boots every guest, `opts.jobs` at a time, those with more tests first (the short ones
+/// then fill the gaps at the end); results in the guests' order.
 fn run_all(guests: &[Guest], opts: &Options, out: &Path) -> Vec<anyhow::Result<Boot>> {
+    let mut order: Vec<usize> = (0..guests.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(guests[i].expected));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut done: Vec<(usize, anyhow::Result<Boot>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..opts.jobs)
@@ -215,11 +218,11 @@ fn run_all(guests: &[Guest], opts: &Options, out: &Path) -> Vec<anyhow::Result<B
                 scope.spawn(|| {
                     let mut mine = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(guest) = guests.get(i) else {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = order.get(n) else {
                             return mine;
                         };
-                        mine.push((i, run_guest(guest, opts, out)));
+                        mine.push((i, run_guest(&guests[i], opts, out)));
                     }
                 })
             })

@@ -60,7 +60,8 @@ impl Userland {
             .map(|p| self.resolve(&p))
             .with_context(|| {
                 format!(
-                    "none of the packages {PACKAGES:?} ({}) has a program {name} in {}",
+                    "none of the packages {PACKAGES:?} ({}) has a program {name} in {}: add \
+                     the Debian package that has it to PACKAGES in xtask/src/vm/userland.rs",
                     self.arch,
                     self.root.display()
                 )
