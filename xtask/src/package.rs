@@ -65,7 +65,9 @@ fn build_release(arch: Arch) -> anyhow::Result<PathBuf> {
     let dir = match target(arch) {
         Some(target) => {
             toolchain::ensure_musl_target(arch)?;
-            cargo.args(["--target", target]);
+            cargo
+                .args(["--target", target])
+                .envs(toolchain::musl_c_env(arch)?);
             format!("target/{target}/release")
         }
         None => "target/release".to_owned(),
@@ -136,7 +138,9 @@ pub fn deb(arch: Arch) -> anyhow::Result<PathBuf> {
         toolchain::ensure_musl_target(arch)?;
         toolchain::ensure_packages(&[&strip_program(arch).1])?;
         // cargo-deb maps the asset `target/release/listendrop` to this target's build.
-        cargo.args(["--target", target]);
+        cargo
+            .args(["--target", target])
+            .envs(toolchain::musl_c_env(arch)?);
     }
     let out = cmd::output(cargo.current_dir(workspace()))?;
     let path = out

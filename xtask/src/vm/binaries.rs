@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::{arch::Arch, cmd};
+use crate::{arch::Arch, cmd, toolchain};
 
 /// What the VMs run.
 pub struct Binaries {
@@ -25,6 +25,7 @@ pub fn build(root: &Path, arch: Arch) -> anyhow::Result<Binaries> {
     let target = arch.musl_target();
     let daemon = executable(
         root,
+        arch,
         &["build", "--release", "--target", target, "-p", "listendrop"],
         "bin",
         "listendrop",
@@ -37,6 +38,7 @@ pub fn build(root: &Path, arch: Arch) -> anyhow::Result<Binaries> {
 pub fn build_tests(root: &Path, arch: Arch) -> anyhow::Result<PathBuf> {
     executable(
         root,
+        arch,
         &[
             "test",
             "--release",
@@ -77,12 +79,19 @@ fn listed(out: &str) -> usize {
     out.lines().filter(|l| l.ends_with(": test")).count()
 }
 
-/// Runs `cargo args` with JSON messages and returns the executable of the target `name`
-/// of kind `kind`. Diagnostics and progress still go to the terminal.
-fn executable(root: &Path, args: &[&str], kind: &str, name: &str) -> anyhow::Result<PathBuf> {
+/// Runs `cargo args` (a build for `arch`) with JSON messages and returns the executable of
+/// the target `name` of kind `kind`. Diagnostics and progress still go to the terminal.
+fn executable(
+    root: &Path,
+    arch: Arch,
+    args: &[&str],
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<PathBuf> {
     let mut cargo = Command::new("cargo");
     cargo
         .args(args)
+        .envs(toolchain::musl_c_env(arch)?)
         .arg("--message-format=json-render-diagnostics")
         .current_dir(root)
         .stderr(Stdio::inherit());
