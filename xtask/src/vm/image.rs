@@ -245,7 +245,7 @@ tail -f /tmp/tests.out &
 shown=$!
 wait $tests
 rc=$?
-sleep 1
+sleep 2 # busybox tail -f reads once a second
 kill $shown
 echo "{TESTS_MARKER} $(grep '^test result: ' /tmp/tests.out | tail -n 1)"
 if [ "$rc" = 0 ]; then
