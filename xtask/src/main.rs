@@ -1,5 +1,6 @@
 //! listendrop's developer commands. `cargo xtask --help` lists them.
 
+mod arch;
 mod bench;
 mod cmd;
 mod fuzz;
@@ -44,6 +45,8 @@ enum Command {
         /// Install under this directory instead of / (packaging, tests).
         #[arg(long, value_name = "DIR")]
         destdir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        arch: package::ArchOption,
     },
     /// Measure overheads and flood exactness (needs root) and add the report to
     /// docs/benchmarks.md.
@@ -57,10 +60,14 @@ enum Command {
     },
     /// Build a .deb with cargo-deb (installed if missing) holding the same files as
     /// `install`; prints its path.
-    Deb,
-    /// Run the privileged tests on Debian cloud kernels 5.10, 6.1, 6.12 and 6.18, each in a
-    /// QEMU VM (TCG; no KVM needed). Kernels are downloaded once into ~/.cache/listendrop/vm
-    /// (or $LISTENDROP_VM_CACHE); console logs go to target/vm/<kernel>.log.
+    Deb {
+        #[command(flatten)]
+        arch: package::ArchOption,
+    },
+    /// Run the privileged tests on Debian cloud kernels 5.10, 6.1, 6.12 and 6.18 for amd64
+    /// and arm64, each in a QEMU VM (TCG; no KVM needed), two at a time. Kernels are
+    /// downloaded once into ~/.cache/listendrop/vm (or $LISTENDROP_VM_CACHE); console logs
+    /// go to target/vm/<kernel>-<run>.log.
     VmTest(vm::Options),
 }
 
@@ -71,10 +78,10 @@ fn main() -> std::process::ExitCode {
         Command::Test { no_vm } => test::test(!no_vm),
         Command::Setup => toolchain::ensure_all().map(|_| ()),
         Command::VmTest(opts) => vm::vm_test(&opts),
-        Command::Install { destdir } => package::install(destdir.as_deref()),
+        Command::Install { destdir, arch } => package::install(arch.arch, destdir.as_deref()),
         Command::Bench => bench::bench(),
         Command::Fuzz { seconds } => fuzz::fuzz(seconds),
-        Command::Deb => package::deb().map(|p| println!("{}", p.display())),
+        Command::Deb { arch } => package::deb(arch.arch).map(|p| println!("{}", p.display())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

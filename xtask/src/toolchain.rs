@@ -6,7 +6,10 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context as _};
 
-use crate::cmd::{self, is_root};
+use crate::{
+    arch::Arch,
+    cmd::{self, is_root},
+};
 
 /// The bpf-linker release verified with this workspace's aya line.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -127,6 +130,43 @@ pub fn ensure_ebpf_toolchain() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Adds `arch`'s musl target (static builds: the VMs' binaries, foreign-architecture
+/// release artifacts) to the active toolchain if it is missing.
+pub fn ensure_musl_target(arch: Arch) -> anyhow::Result<()> {
+    let target = arch.musl_target();
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    cmd::status(Command::new("rustup").args(["target", "add", target]))
+}
+
+/// Installs what the C code of `arch`'s static (musl) build needs (ring, under rustls,
+/// compiles C and assembly for the target) and returns the environment cargo needs for
+/// it. This host is x86-64.
+pub fn musl_c_env(arch: Arch) -> anyhow::Result<Vec<(String, String)>> {
+    match arch {
+        // musl-tools' x86_64-linux-musl-gcc, which the cc crate finds by that name.
+        Arch::Amd64 => {
+            ensure_packages(&["musl-tools"])?;
+            Ok(Vec::new())
+        }
+        // Debian has no musl cross compiler for arm64, but ring builds for aarch64 musl
+        // with clang and no sysroot (-nostdlibinc): the clang of the LLVM the eBPF
+        // toolchain already has.
+        Arch::Arm64 => {
+            let llvm = nightly_llvm_major()?;
+            ensure_packages(&[&format!("clang-{llvm}")])?;
+            let bin = format!("/usr/lib/llvm-{llvm}/bin");
+            let target = arch.musl_target().replace('-', "_");
+            Ok(vec![
+                (format!("CC_{target}"), format!("{bin}/clang")),
+                (format!("AR_{target}"), format!("{bin}/llvm-ar")),
+            ])
+        }
+    }
 }
 
 /// The LLVM major version of the nightly compiler (`rustc +nightly -vV`).

@@ -1,5 +1,7 @@
 //! Static (musl) builds of the daemon and of the privileged integration test binary, so
-//! that they run in an initramfs without any shared library.
+//! that they run in an initramfs without any shared library, for each guest architecture
+//! (cross-built where it is not the host's: `.cargo/config.toml` links with `rust-lld`),
+//! and how many tests a filter selects.
 
 use std::{
     path::{Path, PathBuf},
@@ -8,10 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::cmd;
-
-/// The target of the binaries that go into the VMs.
-const TARGET: &str = "x86_64-unknown-linux-musl";
+use crate::{arch::Arch, cmd, toolchain};
 
 /// What the VMs run.
 pub struct Binaries {
@@ -21,30 +20,30 @@ pub struct Binaries {
     pub tests: PathBuf,
 }
 
-/// Adds the musl target to the active toolchain if it is missing.
-pub fn ensure_musl_target() -> anyhow::Result<()> {
-    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if installed.lines().any(|l| l.trim() == TARGET) {
-        return Ok(());
-    }
-    cmd::status(Command::new("rustup").args(["target", "add", TARGET]))
-}
-
-/// Builds both binaries in the workspace at `root`.
-pub fn build(root: &Path) -> anyhow::Result<Binaries> {
+/// Builds both binaries for `arch` in the workspace at `root`.
+pub fn build(root: &Path, arch: Arch) -> anyhow::Result<Binaries> {
+    let target = arch.musl_target();
     let daemon = executable(
         root,
-        &["build", "--release", "--target", TARGET, "-p", "listendrop"],
+        arch,
+        &["build", "--release", "--target", target, "-p", "listendrop"],
         "bin",
         "listendrop",
     )?;
-    let tests = executable(
+    let tests = build_tests(root, arch)?;
+    Ok(Binaries { daemon, tests })
+}
+
+/// Builds the privileged test binary for `arch`.
+pub fn build_tests(root: &Path, arch: Arch) -> anyhow::Result<PathBuf> {
+    executable(
         root,
+        arch,
         &[
             "test",
             "--release",
             "--target",
-            TARGET,
+            arch.musl_target(),
             "-p",
             "listendrop",
             "--test",
@@ -53,16 +52,46 @@ pub fn build(root: &Path) -> anyhow::Result<Binaries> {
         ],
         "test",
         "privileged",
-    )?;
-    Ok(Binaries { daemon, tests })
+    )
 }
 
-/// Runs `cargo args` with JSON messages and returns the executable of the target `name`
-/// of kind `kind`. Diagnostics and progress still go to the terminal.
-fn executable(root: &Path, args: &[&str], kind: &str, name: &str) -> anyhow::Result<PathBuf> {
+/// How many tests `tests` (a libtest binary this host can run) passes when they all pass
+/// with `args`: those `--list` names, less the ignored ones.
+pub fn count_tests(tests: &Path, args: &[String]) -> anyhow::Result<usize> {
+    let list = |extra: &[&str]| -> anyhow::Result<usize> {
+        let out = cmd::output(Command::new(tests).arg("--list").args(extra).args(args))?;
+        Ok(listed(&out))
+    };
+    let all = list(&[])?;
+    let runs_ignored = args
+        .iter()
+        .any(|a| a == "--ignored" || a == "--include-ignored");
+    Ok(all
+        - if runs_ignored {
+            0
+        } else {
+            list(&["--ignored"])?
+        })
+}
+
+/// Tests in libtest's `--list` output (`name: test` lines).
+fn listed(out: &str) -> usize {
+    out.lines().filter(|l| l.ends_with(": test")).count()
+}
+
+/// Runs `cargo args` (a build for `arch`) with JSON messages and returns the executable of
+/// the target `name` of kind `kind`. Diagnostics and progress still go to the terminal.
+fn executable(
+    root: &Path,
+    arch: Arch,
+    args: &[&str],
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<PathBuf> {
     let mut cargo = Command::new("cargo");
     cargo
         .args(args)
+        .envs(toolchain::musl_c_env(arch)?)
         .arg("--message-format=json-render-diagnostics")
         .current_dir(root)
         .stderr(Stdio::inherit());
@@ -95,7 +124,14 @@ fn find_executable(messages: &str, kind: &str, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::find_executable;
+    use super::{find_executable, listed};
+
+    #[test]
+    fn counts_listed_tests() {
+        let out = "ack::overflow: test\nsyn::queue_full: test\n\n2 tests, 0 benchmarks\n";
+        assert_eq!(listed(out), 2);
+        assert_eq!(listed("0 tests, 0 benchmarks\n"), 0);
+    }
 
     #[test]
     fn finds_the_test_executable() {

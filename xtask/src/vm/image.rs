@@ -1,9 +1,12 @@
-//! The VM's whole userspace: busybox, the two static binaries, iproute2 and bpftool with
-//! their shared libraries, the kernel modules the tests need, and an `/init` that runs the tests and
-//! prints one result marker. Packed as a gzipped newc cpio archive, one per kernel.
+//! The VM's whole userspace, in two gzipped newc cpio archives that the kernel unpacks one
+//! after the other: per architecture the root filesystem (busybox, the two static binaries,
+//! iproute2 and bpftool with their shared libraries), and per guest its `/init` (which runs
+//! the tests and prints their summary and one result marker) and the kernel modules the
+//! tests need.
 
 use std::{
     fs,
+    io::Write as _,
     os::unix::fs::{symlink, PermissionsExt as _},
     path::{Path, PathBuf},
     process::Command,
@@ -11,16 +14,12 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{binaries::Binaries, kernels::Kernel, MARKER};
+use super::{binaries::Binaries, kernels::Kernel, userland::Userland, MARKER, TESTS_MARKER};
 use crate::{cmd, toolchain};
 
-/// Dynamically linked host tools the tests run, with where they go in the VM.
-const TOOLS: &[(&str, &str)] = &[
-    ("ip", "bin/ip"),
-    ("nstat", "bin/nstat"),
-    ("ss", "bin/ss"),
-    ("bpftool", "bin/bpftool"),
-];
+/// Dynamically linked tools the tests run (from Debian's packages of the guest's
+/// architecture); they go to `/bin`.
+const TOOLS: &[&str] = &["ip", "nstat", "ss", "bpftool"];
 
 /// The kernel modules the tests need, in load order (each after its dependencies), as
 /// paths under the kernel's module directory without the compression suffix: veth for the
@@ -35,32 +34,43 @@ const MODULES: &[&str] = &[
 /// Where the modules go in the VM, uncompressed for busybox `insmod`.
 const MODULE_DIR: &str = "lib/modules";
 
+/// Symbols whose presence in /proc/kallsyms decides which hooks listendrop can use;
+/// `/init` says which the kernel has, so that a log explains its hook choice.
+const KALLSYMS: &[&str] = &[
+    "__per_cpu_offset",
+    "tcp_syn_flood_action",
+    "inet_reqsk_alloc",
+    "tcp_v4_send_synack",
+    "tcp_v6_send_synack",
+    "tcp_create_openreq_child",
+    "tcp_conn_request",
+    "tcp_v4_syn_recv_sock",
+    "tcp_v6_syn_recv_sock",
+];
+
 /// What `/init` runs.
 pub struct InitOptions<'a> {
-    /// Extra `KEY=VALUE` environment for the tests.
+    /// `KEY=VALUE` environment for the tests.
     pub env: &'a [(String, String)],
     /// Arguments for the test binary (e.g. a name filter).
     pub test_args: &'a [String],
 }
 
-/// An unpacked root filesystem under `dir`, shared by every kernel but for its modules.
+/// One architecture's root filesystem, packed; every guest of that architecture boots it
+/// with an archive of its own after it.
 pub struct Rootfs {
-    dir: PathBuf,
+    archive: PathBuf,
 }
 
 impl Rootfs {
-    /// Lays out a fresh root filesystem in `dir`.
-    pub fn prepare(dir: &Path, bins: &Binaries, init: &InitOptions) -> anyhow::Result<Self> {
-        if dir.exists() {
-            fs::remove_dir_all(dir)
-                .with_context(|| format!("failed to remove {}", dir.display()))?;
-        }
+    /// Lays out a fresh root filesystem in `dir` and packs it into `dir.cpio.gz`.
+    pub fn prepare(dir: &Path, bins: &Binaries, userland: &Userland) -> anyhow::Result<Self> {
+        fresh_dir(dir)?;
         for sub in [
             "bin",
             "dev",
             "etc",
             "lib/modules",
-            "lib64",
             "proc",
             "root",
             "run",
@@ -72,34 +82,50 @@ impl Rootfs {
             mkdir(&dir.join(sub))?;
         }
         // One directory of executables, wherever a program looks (`/var/run/netns` is
-        // where Debian's iproute2 keeps namespaces; the tests read `/run/netns`).
+        // where Debian's iproute2 keeps namespaces; the tests read `/run/netns`). `/init`
+        // adds busybox's applets with `busybox --install` (the binary may not run here).
         for (link, target) in [
             ("sbin", "bin"),
             ("usr/bin", "../bin"),
             ("usr/sbin", "../bin"),
             ("var/run", "../run"),
+            ("bin/sh", "busybox"),
         ] {
             symlink(target, dir.join(link))
                 .with_context(|| format!("failed to link {link} -> {target}"))?;
         }
-        let rootfs = Self {
-            dir: dir.to_owned(),
-        };
-        rootfs.copy(&bins.daemon, "bin/listendrop")?;
-        rootfs.copy(&bins.tests, "bin/privileged")?;
-        for (tool, dest) in TOOLS {
-            rootfs.copy_with_libraries(&find_program(tool)?, dest)?;
+        copy(&bins.daemon, &dir.join("bin/listendrop"))?;
+        copy(&bins.tests, &dir.join("bin/privileged"))?;
+        copy(&userland.program("busybox")?, &dir.join("bin/busybox"))?;
+        for tool in TOOLS {
+            let program = userland.program(tool)?;
+            copy(&program, &dir.join("bin").join(tool))?;
+            for (file, guest) in userland.libraries(&program)? {
+                let dest = dir.join(guest.strip_prefix("/").unwrap_or(&guest));
+                if !dest.exists() {
+                    copy(&file, &dest)?;
+                }
+            }
         }
-        rootfs.install_busybox()?;
-        rootfs.write_executable("init", &init_script(init))?;
-        Ok(rootfs)
+        let mut archive = dir.as_os_str().to_owned();
+        archive.push(".cpio.gz");
+        let archive = PathBuf::from(archive);
+        pack(dir, &archive)?;
+        Ok(Self { archive })
     }
 
-    /// Packs the root filesystem with `kernel`'s modules into `out` (gzipped newc cpio).
-    pub fn pack(&self, kernel: &Kernel, out: &Path) -> anyhow::Result<()> {
-        let dir = self.dir.join(MODULE_DIR);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    /// Writes `dir/initrd.cpio.gz`: the root filesystem, then `dir/overlay` with
+    /// `kernel`'s modules and `/init`.
+    pub fn initrd(
+        &self,
+        kernel: &Kernel,
+        init: &InitOptions,
+        dir: &Path,
+    ) -> anyhow::Result<PathBuf> {
+        let overlay = dir.join("overlay");
+        fresh_dir(&overlay)?;
+        let modules = overlay.join(MODULE_DIR);
+        mkdir(&modules)?;
         for (n, module) in MODULES.iter().enumerate() {
             let found = kernel
                 .modules
@@ -111,83 +137,66 @@ impl Rootfs {
                     .unwrap_or_default()
                     .to_string_lossy();
                 // The number keeps the load order in the VM's `ls`.
-                decompress_module(&found, &dir.join(format!("{n}-{name}")))?;
+                decompress_module(&found, &modules.join(format!("{n}-{name}")))?;
             }
         }
-        let list = out.with_extension("list");
-        fs::write(&list, file_list(&self.dir)?.join("\n") + "\n")
-            .with_context(|| format!("failed to write {}", list.display()))?;
-        let cpio = out.with_extension("");
-        let file = |p: &Path| {
-            fs::File::create(p).with_context(|| format!("failed to create {}", p.display()))
-        };
-        cmd::status(
-            Command::new("cpio")
-                .args(["--create", "--format=newc", "--owner=0:0", "--quiet"])
-                .current_dir(&self.dir)
-                .stdin(fs::File::open(&list)?)
-                .stdout(file(&cpio)?),
-        )?;
-        cmd::status(Command::new("gzip").arg("-c").arg(&cpio).stdout(file(out)?))?;
-        let _ = fs::remove_file(&cpio);
-        let _ = fs::remove_file(&list);
-        Ok(())
-    }
-
-    /// Copies `src` to `dest` (relative to the root), keeping it executable.
-    fn copy(&self, src: &Path, dest: &str) -> anyhow::Result<()> {
-        let dest = self.dir.join(dest);
-        if let Some(parent) = dest.parent() {
-            mkdir(parent)?;
-        }
-        let _ = fs::remove_file(&dest);
-        fs::copy(src, &dest)
-            .with_context(|| format!("failed to copy {} to {}", src.display(), dest.display()))?;
-        Ok(())
-    }
-
-    /// Copies a dynamically linked program and every library `ldd` resolves for it
-    /// (the loader included) to the same paths in the root.
-    fn copy_with_libraries(&self, program: &Path, dest: &str) -> anyhow::Result<()> {
-        self.copy(program, dest)?;
-        for lib in shared_libraries(program)? {
-            let relative = lib
-                .strip_prefix("/")
-                .unwrap_or(&lib)
-                .to_string_lossy()
-                .into_owned();
-            if !self.dir.join(&relative).exists() {
-                self.copy(&lib, &relative)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Static busybox and one `bin/` link per applet that no real tool already provides.
-    fn install_busybox(&self) -> anyhow::Result<()> {
-        let busybox = find_program("busybox")?;
-        self.copy(&busybox, "bin/busybox")?;
-        let applets = cmd::output(Command::new(&busybox).arg("--list"))?;
-        for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty()) {
-            let link = self.dir.join("bin").join(applet);
-            if link.symlink_metadata().is_err() {
-                symlink("busybox", &link)
-                    .with_context(|| format!("failed to link {}", link.display()))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn write_executable(&self, name: &str, text: &str) -> anyhow::Result<()> {
-        let path = self.dir.join(name);
-        fs::write(&path, text).with_context(|| format!("failed to write {}", path.display()))?;
+        let path = overlay.join("init");
+        fs::write(&path, init_script(init))
+            .with_context(|| format!("failed to write {}", path.display()))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("failed to chmod {}", path.display()))
+            .with_context(|| format!("failed to chmod {}", path.display()))?;
+        let packed = dir.join("overlay.cpio.gz");
+        pack(&overlay, &packed)?;
+        // The kernel unpacks concatenated (compressed) archives in order.
+        let initrd = dir.join("initrd.cpio.gz");
+        let mut out = fs::File::create(&initrd)
+            .with_context(|| format!("failed to create {}", initrd.display()))?;
+        for part in [&self.archive, &packed] {
+            let bytes =
+                fs::read(part).with_context(|| format!("failed to read {}", part.display()))?;
+            out.write_all(&bytes)
+                .with_context(|| format!("failed to write {}", initrd.display()))?;
+        }
+        Ok(initrd)
     }
 }
 
-/// The `/init` script: mounts, modules, loopback, environment, the tests, one marker line,
-/// power off. PID 1 must never exit (the kernel would panic), so nothing here aborts.
+/// Packs the tree `dir` into `out` (gzipped newc cpio, files owned by root).
+fn pack(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let list = out.with_extension("list");
+    fs::write(&list, file_list(dir)?.join("\n") + "\n")
+        .with_context(|| format!("failed to write {}", list.display()))?;
+    let cpio = out.with_extension("");
+    let file =
+        |p: &Path| fs::File::create(p).with_context(|| format!("failed to create {}", p.display()));
+    cmd::status(
+        Command::new("cpio")
+            .args(["--create", "--format=newc", "--owner=0:0", "--quiet"])
+            .current_dir(dir)
+            .stdin(fs::File::open(&list)?)
+            .stdout(file(&cpio)?),
+    )?;
+    cmd::status(Command::new("gzip").arg("-c").arg(&cpio).stdout(file(out)?))?;
+    let _ = fs::remove_file(&cpio);
+    let _ = fs::remove_file(&list);
+    Ok(())
+}
+
+/// Copies `src` to `dest`, creating its directory; keeps the mode (executables stay so).
+fn copy(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = dest.parent() {
+        mkdir(parent)?;
+    }
+    let _ = fs::remove_file(dest);
+    fs::copy(src, dest)
+        .with_context(|| format!("failed to copy {} to {}", src.display(), dest.display()))?;
+    Ok(())
+}
+
+/// The `/init` script: busybox's applets, mounts, modules, loopback, environment, the
+/// kernel's relevant symbols, `listendrop check`, the tests (their summary line repeated
+/// after a marker of its own), one result marker, power off. PID 1 must never exit (the
+/// kernel would panic), so nothing here aborts.
 fn init_script(init: &InitOptions) -> String {
     let exports: String = init
         .env
@@ -199,9 +208,11 @@ fn init_script(init: &InitOptions) -> String {
         .iter()
         .map(|a| format!(" {}", shell_quote(a)))
         .collect();
+    let symbols = KALLSYMS.join(" ");
     format!(
         r#"#!/bin/sh
-# Written by `cargo xtask vm-test` (xtask/src/vm/initramfs.rs).
+# Written by `cargo xtask vm-test` (xtask/src/vm/image.rs).
+/bin/busybox --install -s /bin
 export PATH=/bin HOME=/root
 mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
@@ -216,12 +227,28 @@ try mount -t bpf bpf /sys/fs/bpf
 for module in /{MODULE_DIR}/*.ko; do [ -f "$module" ] && try insmod "$module"; done
 try ip link set lo up
 export LISTENDROP_BIN=/bin/listendrop LISTENDROP_REQUIRE_PRIVILEGED=1 LISTENDROP_VM=1 RUST_BACKTRACE=1
-{exports}echo "listendrop-vm: kernel $(uname -r): what listendrop attaches here"
+{exports}echo "listendrop-vm: kernel $(uname -r) $(uname -m)"
+echo "listendrop-vm: kallsyms: $(awk -v want="{symbols}" '
+    BEGIN {{ n = split(want, w, " "); for (i = 1; i <= n; i++) wanted[w[i]] = 1 }}
+    $3 in wanted {{ seen[$3] = 1 }}
+    END {{ for (i = 1; i <= n; i++) printf "%s=%s ", w[i], (w[i] in seen) ? "yes" : "no" }}
+' /proc/kallsyms)"
+echo "listendrop-vm: LISTENDROP_EXPECT_HOOKS=$LISTENDROP_EXPECT_HOOKS"
+echo "listendrop-vm: what listendrop attaches here"
 /bin/listendrop check ${{LISTENDROP_PROBE_KIND:+--probe-kind $LISTENDROP_PROBE_KIND}}
 echo "listendrop-vm: running the privileged tests"
-/bin/privileged --test-threads=2{args}
+# Into a file, shown as it grows: the summary is read back from a copy the kernel's console
+# lines cannot interleave with (and no process the tests leave behind can hold it open).
+/bin/privileged --test-threads=2{args} >/tmp/tests.out 2>&1 &
+tests=$!
+tail -f /tmp/tests.out &
+shown=$!
+wait $tests
 rc=$?
-if [ "$rc" -eq 0 ]; then
+sleep 2 # busybox tail -f reads once a second
+kill $shown
+echo "{TESTS_MARKER} $(grep '^test result: ' /tmp/tests.out | tail -n 1)"
+if [ "$rc" = 0 ]; then
     echo "{MARKER} PASS"
 else
     echo "{MARKER} FAIL exit=$rc"
@@ -258,28 +285,6 @@ fn file_list(root: &Path) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Libraries `ldd` resolves for `program`, and the dynamic loader.
-fn shared_libraries(program: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let out = cmd::output(Command::new("ldd").arg(program))?;
-    Ok(out
-        .lines()
-        .filter_map(|l| {
-            let path = l.split("=>").last()?.split_whitespace().next()?;
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect())
-}
-
-/// `name` on PATH or in the system directories (root's PATH may lack `sbin`).
-fn find_program(name: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .with_context(|| format!("{name} is not installed (not on PATH nor in /usr/sbin)"))
-}
-
 /// `module[.xz|.zst]` under a kernel's module directory.
 fn find_module(modules: &Path, module: &str) -> Option<PathBuf> {
     ["", ".xz", ".zst"]
@@ -305,6 +310,14 @@ fn decompress_module(module: &Path, dest: &Path) -> anyhow::Result<()> {
     cmd::status(Command::new(tool).arg("-dc").arg(module).stdout(out))
 }
 
+/// Makes `dir` an empty directory.
+fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("failed to remove {}", dir.display()))?;
+    }
+    mkdir(dir)
+}
+
 fn mkdir(path: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(path).with_context(|| format!("failed to create {}", path.display()))
 }
@@ -328,7 +341,7 @@ mod tests {
             test_args: &args,
         });
         assert!(script.contains("export LISTENDROP_EXPECT_FULL_COVERAGE='1'\n"));
-        assert!(script.contains("/bin/privileged --test-threads=2 'sigterm'\n"));
+        assert!(script.contains("/bin/privileged --test-threads=2 'sigterm' >/tmp/tests.out"));
         assert_eq!(script.matches("poweroff -f").count(), 1);
     }
 }

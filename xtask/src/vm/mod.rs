@@ -1,165 +1,393 @@
-//! `cargo xtask vm-test`: the privileged integration tests on several Debian cloud kernels,
-//! each booted under QEMU (TCG) with an initramfs whose `/init` runs the static test binary.
+//! `cargo xtask vm-test`: the privileged integration tests on Debian cloud kernels of
+//! several series and architectures, each booted under QEMU (TCG) with an initramfs whose
+//! `/init` runs the static test binary; two guests at a time.
 //!
-//! - `kernels`: the newest cloud kernel of each series, via a private apt state (cached).
-//! - `binaries`: static (musl) daemon and test binaries.
-//! - `image`: the VM's userspace (the initramfs) and `/init`.
-//! - `qemu`: one boot, its console log, the marker, the time limit.
+//! - `matrix`: the runs and, per guest, the coverage and hooks it must show.
+//! - `apt`: a private apt state per architecture.
+//! - `kernels`: the newest cloud kernel of each series that can be downloaded (cached).
+//! - `userland`: the guests' tools, from Debian's packages of their architecture.
+//! - `binaries`: static (musl) daemon and test binaries, and how many tests a filter runs.
+//! - `image`: the guests' userspace (the initramfs) and `/init`.
+//! - `qemu`: one boot, its console log, the verdict, the time limit.
 
+mod apt;
 mod binaries;
 mod image;
 mod kernels;
+mod matrix;
 mod qemu;
+mod userland;
 
 use std::{
+    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
 
-use crate::toolchain;
+use crate::{arch::Arch, toolchain};
+use apt::Apt;
 use image::{InitOptions, Rootfs};
 use kernels::Kernel;
+use matrix::{Expect, RUNS, SERIES};
 use qemu::{Boot, BootOptions};
+use userland::Userland;
 
-/// Kernel series the tests run on by default: the oldest supported LTS to the newest.
-const SERIES: &[&str] = &["5.10", "6.1", "6.12", "6.18"];
-
-/// Debian packages the VM runs need on the host.
-const PACKAGES: &[&str] = &[
-    "qemu-system-x86",
-    "busybox-static",
-    "cpio",
-    "xz-utils",
-    "iproute2",
-    "bpftool",
-    // x86_64-linux-musl-gcc: ring (rustls' crypto, the secure endpoint) compiles C and
-    // assembly for the static musl binaries.
-    "musl-tools",
-];
+/// Debian packages the VM runs need on the host, besides QEMU for each architecture.
+const PACKAGES: &[&str] = &["cpio", "xz-utils", "binutils"];
 
 /// The line `/init` prints once, followed by `PASS` or `FAIL exit=<code>`.
 const MARKER: &str = "LISTENDROP-VM-RESULT:";
 
-/// Lines of a failed kernel's console log printed at the end.
+/// The line `/init` prints before [`MARKER`], followed by libtest's summary line.
+const TESTS_MARKER: &str = "LISTENDROP-VM-TESTS:";
+
+/// Lines of a failed guest's console log printed at the end.
 const LOG_TAIL: usize = 60;
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args)]
 pub struct Options {
+    /// Architecture to test (repeatable); all of them by default.
+    #[arg(long = "arch", value_enum, value_name = "ARCH")]
+    arches: Vec<Arch>,
     /// Kernel series to boot (repeatable); all of them by default.
     #[arg(long = "kernel", value_name = "SERIES", value_parser = clap::builder::PossibleValuesParser::new(SERIES))]
     kernels: Vec<String>,
-    /// Print each VM's console as it runs, prefixed with the kernel series (it is always
-    /// saved in target/vm/<kernel>.log).
+    /// Run of the matrix (repeatable; xtask/src/vm/matrix.rs); all of them by default.
+    #[arg(long = "run", value_name = "RUN", value_parser = clap::builder::PossibleValuesParser::new(RUNS.iter().map(|r| r.name)))]
+    runs: Vec<String>,
+    /// Guests booted at the same time (each with 2 CPUs).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+    jobs: u8,
+    /// Print each guest's console as it runs, prefixed with its name (it is always saved
+    /// in target/vm/<kernel>-<run>.log).
     #[arg(long)]
     verbose: bool,
-    /// Wall-clock limit per kernel, boot to power-off, in seconds; the VM is killed after.
+    /// Wall-clock limit per guest, boot to power-off, in seconds; the VM is killed after.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
-    /// Extra environment for the tests in the VM, e.g.
-    /// `--env LISTENDROP_EXPECT_FULL_COVERAGE=1` (repeatable).
+    /// Extra environment for the tests in the VMs, e.g. `--env RUST_LOG=debug`
+    /// (repeatable; overrides the matrix's).
     #[arg(long = "env", value_name = "KEY=VAL", value_parser = parse_env)]
     env: Vec<(String, String)>,
-    /// Arguments for the test binary, e.g. `-- sigterm` to run only matching tests.
+    /// Arguments for the test binary instead of each run's filter, e.g. `-- sigterm` to
+    /// run only matching tests.
     #[arg(last = true)]
     test_args: Vec<String>,
 }
 
-/// Runs the privileged tests on each selected kernel, one VM after the other.
-pub fn vm_test(opts: &Options) -> anyhow::Result<()> {
-    toolchain::ensure_packages(PACKAGES)?;
-    toolchain::ensure_ebpf_toolchain()?;
-    binaries::ensure_musl_target()?;
-    let series: Vec<&str> = SERIES
-        .iter()
-        .copied()
-        .filter(|s| opts.kernels.is_empty() || opts.kernels.iter().any(|k| k == s))
-        .collect();
-    let kernels = kernels::fetch(&cache_dir()?, &series)?;
-    let root = workspace_root();
-    let bins = binaries::build(&root)?;
-    let out = root.join("target/vm");
-    let init = InitOptions {
-        env: &opts.env,
-        test_args: &opts.test_args,
-    };
-    let rootfs = Rootfs::prepare(&out.join("rootfs"), &bins, &init)?;
-    let mut runs = Vec::new();
-    for kernel in &kernels {
-        let boot = boot(&rootfs, kernel, &out, opts)?;
-        eprintln!(
-            "xtask: {}: {} in {:.0} s",
-            kernel.release,
-            boot.outcome,
-            boot.elapsed.as_secs_f64()
-        );
-        runs.push((kernel, boot));
+/// One VM of the matrix.
+struct Guest<'a> {
+    expect: &'static Expect,
+    kernel: &'a Kernel,
+    rootfs: &'a Rootfs,
+    env: Vec<(String, String)>,
+    test_args: Vec<String>,
+    /// Tests that must pass.
+    expected: usize,
+}
+
+impl Guest<'_> {
+    /// Its log's and work directory's name.
+    fn name(&self) -> String {
+        format!("{}-{}", self.kernel.release, self.expect.run)
     }
-    report(&runs, &out)
+
+    fn label(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.expect.arch, self.expect.series, self.expect.run
+        )
+    }
 }
 
-/// Packs `kernel`'s initramfs and boots it.
-fn boot(rootfs: &Rootfs, kernel: &Kernel, out: &Path, opts: &Options) -> anyhow::Result<Boot> {
-    let initrd = out.join(format!("initramfs-{}.cpio.gz", kernel.release));
-    rootfs.pack(kernel, &initrd)?;
-    qemu::boot(
-        kernel,
-        &BootOptions {
-            initrd: &initrd,
-            log: &log_path(out, kernel),
-            timeout: Duration::from_secs(opts.timeout),
-            verbose: opts.verbose,
-        },
-    )
-}
-
-/// Prints the summary table and the end of each failed kernel's log; fails if any did.
-fn report(runs: &[(&Kernel, Boot)], out: &Path) -> anyhow::Result<()> {
-    let failed: Vec<&Kernel> = runs
-        .iter()
-        .filter(|(_, b)| !b.outcome.passed())
-        .map(|(k, _)| *k)
+/// Runs the selected guests of the matrix, `--jobs` at a time, and reports.
+pub fn vm_test(opts: &Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let rows = matrix::select(&opts.arches, &opts.kernels, &opts.runs);
+    if rows.is_empty() {
+        bail!(
+            "no guest of the matrix (MATRIX in xtask/src/vm/matrix.rs) matches this \
+             --arch/--kernel/--run selection"
+        );
+    }
+    let arches: Vec<Arch> = Arch::ALL
+        .into_iter()
+        .filter(|a| rows.iter().any(|r| r.arch == *a))
         .collect();
-    for kernel in &failed {
-        let log = log_path(out, kernel);
-        let text = fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        println!("\n==> {} (last {LOG_TAIL} lines) <==", log.display());
-        for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
-            println!("{line}");
+    let mut packages = PACKAGES.to_vec();
+    packages.extend(arches.iter().map(|&a| qemu::package(a)));
+    toolchain::ensure_packages(&packages)?;
+    toolchain::ensure_ebpf_toolchain()?;
+    let host = Arch::host();
+    for &arch in arches.iter().chain([&host]) {
+        toolchain::ensure_musl_target(arch)?;
+    }
+    let root = workspace_root();
+    let out = root.join("target/vm");
+    let cache = cache_dir()?;
+
+    let mut bins = BTreeMap::new();
+    for &arch in &arches {
+        bins.insert(arch, binaries::build(&root, arch)?);
+    }
+    // Tests are counted with the build this host runs (the same sources).
+    let lister = match bins.get(&host) {
+        Some(b) => b.tests.clone(),
+        None => binaries::build_tests(&root, host)?,
+    };
+    let mut counts: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+    for row in &rows {
+        let args = test_args(row, opts);
+        if let std::collections::btree_map::Entry::Vacant(entry) = counts.entry(args) {
+            let n = binaries::count_tests(&lister, entry.key())?;
+            if n == 0 {
+                bail!(
+                    "the test arguments {:?} (run {}) select no test of {}: fix the filter \
+                     (`{} --list` names them)",
+                    entry.key(),
+                    row.run,
+                    lister.display(),
+                    lister.display()
+                );
+            }
+            entry.insert(n);
         }
     }
-    println!(
-        "\n{:<8} {:<30} {:<22} {:<28} {:>7}",
-        "series", "kernel", "package version", "result", "seconds"
-    );
-    for (kernel, boot) in runs {
-        println!(
-            "{:<8} {:<30} {:<22} {:<28} {:>7.1}",
-            kernel.series,
-            kernel.release,
-            kernel.version,
-            boot.outcome.to_string(),
+
+    let mut kernels: BTreeMap<(Arch, &str), Kernel> = BTreeMap::new();
+    let mut rootfs: BTreeMap<Arch, Rootfs> = BTreeMap::new();
+    for &arch in &arches {
+        let apt = Apt::new(&cache.join(format!("apt-{arch}")), arch)?;
+        let series: Vec<&str> = SERIES
+            .iter()
+            .copied()
+            .filter(|s| rows.iter().any(|r| r.arch == arch && r.series == *s))
+            .collect();
+        // One kernel per series asked for, in that order.
+        for (s, kernel) in series.iter().zip(kernels::fetch(&apt, &cache, &series)?) {
+            kernels.insert((arch, *s), kernel);
+        }
+        let userland = Userland::fetch(&apt, &cache)?;
+        let dir = out.join(format!("rootfs-{arch}"));
+        rootfs.insert(arch, Rootfs::prepare(&dir, &bins[&arch], &userland)?);
+    }
+
+    let guests: Vec<Guest> = rows
+        .iter()
+        .map(|&expect| {
+            let test_args = test_args(expect, opts);
+            let mut env = expect.env();
+            env.retain(|(k, _)| !opts.env.iter().any(|(o, _)| o == k));
+            env.extend(opts.env.iter().cloned());
+            Guest {
+                expect,
+                kernel: &kernels[&(expect.arch, expect.series)],
+                rootfs: &rootfs[&expect.arch],
+                env,
+                expected: counts[&test_args],
+                test_args,
+            }
+        })
+        .collect();
+    let results = run_all(&guests, opts, &out);
+    report(&guests, &results, &out, started.elapsed(), opts.jobs)
+}
+
+/// The test binary's arguments in `row`'s guest.
+fn test_args(row: &Expect, opts: &Options) -> Vec<String> {
+    if opts.test_args.is_empty() {
+        row.filter().iter().map(|&a| a.to_owned()).collect()
+    } else {
+        opts.test_args.clone()
+    }
+}
+
+/// Boots every guest, `opts.jobs` at a time, those with more tests first (the short ones
+/// then fill the gaps at the end); results in the guests' order.
+fn run_all(guests: &[Guest], opts: &Options, out: &Path) -> Vec<anyhow::Result<Boot>> {
+    let mut order: Vec<usize> = (0..guests.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(guests[i].expected));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, anyhow::Result<Boot>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..opts.jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = order.get(n) else {
+                            return mine;
+                        };
+                        mine.push((i, run_guest(&guests[i], opts, out)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Packs `guest`'s initramfs, boots it and removes its work files (the log stays).
+fn run_guest(guest: &Guest, opts: &Options, out: &Path) -> anyhow::Result<Boot> {
+    let name = guest.name();
+    let label = guest.label();
+    let dir = out.join(&name);
+    let init = InitOptions {
+        env: &guest.env,
+        test_args: &guest.test_args,
+    };
+    let boot = guest
+        .rootfs
+        .initrd(guest.kernel, &init, &dir)
+        .and_then(|initrd| {
+            qemu::boot(
+                guest.kernel,
+                &BootOptions {
+                    initrd: &initrd,
+                    log: &log_path(out, &name),
+                    timeout: Duration::from_secs(opts.timeout),
+                    verbose: opts.verbose.then_some(label.as_str()),
+                    expected: guest.expected,
+                },
+            )
+        })
+        .with_context(|| format!("guest {label} ({name})"));
+    let _ = fs::remove_dir_all(&dir);
+    if let Ok(boot) = &boot {
+        eprintln!(
+            "xtask: {label}: {} ({} of {} tests passed) in {:.0} s",
+            boot.outcome,
+            passed(boot),
+            guest.expected,
             boot.elapsed.as_secs_f64()
         );
     }
+    boot
+}
+
+fn passed(boot: &Boot) -> String {
+    boot.passed
+        .map_or_else(|| "?".to_owned(), |n| n.to_string())
+}
+
+/// Prints the end of each failed guest's log, the summary table and the kernels that are
+/// not the newest of their series; fails if any guest did.
+fn report(
+    guests: &[Guest],
+    results: &[anyhow::Result<Boot>],
+    out: &Path,
+    elapsed: Duration,
+    jobs: u8,
+) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    for (guest, result) in guests.iter().zip(results) {
+        let name = guest.name();
+        match result {
+            Ok(boot) if boot.outcome.passed() => continue,
+            Ok(boot) => {
+                let log = log_path(out, &name);
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                println!("\n==> {} (last {LOG_TAIL} lines) <==", log.display());
+                for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
+                    println!("{line}");
+                }
+                if let qemu::Outcome::KernelWarning(line) = &boot.outcome {
+                    println!("==> {}: the kernel warned: {line}", guest.label());
+                }
+            }
+            Err(e) => println!("\n==> {}: {e:#}", guest.label()),
+        }
+        failed.push(name);
+    }
+    println!(
+        "\n{:<6} {:<6} {:<28} {:<22} {:<7} {:<34} {:>7} {:>7}",
+        "arch", "series", "kernel", "package version", "run", "result", "tests", "seconds"
+    );
+    for (guest, result) in guests.iter().zip(results) {
+        let (outcome, tests, seconds) = match result {
+            Ok(boot) => (
+                boot.outcome.to_string(),
+                format!("{}/{}", passed(boot), guest.expected),
+                format!("{:.1}", boot.elapsed.as_secs_f64()),
+            ),
+            Err(_) => ("ERROR (see above)".to_owned(), String::new(), String::new()),
+        };
+        let k = guest.kernel;
+        println!(
+            "{:<6} {:<6} {:<28} {:<22} {:<7} {:<34} {:>7} {:>7}",
+            guest.expect.arch,
+            k.series,
+            k.release,
+            k.version,
+            guest.expect.run,
+            outcome,
+            tests,
+            seconds
+        );
+    }
+    for line in guests.iter().filter_map(|g| g.expect.narrowed_line()) {
+        println!("{line}");
+    }
+    let mut seen = Vec::new();
+    for guest in guests {
+        let k = guest.kernel;
+        if !seen.contains(&&k.release) {
+            seen.push(&k.release);
+            if let Some(line) = fallback_line(k.arch, &k.series, &k.package, &k.version, &k.skipped)
+            {
+                println!("{line}");
+            }
+        }
+    }
+    let plural = if guests.len() == 1 { "" } else { "s" };
+    println!(
+        "{} guest{plural} in {:.0} s ({jobs} at a time)",
+        guests.len(),
+        elapsed.as_secs_f64()
+    );
     if !failed.is_empty() {
-        let names: Vec<&str> = failed.iter().map(|k| k.release.as_str()).collect();
         bail!(
-            "{} of {} kernels failed: {}",
+            "{} of {} guests failed: {} (logs in {})",
             failed.len(),
-            runs.len(),
-            names.join(", ")
+            guests.len(),
+            failed.join(", "),
+            out.display()
         );
     }
     Ok(())
 }
 
-fn log_path(out: &Path, kernel: &Kernel) -> PathBuf {
-    out.join(format!("{}.log", kernel.release))
+/// The summary's line for a kernel that is not the newest build of its series.
+fn fallback_line(
+    arch: Arch,
+    series: &str,
+    package: &str,
+    version: &str,
+    skipped: &[String],
+) -> Option<String> {
+    let newest = skipped.first()?;
+    let builds = match skipped.len() {
+        1 => "1 newer build".to_owned(),
+        n => format!("{n} newer builds"),
+    };
+    Some(format!(
+        "FALLBACK {arch} {series}: ran {package}={version}, not the newest build of the \
+         series: {builds} could not be downloaded (newest: {newest})"
+    ))
+}
+
+fn log_path(out: &Path, name: &str) -> PathBuf {
+    out.join(format!("{name}.log"))
 }
 
 /// `LISTENDROP_VM_CACHE`, or `~/.cache/listendrop/vm`.
@@ -188,4 +416,43 @@ fn parse_env(arg: &str) -> Result<(String, String), String> {
         return Err(format!("{key:?} is not a valid environment variable name"));
     }
     Ok((key.to_owned(), value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fallback_line;
+    use crate::arch::Arch;
+
+    #[test]
+    fn a_fallback_is_said_on_its_own_line() {
+        assert_eq!(
+            fallback_line(
+                Arch::Amd64,
+                "6.12",
+                "linux-image-6.12.117+deb12-cloud-amd64",
+                "6.12.117-1~deb12u1",
+                &[]
+            ),
+            None
+        );
+        let skipped = [
+            "linux-image-5.10.0-46-cloud-arm64=5.10.262-1: answered 404".to_owned(),
+            "linux-image-5.10.0-45-cloud-arm64=5.10.261-1: answered 404 (earlier run)".to_owned(),
+        ];
+        let line = fallback_line(
+            Arch::Arm64,
+            "5.10",
+            "linux-image-5.10.0-32-cloud-arm64",
+            "5.10.223-1",
+            &skipped,
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            "FALLBACK arm64 5.10: ran linux-image-5.10.0-32-cloud-arm64=5.10.223-1, not the \
+             newest build of the series: 2 newer builds could not be downloaded (newest: \
+             linux-image-5.10.0-46-cloud-arm64=5.10.262-1: answered 404)"
+        );
+        assert!(!line.contains('\n'));
+    }
 }

@@ -1,5 +1,6 @@
 //! Boots one kernel under QEMU (TCG only, never KVM), records its serial console, and
-//! decides the result from the marker line `/init` prints, with a hard wall-clock limit.
+//! decides the result from the lines `/init` prints (the tests' summary, the marker) and
+//! the kernel's own (panics, warnings, oopses), with a hard wall-clock limit.
 
 use std::{
     fmt,
@@ -13,8 +14,8 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{kernels::Kernel, MARKER};
-use crate::cmd;
+use super::{kernels::Kernel, MARKER, TESTS_MARKER};
+use crate::{arch::Arch, cmd};
 
 /// How long a VM may take to power off after printing its marker.
 const POWEROFF_GRACE: Duration = Duration::from_secs(30);
@@ -22,12 +23,18 @@ const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 /// How one VM run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The tests passed.
+    /// The tests passed, as many as expected.
     Pass,
     /// The test binary exited with this code.
     Fail(String),
     /// The kernel panicked.
     Panic,
+    /// The kernel printed a warning, BUG or oops (this line).
+    KernelWarning(String),
+    /// The tests passed, but not as many as expected.
+    Count { passed: usize, expected: usize },
+    /// The tests passed but their summary line (how many) is missing.
+    NoCount,
     /// QEMU exited without printing a marker.
     NoMarker,
     /// The VM ran past the time limit and was killed.
@@ -46,6 +53,11 @@ impl fmt::Display for Outcome {
             Self::Pass => write!(f, "PASS"),
             Self::Fail(exit) => write!(f, "FAIL ({exit})"),
             Self::Panic => write!(f, "FAIL (kernel panic)"),
+            Self::KernelWarning(_) => write!(f, "FAIL (kernel warning)"),
+            Self::Count { passed, expected } => {
+                write!(f, "FAIL ({passed} passed, {expected} expected)")
+            }
+            Self::NoCount => write!(f, "FAIL (no test summary)"),
             Self::NoMarker => write!(f, "FAIL (no result marker)"),
             Self::Timeout => write!(f, "FAIL (timeout)"),
         }
@@ -55,6 +67,8 @@ impl fmt::Display for Outcome {
 /// One VM run.
 pub struct Boot {
     pub outcome: Outcome,
+    /// Tests passed, from the guest's libtest summary.
+    pub passed: Option<usize>,
     pub elapsed: Duration,
 }
 
@@ -64,20 +78,51 @@ pub struct BootOptions<'a> {
     /// Serial console transcript.
     pub log: &'a Path,
     pub timeout: Duration,
-    /// Also print the console, each line prefixed with the kernel series.
-    pub verbose: bool,
+    /// Also print the console, each line prefixed with this.
+    pub verbose: Option<&'a str>,
+    /// How many tests must pass.
+    pub expected: usize,
+}
+
+/// Packages that provide [`qemu`]'s programs.
+pub const fn package(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "qemu-system-x86",
+        Arch::Arm64 => "qemu-system-arm",
+    }
+}
+
+/// QEMU for `arch`: TCG, 2 CPUs, 1 GiB, serial console on stdio, no network, no reboot.
+/// The kernel command line has no `quiet`: warnings (`loglevel=5`: KERN_WARNING and
+/// worse) reach the console, where [`Watch`] looks for them.
+fn qemu(arch: Arch) -> Command {
+    let (program, machine, console) = match arch {
+        Arch::Amd64 => ("qemu-system-x86_64", &["-cpu", "max"][..], "ttyS0"),
+        // Plain `-cpu max` emulates QARMA5 pointer authentication, which Debian's kernels
+        // use: 4 times slower, and tests time out. The implementation-defined algorithm
+        // is cheap to emulate.
+        Arch::Arm64 => (
+            "qemu-system-aarch64",
+            &["-M", "virt", "-cpu", "max,pauth-impdef=on"][..],
+            "ttyAMA0",
+        ),
+    };
+    let mut qemu = Command::new(program);
+    qemu.args(machine)
+        .args(["-accel", "tcg", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .arg("-append")
+        .arg(format!("console={console} loglevel=5 panic=-1"));
+    qemu
 }
 
 /// Boots `kernel` with `opts.initrd` and waits for its result.
 pub fn boot(kernel: &Kernel, opts: &BootOptions) -> anyhow::Result<Boot> {
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
-        .args(["-nographic", "-no-reboot", "-nic", "none"])
-        .arg("-kernel")
+    let mut qemu = qemu(kernel.arch);
+    qemu.arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(opts.initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -94,14 +139,13 @@ pub fn boot(kernel: &Kernel, opts: &BootOptions) -> anyhow::Result<Boot> {
     let lines = read_lines(&mut child);
     let mut log = File::create(opts.log)
         .with_context(|| format!("failed to create {}", opts.log.display()))?;
-    let prefix = format!("[{}] ", kernel.series);
     let mut watch = Watch::new(start + opts.timeout);
     let timed_out = loop {
         match lines.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
                 writeln!(log, "{line}")?;
-                if opts.verbose {
-                    eprintln!("{prefix}{line}");
+                if let Some(prefix) = opts.verbose {
+                    eprintln!("[{prefix}] {line}");
                 }
                 watch.see(&line);
             }
@@ -132,7 +176,8 @@ pub fn boot(kernel: &Kernel, opts: &BootOptions) -> anyhow::Result<Boot> {
         writeln!(log, "xtask: qemu exited with {status}")?;
     }
     Ok(Boot {
-        outcome: watch.outcome(timed_out),
+        outcome: watch.outcome(timed_out, opts.expected),
+        passed: watch.passed,
         elapsed: start.elapsed(),
     })
 }
@@ -188,6 +233,10 @@ struct Watch {
     deadline: Instant,
     marker: Option<String>,
     panicked: bool,
+    /// The first kernel warning, BUG or oops line.
+    warning: Option<String>,
+    /// Tests passed, from the summary `/init` repeats.
+    passed: Option<usize>,
 }
 
 impl Watch {
@@ -196,12 +245,20 @@ impl Watch {
             deadline,
             marker: None,
             panicked: false,
+            warning: None,
+            passed: None,
         }
     }
 
     fn see(&mut self, line: &str) {
         if line.contains("Kernel panic") {
             self.panicked = true;
+        }
+        if self.warning.is_none() && kernel_warning(line) {
+            self.warning = Some(line.to_owned());
+        }
+        if let Some(i) = line.find(TESTS_MARKER) {
+            self.passed = passed(&line[i + TESTS_MARKER.len()..]);
         }
         if let Some(i) = line.find(MARKER) {
             if self.marker.is_none() {
@@ -212,38 +269,82 @@ impl Watch {
         }
     }
 
-    /// The verdict; `timed_out`: the VM was killed at the deadline.
-    fn outcome(&self, timed_out: bool) -> Outcome {
+    /// The verdict; `timed_out`: the VM was killed at the deadline; `expected`: how many
+    /// tests must pass. The kernel's own failures come first: they explain the others.
+    fn outcome(&self, timed_out: bool, expected: usize) -> Outcome {
         if self.panicked {
             return Outcome::Panic;
         }
-        match self.marker.as_deref() {
-            Some("PASS") => Outcome::Pass,
-            Some(other) => Outcome::Fail(
+        if let Some(line) = &self.warning {
+            return Outcome::KernelWarning(line.clone());
+        }
+        match (self.marker.as_deref(), self.passed) {
+            (Some("PASS"), Some(passed)) if passed == expected => Outcome::Pass,
+            (Some("PASS"), Some(passed)) => Outcome::Count { passed, expected },
+            (Some("PASS"), None) => Outcome::NoCount,
+            (Some(other), _) => Outcome::Fail(
                 other
                     .strip_prefix("FAIL")
                     .unwrap_or(other)
                     .trim()
                     .to_owned(),
             ),
-            None if timed_out => Outcome::Timeout,
-            None => Outcome::NoMarker,
+            (None, _) if timed_out => Outcome::Timeout,
+            (None, _) => Outcome::NoMarker,
         }
     }
+}
+
+/// Whether `line` holds a kernel message (printk's `[ seconds.micros]` prefix, anywhere:
+/// the console interleaves the kernel's lines with the tests' output) that reports a
+/// kernel bug: a `WARNING:` (WARN_ON, lockdep, RCU), a `BUG:`, a `kernel BUG at` or an
+/// oops. The tests' own output has no such prefix.
+fn kernel_warning(line: &str) -> bool {
+    let mut rest = line;
+    while let Some(open) = rest.find('[') {
+        rest = &rest[open + 1..];
+        let Some((stamp, message)) = rest.split_once(']') else {
+            return false;
+        };
+        let is_stamp = stamp.trim_start().split_once('.').is_some_and(|(s, us)| {
+            !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && us.len() == 6
+                && us.bytes().all(|b| b.is_ascii_digit())
+        });
+        if is_stamp
+            && ["WARNING:", "BUG:", "kernel BUG at", "Oops"]
+                .iter()
+                .any(|k| message.contains(k))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// `N` of libtest's summary, `test result: ok. N passed; 0 failed; ...`.
+fn passed(summary: &str) -> Option<usize> {
+    let counts = summary.split_once("test result: ")?.1.split_once(". ")?.1;
+    counts
+        .split(';')
+        .find_map(|c| c.trim().strip_suffix(" passed"))?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{Outcome, Watch, MARKER};
+    use super::{kernel_warning, passed, Outcome, Watch, MARKER, TESTS_MARKER};
 
     fn outcome(lines: &[&str], timed_out: bool) -> Outcome {
         let mut watch = Watch::new(Instant::now() + Duration::from_secs(60));
         for line in lines {
             watch.see(line);
         }
-        watch.outcome(timed_out)
+        watch.outcome(timed_out, 21)
     }
 
     #[test]
@@ -259,13 +360,78 @@ mod tests {
     fn verdicts() {
         let pass = format!("{MARKER} PASS");
         let fail = format!("{MARKER} FAIL exit=101");
-        assert_eq!(outcome(&["boot", &pass], false), Outcome::Pass);
+        let summary = |n: usize| {
+            format!("{TESTS_MARKER} test result: ok. {n} passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 96.91s")
+        };
+        let (ok, short) = (summary(21), summary(20));
+        assert_eq!(outcome(&["boot", &ok, &pass], false), Outcome::Pass);
+        assert_eq!(
+            outcome(&[&short, &pass], false),
+            Outcome::Count {
+                passed: 20,
+                expected: 21
+            }
+        );
+        assert_eq!(outcome(&[&pass], false), Outcome::NoCount);
         assert_eq!(outcome(&[&fail], false), Outcome::Fail("exit=101".into()));
         assert_eq!(outcome(&["boot"], false), Outcome::NoMarker);
         assert_eq!(outcome(&["boot"], true), Outcome::Timeout);
         assert_eq!(
-            outcome(&[&pass, "Kernel panic - not syncing: x"], false),
+            outcome(&[&ok, &pass, "Kernel panic - not syncing: x"], false),
             Outcome::Panic
         );
+        let warn = "[   42.123456] WARNING: CPU: 1 PID: 77 at kernel/bpf/x.c:1 f+0x1/0x2";
+        assert_eq!(
+            outcome(
+                &[warn, "[   42.123457] Modules linked in: veth", &ok, &pass],
+                false
+            ),
+            Outcome::KernelWarning(warn.into())
+        );
+    }
+
+    #[test]
+    fn passed_tests_from_libtest_summary() {
+        assert_eq!(
+            passed("test result: ok. 21 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 96.91s"),
+            Some(21)
+        );
+        assert_eq!(
+            passed(
+                "test result: FAILED. 12 passed; 9 failed; 0 ignored; 0 measured; 0 filtered out"
+            ),
+            Some(12)
+        );
+        assert_eq!(
+            passed(" test result: ok. 0 passed; 0 failed; 0 ignored"),
+            Some(0)
+        );
+        assert_eq!(passed(""), None);
+        assert_eq!(passed("test result: ok. many passed"), None);
+    }
+
+    #[test]
+    fn kernel_warnings_but_not_test_output() {
+        for line in [
+            "[   12.345678] WARNING: CPU: 0 PID: 1 at net/core/dev.c:1 x+0x0/0x10",
+            "[    3.000001] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+            "[    3.000001] kernel BUG at mm/slub.c:435!",
+            "[    3.000002] Oops: 0002 [#1] PREEMPT SMP NOPTI",
+            "[    3.000002] Internal error: Oops: 0000000096000004 [#1] SMP",
+            "test ack::overflow ... [  100.000000] WARNING: suspicious RCU usage",
+            "[12345.123456] WARNING: possible circular locking dependency detected",
+        ] {
+            assert!(kernel_warning(line), "{line}");
+        }
+        for line in [
+            "[   12.345678] veth: loaded",
+            "WARNING: test output without a kernel stamp",
+            "thread 'x' panicked: BUG: something [#1]",
+            "2026-12-02T02:57:00Z WARN listendrop::diagnosis: listener [::]:80 dropping",
+            "[1.5] WARNING: not a printk stamp",
+            "[",
+        ] {
+            assert!(!kernel_warning(line), "{line}");
+        }
     }
 }
