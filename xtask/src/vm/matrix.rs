@@ -105,16 +105,6 @@ pub enum Coverage {
     Partial,
 }
 
-/// Which tests a guest runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tests {
-    /// Those of its run's filter.
-    Run,
-    /// Only these (libtest filters): the others cannot pass on this kernel yet. The
-    /// summary says so on a line of its own.
-    Only(&'static [&'static str]),
-}
-
 /// One guest: a run on one architecture's kernel of one series, and what it must show.
 #[derive(Debug)]
 pub struct Expect {
@@ -124,7 +114,6 @@ pub struct Expect {
     pub coverage: Coverage,
     /// The kind each of [`PROBES`] is attached with.
     pub hooks: [Kind; PROBES.len()],
-    pub tests: Tests,
 }
 
 const fn row(
@@ -133,7 +122,6 @@ const fn row(
     series: &'static str,
     coverage: Coverage,
     hooks: [Kind; PROBES.len()],
-    tests: Tests,
 ) -> Expect {
     Expect {
         run,
@@ -141,7 +129,6 @@ const fn row(
         series,
         coverage,
         hooks,
-        tests,
     }
 }
 
@@ -156,22 +143,21 @@ pub const MATRIX: &[Expect] = {
     use Arch::{Amd64, Arm64};
     use Coverage::{Full, Partial};
     use Kind::{Fentry, Kprobe, None, RawTp, TpBtf, Tracepoint};
-    use Tests::Run;
     &[
         //  run           arch   series  coverage  tcp_conn_request, tcp_v4_/tcp_v6_syn_recv_sock,
-        //                                         skb:kfree_skb, tcp:tcp_retransmit_synack      tests
-        row("auto",       Amd64, "5.10", Full,    [Fentry, Fentry, Fentry, None,       TpBtf],      Run),
-        row("auto",       Amd64, "6.1",  Full,    [Fentry, Kprobe, Kprobe, None,       TpBtf],      Run),
-        row("auto",       Amd64, "6.12", Full,    [Fentry, Fentry, Fentry, None,       TpBtf],      Run),
-        row("auto",       Amd64, "6.18", Full,    [Fentry, Fentry, Fentry, None,       TpBtf],      Run),
-        row("auto",       Arm64, "5.10", Full,    [Kprobe, Kprobe, Kprobe, None,       TpBtf],      Run),
-        row("auto",       Arm64, "6.1",  Full,    [Fentry, Fentry, Fentry, None,       TpBtf],      Run),
-        row("auto",       Arm64, "6.12", Full,    [Fentry, Fentry, Fentry, None,       TpBtf],      Run),
-        row("auto",       Arm64, "6.18", Full,    [Fentry, Fentry, Fentry, None,       TpBtf],      Run),
-        row("kprobe",     Amd64, "6.18", Full,    [Kprobe, Kprobe, Kprobe, None,       TpBtf],      Run),
-        row("tp_btf",     Amd64, "6.18", Partial, [None,   None,   None,   TpBtf,      TpBtf],      Run),
-        row("raw_tp",     Amd64, "6.18", Partial, [None,   None,   None,   RawTp,      RawTp],      Run),
-        row("tracepoint", Amd64, "6.18", Partial, [None,   None,   None,   Tracepoint, Tracepoint], Run),
+        //                                         skb:kfree_skb, tcp:tcp_retransmit_synack
+        row("auto",       Amd64, "5.10", Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
+        row("auto",       Amd64, "6.1",  Full,    [Fentry, Kprobe, Kprobe, None,       TpBtf]),
+        row("auto",       Amd64, "6.12", Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
+        row("auto",       Amd64, "6.18", Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
+        row("auto",       Arm64, "5.10", Full,    [Kprobe, Kprobe, Kprobe, None,       TpBtf]),
+        row("auto",       Arm64, "6.1",  Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
+        row("auto",       Arm64, "6.12", Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
+        row("auto",       Arm64, "6.18", Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
+        row("kprobe",     Amd64, "6.18", Full,    [Kprobe, Kprobe, Kprobe, None,       TpBtf]),
+        row("tp_btf",     Amd64, "6.18", Partial, [None,   None,   None,   TpBtf,      TpBtf]),
+        row("raw_tp",     Amd64, "6.18", Partial, [None,   None,   None,   RawTp,      RawTp]),
+        row("tracepoint", Amd64, "6.18", Partial, [None,   None,   None,   Tracepoint, Tracepoint]),
     ]
 };
 
@@ -183,27 +169,9 @@ impl Expect {
             .expect("every MATRIX row names a run of RUNS (unit-tested)")
     }
 
-    /// The test binary's arguments: the run's filter, or this row's narrower one.
+    /// The test binary's arguments: the run's filter.
     pub fn filter(&self) -> &'static [&'static str] {
-        match self.tests {
-            Tests::Run => self.run().filter,
-            Tests::Only(filter) => filter,
-        }
-    }
-
-    /// The summary's line for a guest that runs fewer tests than its run.
-    pub fn narrowed_line(&self) -> Option<String> {
-        let Tests::Only(filter) = self.tests else {
-            return None;
-        };
-        Some(format!(
-            "NARROWED {} {} {}: only the tests matching {} run here (the others cannot pass \
-             on this kernel yet: MATRIX in xtask/src/vm/matrix.rs)",
-            self.arch,
-            self.series,
-            self.run,
-            filter.join(" ")
-        ))
+        self.run().filter
     }
 
     /// `LISTENDROP_EXPECT_HOOKS`: `probe=kind` pairs, comma-separated.
@@ -300,29 +268,6 @@ mod tests {
             .env()
             .iter()
             .any(|(k, _)| k.contains("COVERAGE")));
-    }
-
-    #[test]
-    fn a_narrowed_guest_says_so() {
-        let arm = super::row(
-            "auto",
-            Arch::Arm64,
-            "5.10",
-            super::Coverage::Partial,
-            [super::Kind::None; super::PROBES.len()],
-            super::Tests::Only(&["syn::", "http::"]),
-        );
-        assert_eq!(arm.filter(), ["syn::", "http::"]);
-        assert_eq!(
-            arm.narrowed_line().as_deref(),
-            Some(
-                "NARROWED arm64 5.10 auto: only the tests matching syn:: http:: run here (the \
-                 others cannot pass on this kernel yet: MATRIX in xtask/src/vm/matrix.rs)"
-            )
-        );
-        let amd = select(&[Arch::Amd64], &["6.18".into()], &["kprobe".into()]);
-        assert_eq!(amd[0].filter(), RUNS[1].filter);
-        assert_eq!(amd[0].narrowed_line(), None);
     }
 
     #[test]

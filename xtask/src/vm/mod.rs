@@ -335,9 +335,6 @@ fn report(
             seconds
         );
     }
-    for line in guests.iter().filter_map(|g| g.expect.narrowed_line()) {
-        println!("{line}");
-    }
     let mut seen = Vec::new();
     for guest in guests {
         let k = guest.kernel;
