@@ -27,7 +27,7 @@ pub fn covered(metrics: &[Sample], reason: &str) -> bool {
 }
 
 /// Asserts that `metric{netns, reason}` equals the kernel's count when the class is
-/// covered here, and that it is absent (not a fake zero) when it is not. Returns whether
+/// covered here (or falls short by no more than the program runs the kernel skipped), and that it is absent (not a fake zero) when it is not. Returns whether
 /// it was covered.
 pub fn counted(
     metrics: &[Sample],
@@ -46,7 +46,18 @@ pub fn counted(
     labels.extend_from_slice(extra);
     let ours = sum(metrics, metric, &labels);
     if covered(metrics, reason) {
-        assert_eq!(ours, kernel as f64, "{metric}{labels:?} vs kernel {what}");
+        if ours != kernel as f64 {
+            // Kprobe programs can be skipped (another kprobe or tracepoint program, or a
+            // map syscall, active on the CPU): exact then means every one not counted is
+            // among the runs the kernel says it skipped.
+            let missed = sum(metrics, "listendrop_bpf_missed_total", &[]);
+            assert!(
+                ours < kernel as f64 && kernel as f64 - ours <= missed,
+                "{metric}{labels:?} {ours} vs kernel {what} {kernel}, with {missed} program \
+                 runs the kernel skipped"
+            );
+            println!("{metric}{labels:?}: {ours} of {kernel}, {missed} runs skipped");
+        }
         true
     } else {
         assert!(

@@ -11,7 +11,7 @@ const HEADER: &str = "# listendrop benchmarks\n\n\
 Each section is one run of `cargo xtask bench` on the machine named in it: listendrop and \
 the comparison (bpftrace, no daemon) measured side by side on the same workload. eBPF \
 costs come from the kernel's own accounting (`kernel.bpf_stats_enabled`, `run_time_ns / \
-run_cnt`). Targets are from issue #6; a missed one is marked and explained below its table.\n\n";
+run_cnt`). Targets are from issues #6 and #11; a missed one is marked and explained below its table.\n\n";
 
 pub fn bench() -> anyhow::Result<()> {
     if !cmd::is_root() {

@@ -20,12 +20,29 @@ fn main() {
         std::process::exit(1);
     }
     let _stats = measure::Sysctl::set("kernel.bpf_stats_enabled", "1");
+    // Sections named on the command line run alone (`cargo bench --bench overhead --
+    // programs`), for working on one of them; the report is every section.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut report = report::Report::new();
     let ns = Netns::new("bench");
-    daemon::start_up(&mut report);
-    programs::measure(&mut report, &ns);
-    daemon::connection_overhead(&mut report);
-    daemon::flood(&mut report, &ns);
-    daemon::render(&mut report);
+    if wanted("start-up") {
+        daemon::start_up(&mut report);
+    }
+    if wanted("programs") {
+        programs::measure(&mut report, &ns);
+    }
+    if wanted("connections") {
+        daemon::connection_overhead(&mut report);
+    }
+    if wanted("flood") {
+        daemon::flood(&mut report, &ns);
+    }
+    if wanted("render") {
+        daemon::render(&mut report);
+    }
     report.print();
 }

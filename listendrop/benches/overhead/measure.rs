@@ -3,15 +3,12 @@
 
 use std::process::Command;
 
-use listendrop_testsupport::netns::run;
+use listendrop_testsupport::{bpf, netns::run};
 
 /// Run time and run count of one program, from bpftool with kernel.bpf_stats_enabled=1.
 pub fn prog_stats(id: u64) -> (u64, u64) {
-    let v = bpftool_prog(id);
-    (
-        v["run_time_ns"].as_u64().unwrap_or(0),
-        v["run_cnt"].as_u64().unwrap_or(0),
-    )
+    let p = bpf::program(id);
+    (p.run_time_ns, p.run_cnt)
 }
 
 /// Nanoseconds per run between two [`prog_stats`] readings.
@@ -19,34 +16,12 @@ pub fn per_call(before: (u64, u64), after: (u64, u64)) -> f64 {
     (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64
 }
 
-fn bpftool_prog(id: u64) -> serde_json::Value {
-    let out = run(Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]));
-    serde_json::from_str(&out).unwrap()
-}
-
-/// Programs held by `pid` with their names (fdinfo prog_id, bpftool names).
+/// Programs held by `pid` with their names.
 pub fn programs_of(pid: u32) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map_while(Result::ok)
-    {
-        if std::fs::read_link(fd.path()).unwrap_or_default().to_str() != Some("anon_inode:bpf-prog")
-        {
-            continue;
-        }
-        let info = std::fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            fd.file_name().to_str().unwrap()
-        ))
-        .unwrap_or_default();
-        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
-            let id: u64 = id.trim().parse().unwrap();
-            let name = bpftool_prog(id)["name"].as_str().unwrap_or("").to_owned();
-            out.push((id, name));
-        }
-    }
-    out
+    bpf::programs_of(pid)
+        .into_iter()
+        .map(|id| (id, bpf::program(id).name))
+        .collect()
 }
 
 /// The program of `pid` whose name starts with `prefix`.

@@ -88,7 +88,26 @@ impl<'a> Attacher<'a> {
         self.group(Group::Syn);
         self.ack();
         self.group(Group::Synack);
+        self.unload_unused();
         (self.hooks, self.links)
+    }
+
+    /// Unloads the programs no link uses (loaded for a way the kernel then refused to
+    /// attach, or undone): the daemon holds only what counts.
+    fn unload_unused(&mut self) {
+        let used: Vec<&str> = self.links.iter().map(AttachedLink::program_name).collect();
+        let names = table::HOOKS
+            .iter()
+            .flat_map(|h| h.ways)
+            .flat_map(|w| w.programs);
+        for name in names {
+            if !used.contains(name) {
+                if let Some(program) = self.ebpf.program_mut(name) {
+                    // Not loaded (never tried, or already unloaded): nothing to do.
+                    let _ = unload(program);
+                }
+            }
+        }
     }
 
     /// Each hook of `group` with its best allowed way.
@@ -354,6 +373,20 @@ where
         .ok_or_else(|| format!("program {name} is missing from the eBPF object"))?
         .try_into()
         .map_err(|e| format!("program {name}: {e}"))
+}
+
+/// Unloads `program` (of the kinds the hook table uses).
+fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
+    use aya::programs::Program;
+    match program {
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        Program::KProbe(p) => p.unload(),
+        Program::BtfTracePoint(p) => p.unload(),
+        Program::RawTracePoint(p) => p.unload(),
+        Program::TracePoint(p) => p.unload(),
+        _ => Ok(()),
+    }
 }
 
 /// Whether the kernel answered a load with EPERM (with the privileges checked first, a

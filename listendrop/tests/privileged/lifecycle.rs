@@ -2,53 +2,16 @@
 
 use std::{process::Command, time::Duration};
 
-use crate::support::{daemon::Daemon, netns::run, require_root};
-
-/// Whether eBPF object `kind` (`prog` or `map`) `id` exists, as bpftool sees it.
-fn bpf_object_exists(kind: &str, id: u64) -> bool {
-    Command::new("bpftool")
-        .args([kind, "show", "id", &id.to_string()])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
+use crate::support::{
+    bpf::{self, programs_of},
+    daemon::Daemon,
+    netns::run,
+    require_root,
+};
 
 /// Whether program `id` is loaded, as bpftool sees it.
 fn program_loaded(id: u64) -> bool {
-    bpf_object_exists("prog", id)
-}
-
-/// Ids of the eBPF objects of `kind` (`prog` or `map`) `pid` holds, from its fds
-/// (`anon_inode:bpf-prog`, `anon_inode:bpf-map`) and `/proc/PID/fdinfo` (`prog_id:`,
-/// `map_id:`), as the kernel reports them.
-fn bpf_objects_of(pid: u32, kind: &str) -> Vec<u64> {
-    let mut ids = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map_while(Result::ok)
-    {
-        let target = std::fs::read_link(fd.path()).unwrap_or_default();
-        if target.to_str() != Some(&format!("anon_inode:bpf-{kind}")) {
-            continue;
-        }
-        let info = std::fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            fd.file_name().to_str().unwrap()
-        ))
-        .unwrap();
-        let id = info
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{kind}_id:")))
-            .unwrap_or_else(|| panic!("{kind}_id in fdinfo"));
-        ids.push(id.trim().parse().unwrap());
-    }
-    ids
-}
-
-/// Ids of the eBPF programs `pid` holds.
-fn programs_of(pid: u32) -> Vec<u64> {
-    bpf_objects_of(pid, "prog")
+    bpf::exists("prog", id)
 }
 
 #[test]
@@ -64,7 +27,7 @@ fn sigterm_and_sigint_leave_no_program_behind() {
         // This daemon's programs and maps (a host-wide `bpftool prog list` before and
         // after would also see the daemons of tests running alongside).
         let ids = programs_of(daemon.pid());
-        let maps = bpf_objects_of(daemon.pid(), "map");
+        let maps = bpf::objects_of(daemon.pid(), "map");
         assert!(!ids.is_empty(), "the daemon holds no eBPF program");
         assert!(!maps.is_empty(), "the daemon holds no eBPF map");
         // bpftool sees each of them now.
@@ -89,7 +52,7 @@ fn sigterm_and_sigint_leave_no_program_behind() {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut left = maps;
         while !left.is_empty() && std::time::Instant::now() < deadline {
-            left.retain(|id| bpf_object_exists("map", *id));
+            left.retain(|id| bpf::exists("map", *id));
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(left.is_empty(), "maps {left:?} still exist after {signal}");
@@ -481,15 +444,36 @@ fn program_runs_time_and_misses_come_from_the_kernel() {
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").unwrap();
     let ns = crate::support::netns::Netns::new("progstats");
     crate::support::scenarios::ack_overflow(&ns, "127.0.0.1:0", None, 1);
+    // The kernel's own figures (bpftool) just before and just after the scrape bound
+    // what the daemon exports: the same counters, in seconds.
+    let programs = programs_of(daemon.pid());
+    let totals = || {
+        programs
+            .iter()
+            .map(|&id| bpf::program(id))
+            .fold((0, 0), |(t, n), p| (t + p.run_time_ns, n + p.run_cnt))
+    };
+    let low = totals();
     let metrics = daemon.metrics();
+    let high = totals();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_were.trim()).unwrap();
     let runs = crate::support::daemon::sum(&metrics, "listendrop_bpf_program_runs_total", &[]);
     let seconds =
         crate::support::daemon::sum(&metrics, "listendrop_bpf_program_run_seconds_total", &[]);
     assert!(runs > 0.0, "no program ran during an overflow scenario");
     assert!(
-        seconds > 0.0 && seconds < runs * 1e-3,
-        "{seconds} s for {runs} runs"
+        (low.1 as f64..=high.1 as f64).contains(&runs),
+        "{runs} runs exported, the kernel counted {} then {}",
+        low.1,
+        high.1
+    );
+    // The f64 seconds may round the last nanosecond.
+    let ns_exported = (seconds * 1e9).round();
+    assert!(
+        (low.0 as f64 - 1.0..=high.0 as f64 + 1.0).contains(&ns_exported),
+        "{seconds} s exported, the kernel counted {} ns then {} ns",
+        low.0,
+        high.0
     );
     // Misses: present for every program where this kernel counts them.
     let kinds: Vec<String> = metrics

@@ -137,7 +137,9 @@ const fn row(
 /// (5.5+); `skb:kfree_skb` is attached only where no `syn_recv_sock` probe is and the
 /// kernel frees the ACK with SKB_DROP_REASON_TCP_LISTEN_OVERFLOW (6.15+). amd64 6.1:
 /// `syn_recv_sock` has 7 arguments there (6.1.188+) and x86-64 trampolines before 6.6 take
-/// 6, hence kprobes. arm64 5.10: no BPF trampolines on arm64 before 6.0, hence kprobes.
+/// 6, hence kprobes. arm64 5.10 and 6.1: the kernel refuses to attach fentry/fexit
+/// (ENOTSUPP; arm64 gained BPF trampolines in 6.0 and the direct calls they need in 6.4),
+/// hence kprobes.
 #[rustfmt::skip]
 pub const MATRIX: &[Expect] = {
     use Arch::{Amd64, Arm64};
@@ -151,7 +153,7 @@ pub const MATRIX: &[Expect] = {
         row("auto",       Amd64, "6.12", Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
         row("auto",       Amd64, "6.18", Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
         row("auto",       Arm64, "5.10", Full,    [Kprobe, Kprobe, Kprobe, None,       TpBtf]),
-        row("auto",       Arm64, "6.1",  Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
+        row("auto",       Arm64, "6.1",  Full,    [Kprobe, Kprobe, Kprobe, None,       TpBtf]),
         row("auto",       Arm64, "6.12", Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
         row("auto",       Arm64, "6.18", Full,    [Fentry, Fentry, Fentry, None,       TpBtf]),
         row("kprobe",     Amd64, "6.18", Full,    [Kprobe, Kprobe, Kprobe, None,       TpBtf]),
