@@ -15,6 +15,7 @@ mod flood;
 mod http;
 mod inventory;
 mod lifecycle;
+mod restart;
 mod reuseport;
 mod syn;
 
