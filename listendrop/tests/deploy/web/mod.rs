@@ -5,20 +5,16 @@
 //! required certificate and a handshake that never ends are refused; a rotated
 //! certificate is served without a restart; a bad file stops the daemon at start.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::Command,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod client;
+mod pki;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SerialNumber,
-};
-use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName};
+use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
+
+pub use client::{basic, https_get_as};
+use pki::replace;
+pub use pki::Pki;
+
+use client::{assert_plain_http_refused, assert_stalled_handshake_is_cut, https_get};
 
 use crate::{
     prometheus::{now, Server},
@@ -30,254 +26,6 @@ use crate::{
     },
     tools::{self, TempDir},
 };
-
-/// What a test needs: certificates in a directory of its own.
-pub struct Pki {
-    dir: TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
-    /// Another CA, whose client certificates the daemon must refuse.
-    stranger: CertifiedIssuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-/// Writes `text` to `path` as a rotation does: a new file renamed over the old one.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-impl Pki {
-    /// A CA (`ca.crt`) and a stranger CA, in a fresh directory.
-    pub fn new() -> Self {
-        let pki = Self {
-            dir: TempDir::new("web"),
-            ca: ca("listendrop test CA"),
-            stranger: ca("stranger CA"),
-        };
-        std::fs::write(pki.path("ca.crt"), pki.ca.pem()).unwrap();
-        pki
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A new key and a certificate for 127.0.0.1 with this serial, written to
-    /// `server.key` then `server.crt`. Returns the certificate.
-    fn issue_server(&self, serial: u64) -> CertificateDer<'static> {
-        self.issue_server_for(serial, &["127.0.0.1", "localhost"], "server")
-    }
-
-    /// The same for `names`, written to `<file>.key` then `<file>.crt`.
-    pub fn issue_server_for(
-        &self,
-        serial: u64,
-        names: &[&str],
-        file: &str,
-    ) -> CertificateDer<'static> {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("listendrop {serial}"));
-        params.serial_number = Some(SerialNumber::from(serial));
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        replace(&self.path(&format!("{file}.key")), &key.serialize_pem());
-        replace(&self.path(&format!("{file}.crt")), &cert.pem());
-        cert.der().clone()
-    }
-
-    /// A client certificate signed by the CA (or the stranger): (certificate, key) files.
-    fn issue_client(&self, name: &str, by_stranger: bool) -> (PathBuf, PathBuf) {
-        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().unwrap();
-        let issuer = if by_stranger {
-            &self.stranger
-        } else {
-            &self.ca
-        };
-        let cert = params.signed_by(&key, issuer).unwrap();
-        let (cert_path, key_path) = (
-            self.path(&format!("{name}.crt")),
-            self.path(&format!("{name}.key")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-
-    /// Writes the web configuration and returns its path.
-    fn web_config(&self, yaml: &str) -> PathBuf {
-        let path = self.path("web-config.yml");
-        replace(&path, yaml);
-        path
-    }
-}
-
-/// An answer to an HTTPS request.
-#[derive(Debug)]
-pub struct Answer {
-    /// The status code.
-    pub status: u16,
-    /// The head (status line and headers), lowercase.
-    pub head: String,
-    /// The body.
-    pub body: String,
-    /// The certificate the server presented.
-    pub server_cert: CertificateDer<'static>,
-}
-
-/// GET `path` over a fresh TLS connection trusting `ca`, with a client certificate and
-/// an `Authorization` header if given. `Err`: the handshake or the exchange failed.
-fn https_get(
-    addr: SocketAddr,
-    ca: &Path,
-    client: Option<&(PathBuf, PathBuf)>,
-    path: &str,
-    authorization: Option<&str>,
-) -> Result<Answer, String> {
-    let name = ServerName::from(addr.ip());
-    https_get_as(addr, name, ca, client, path, authorization)
-}
-
-/// The same, checking the server's certificate against `name` instead of the address.
-pub fn https_get_as(
-    addr: SocketAddr,
-    name: ServerName<'static>,
-    ca: &Path,
-    client: Option<&(PathBuf, PathBuf)>,
-    path: &str,
-    authorization: Option<&str>,
-) -> Result<Answer, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match client {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_file_iter(cert)
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect(),
-                PrivateKeyDer::from_pem_file(key).unwrap(),
-            )
-            .unwrap(),
-    };
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut sock = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-    let auth = authorization.map_or_else(String::new, |a| format!("authorization: {a}\r\n"));
-    tls.write_all(
-        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{auth}\r\n")
-            .as_bytes(),
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let mut raw = Vec::new();
-    match tls.read_to_end(&mut raw) {
-        Ok(_) => {}
-        // A peer that closes without close_notify, after the whole answer.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(format!("read: {e}")),
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("not HTTP: {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status: {head}"))?;
-    let server_cert = conn.peer_certificates().unwrap()[0].clone().into_owned();
-    Ok(Answer {
-        status,
-        head: head.to_lowercase(),
-        body: body.to_owned(),
-        server_cert,
-    })
-}
-
-/// `Basic base64(user:password)`.
-pub fn basic(user: &str, password: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
-/// What the server sends back to a plain HTTP request on its TLS port (until it closes).
-fn plain_http_answer(addr: SocketAddr) -> Vec<u8> {
-    let mut sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .unwrap();
-    let mut answer = Vec::new();
-    // A reset after the alert is as good as a close.
-    let _ = sock.read_to_end(&mut answer);
-    answer
-}
-
-/// Asserts that a plain HTTP client gets no HTTP answer from the TLS port.
-fn assert_plain_http_refused(addr: SocketAddr) {
-    let answer = plain_http_answer(addr);
-    assert!(
-        !answer.starts_with(b"HTTP/"),
-        "plain HTTP was answered: {}",
-        String::from_utf8_lossy(&answer)
-    );
-    // A TLS alert record (content type 21), or nothing.
-    assert!(
-        answer.is_empty() || answer[0] == 21,
-        "not a TLS alert: {answer:?}"
-    );
-}
-
-/// A client that connects and never starts the handshake is cut off after the header
-/// timeout (5 s), so it cannot hold a connection slot.
-fn assert_stalled_handshake_is_cut(addr: SocketAddr) {
-    let started = Instant::now();
-    let mut sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut byte = [0; 1];
-    let read = sock.read(&mut byte);
-    let waited = started.elapsed();
-    assert!(
-        matches!(read, Ok(0)) || read.is_err(),
-        "the server sent something: {read:?}"
-    );
-    assert!(
-        waited >= Duration::from_secs(4) && waited < Duration::from_secs(15),
-        "closed after {waited:?}, not the 5 s header timeout"
-    );
-}
 
 /// Runs the ACK overflow scenario and waits until Prometheus stored a scrape taken after
 /// it; then asserts what it stored for the namespace equals the kernel's count.
@@ -308,6 +56,80 @@ fn https_job(addr: SocketAddr, extra: &str) -> String {
         "scrape_configs:\n  - job_name: listendrop\n    scheme: https\n{extra}    \
          static_configs:\n      - targets: ['{addr}']\n"
     )
+}
+
+/// The right user and password get /metrics and /healthz (with the configured header);
+/// every wrong credential, on any path, gets 401 and no metric.
+fn assert_only_the_right_credentials_pass(
+    get: &impl Fn(&str, Option<&str>) -> client::Answer,
+    password: &str,
+) {
+    let good = basic("prometheus", password);
+    let ok = get("/metrics", Some(&good));
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(ok.body.contains("listendrop_build_info"), "{}", ok.body);
+    assert!(
+        ok.head.contains("x-content-type-options: nosniff"),
+        "{}",
+        ok.head
+    );
+    let health = get("/healthz", Some(&good));
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    // /healthz follows the rules of /metrics; every wrong credential gets 401.
+    for (path, authorization) in [
+        ("/metrics", None),
+        ("/metrics", Some(basic("prometheus", "wrong"))),
+        ("/metrics", Some(basic("nobody", password))),
+        ("/metrics", Some(basic("Prometheus", password))),
+        ("/metrics", Some("Basic !!!".to_owned())),
+        ("/metrics", Some(format!("Bearer {password}"))),
+        ("/healthz", None),
+        ("/healthz", Some(basic("prometheus", "wrong"))),
+        ("/nothing", None),
+    ] {
+        let answer = get(path, authorization.as_deref());
+        assert_eq!(answer.status, 401, "{path} {authorization:?}: {answer:?}");
+        assert!(
+            answer.head.contains("www-authenticate: basic"),
+            "{}",
+            answer.head
+        );
+        assert!(!answer.body.contains("listendrop_"), "{}", answer.body);
+    }
+}
+
+/// `listendrop status` reaches the daemon with the CA and credentials from a file, and
+/// says how when it cannot.
+fn assert_status_reaches_it(pki: &Pki, addr: SocketAddr, password: &str) {
+    let ca = pki.path("ca.crt");
+    let credentials = pki.path("status-credentials");
+    std::fs::write(&credentials, format!("prometheus:{password}\n")).unwrap();
+    let url = format!("https://{}", addr);
+    let status = |extra: &[&str]| {
+        let out = tools::output(
+            Command::new(binary())
+                .args(["status", "--json", "--daemon-url", &url])
+                .args(["--ca-file", ca.to_str().unwrap()])
+                .args(extra),
+        );
+        assert!(out.status.success(), "{}", tools::text(&out));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            doc["daemon"].as_bool().unwrap(),
+            doc["daemon_error"].clone(),
+        )
+    };
+    let (reached, error) = status(&["--basic-auth-file", credentials.to_str().unwrap()]);
+    assert!(reached && error.is_null(), "{error}");
+    let (reached, error) = status(&[]);
+    assert!(!reached, "no credentials");
+    assert!(error.to_string().contains("401"), "{error}");
+    let out = tools::output(Command::new(binary()).args(["status", "--daemon", &addr.to_string()]));
+    let printed = tools::text(&out);
+    assert!(
+        printed.contains("--daemon-url https://HOST:PORT --ca-file"),
+        "{printed}"
+    );
 }
 
 #[test]
@@ -344,75 +166,11 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_others_are_refused() {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     };
 
-    let good = basic("prometheus", password);
-    let ok = get("/metrics", Some(&good));
-    assert_eq!(ok.status, 200, "{ok:?}");
-    assert!(ok.body.contains("listendrop_build_info"), "{}", ok.body);
-    assert!(
-        ok.head.contains("x-content-type-options: nosniff"),
-        "{}",
-        ok.head
-    );
-    let health = get("/healthz", Some(&good));
-    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
-    // /healthz follows the rules of /metrics; every wrong credential gets 401.
-    for (path, authorization) in [
-        ("/metrics", None),
-        ("/metrics", Some(basic("prometheus", "wrong"))),
-        ("/metrics", Some(basic("nobody", password))),
-        ("/metrics", Some(basic("Prometheus", password))),
-        ("/metrics", Some("Basic !!!".to_owned())),
-        ("/metrics", Some(format!("Bearer {password}"))),
-        ("/healthz", None),
-        ("/healthz", Some(basic("prometheus", "wrong"))),
-        ("/nothing", None),
-    ] {
-        let answer = get(path, authorization.as_deref());
-        assert_eq!(answer.status, 401, "{path} {authorization:?}: {answer:?}");
-        assert!(
-            answer.head.contains("www-authenticate: basic"),
-            "{}",
-            answer.head
-        );
-        assert!(!answer.body.contains("listendrop_"), "{}", answer.body);
-    }
+    assert_only_the_right_credentials_pass(&get, password);
     assert_plain_http_refused(daemon.addr);
     assert_stalled_handshake_is_cut(daemon.addr);
 
-    // `listendrop status` reaches it with the CA and credentials from a file, and says
-    // how when it cannot.
-    let credentials = pki.path("status-credentials");
-    std::fs::write(&credentials, format!("prometheus:{password}\n")).unwrap();
-    let url = format!("https://{}", daemon.addr);
-    let status = |extra: &[&str]| {
-        let out = tools::output(
-            Command::new(binary())
-                .args(["status", "--json", "--daemon-url", &url])
-                .args(["--ca-file", ca.to_str().unwrap()])
-                .args(extra),
-        );
-        assert!(out.status.success(), "{}", tools::text(&out));
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (
-            doc["daemon"].as_bool().unwrap(),
-            doc["daemon_error"].clone(),
-        )
-    };
-    let (reached, error) = status(&["--basic-auth-file", credentials.to_str().unwrap()]);
-    assert!(reached && error.is_null(), "{error}");
-    let (reached, error) = status(&[]);
-    assert!(!reached, "no credentials");
-    assert!(error.to_string().contains("401"), "{error}");
-    let out = tools::output(Command::new(binary()).args([
-        "status",
-        "--daemon",
-        &daemon.addr.to_string(),
-    ]));
-    let printed = tools::text(&out);
-    assert!(
-        printed.contains("--daemon-url https://HOST:PORT --ca-file"),
-        "{printed}"
-    );
+    assert_status_reaches_it(&pki, daemon.addr, password);
 
     // A real Prometheus, with the password in a file of its own.
     let dir = TempDir::new("prometheus-tls");
