@@ -118,14 +118,7 @@ pub fn vm_test(opts: &Options) -> anyhow::Result<()> {
         .into_iter()
         .filter(|a| rows.iter().any(|r| r.arch == *a))
         .collect();
-    let mut packages = PACKAGES.to_vec();
-    packages.extend(arches.iter().map(|&a| qemu::package(a)));
-    toolchain::ensure_packages(&packages)?;
-    toolchain::ensure_ebpf_toolchain()?;
-    let host = Arch::host();
-    for &arch in arches.iter().chain([&host]) {
-        toolchain::ensure_musl_target(arch)?;
-    }
+    ensure_host(&arches)?;
     let root = workspace_root();
     let out = root.join("target/vm");
     let cache = cache_dir()?;
@@ -134,30 +127,7 @@ pub fn vm_test(opts: &Options) -> anyhow::Result<()> {
     for &arch in &arches {
         bins.insert(arch, binaries::build(&root, arch)?);
     }
-    // Tests are counted with the build this host runs (the same sources).
-    let lister = match bins.get(&host) {
-        Some(b) => b.tests.clone(),
-        None => binaries::build_tests(&root, host)?,
-    };
-    let mut counts: BTreeMap<Vec<String>, usize> = BTreeMap::new();
-    for row in &rows {
-        let args = test_args(row, opts);
-        if let std::collections::btree_map::Entry::Vacant(entry) = counts.entry(args) {
-            let n = binaries::count_tests(&lister, entry.key())?;
-            if n == 0 {
-                bail!(
-                    "the test arguments {:?} (run {}) select no test of {}: fix the filter \
-                     (`{} --list` names them)",
-                    entry.key(),
-                    row.run,
-                    lister.display(),
-                    lister.display()
-                );
-            }
-            entry.insert(n);
-        }
-    }
-
+    let counts = expected_counts(&root, &bins, &rows, opts)?;
     let mut kernels: BTreeMap<(Arch, &str), Kernel> = BTreeMap::new();
     let mut rootfs: BTreeMap<Arch, Rootfs> = BTreeMap::new();
     for &arch in &arches {
@@ -195,6 +165,52 @@ pub fn vm_test(opts: &Options) -> anyhow::Result<()> {
         .collect();
     let results = run_all(&guests, opts, &out);
     report(&guests, &results, &out, started.elapsed(), opts.jobs)
+}
+
+/// What the host needs for guests of `arches`: packages, QEMU, the eBPF toolchain and
+/// the musl targets.
+fn ensure_host(arches: &[Arch]) -> anyhow::Result<()> {
+    let mut packages = PACKAGES.to_vec();
+    packages.extend(arches.iter().map(|&a| qemu::package(a)));
+    toolchain::ensure_packages(&packages)?;
+    toolchain::ensure_ebpf_toolchain()?;
+    for &arch in arches.iter().chain([&Arch::host()]) {
+        toolchain::ensure_musl_target(arch)?;
+    }
+    Ok(())
+}
+
+/// How many tests each guest's arguments select, counted with the build this host runs
+/// (the same sources). A filter that selects nothing is an error.
+fn expected_counts(
+    root: &Path,
+    bins: &BTreeMap<Arch, binaries::Binaries>,
+    rows: &[&Expect],
+    opts: &Options,
+) -> anyhow::Result<BTreeMap<Vec<String>, usize>> {
+    let lister = match bins.get(&Arch::host()) {
+        Some(b) => b.tests.clone(),
+        None => binaries::build_tests(root, Arch::host())?,
+    };
+    let mut counts: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+    for row in rows {
+        let args = test_args(row, opts);
+        if let std::collections::btree_map::Entry::Vacant(entry) = counts.entry(args) {
+            let n = binaries::count_tests(&lister, entry.key())?;
+            if n == 0 {
+                bail!(
+                    "the test arguments {:?} (run {}) select no test of {}: fix the filter \
+                     (`{} --list` names them)",
+                    entry.key(),
+                    row.run,
+                    lister.display(),
+                    lister.display()
+                );
+            }
+            entry.insert(n);
+        }
+    }
+    Ok(counts)
 }
 
 /// The test binary's arguments in `row`'s guest.
@@ -309,32 +325,7 @@ fn report(
         }
         failed.push(name);
     }
-    println!(
-        "\n{:<6} {:<6} {:<28} {:<22} {:<7} {:<34} {:>7} {:>7}",
-        "arch", "series", "kernel", "package version", "run", "result", "tests", "seconds"
-    );
-    for (guest, result) in guests.iter().zip(results) {
-        let (outcome, tests, seconds) = match result {
-            Ok(boot) => (
-                boot.outcome.to_string(),
-                format!("{}/{}", passed(boot), guest.expected),
-                format!("{:.1}", boot.elapsed.as_secs_f64()),
-            ),
-            Err(_) => ("ERROR (see above)".to_owned(), String::new(), String::new()),
-        };
-        let k = guest.kernel;
-        println!(
-            "{:<6} {:<6} {:<28} {:<22} {:<7} {:<34} {:>7} {:>7}",
-            guest.expect.arch,
-            k.series,
-            k.release,
-            k.version,
-            guest.expect.run,
-            outcome,
-            tests,
-            seconds
-        );
-    }
+    summary_table(guests, results);
     let mut seen = Vec::new();
     for guest in guests {
         let k = guest.kernel;
@@ -362,6 +353,36 @@ fn report(
         );
     }
     Ok(())
+}
+
+/// One line per guest: its kernel, outcome, tests passed of those expected, and time.
+fn summary_table(guests: &[Guest], results: &[anyhow::Result<Boot>]) {
+    println!(
+        "\n{:<6} {:<6} {:<28} {:<22} {:<7} {:<34} {:>7} {:>7}",
+        "arch", "series", "kernel", "package version", "run", "result", "tests", "seconds"
+    );
+    for (guest, result) in guests.iter().zip(results) {
+        let (outcome, tests, seconds) = match result {
+            Ok(boot) => (
+                boot.outcome.to_string(),
+                format!("{}/{}", passed(boot), guest.expected),
+                format!("{:.1}", boot.elapsed.as_secs_f64()),
+            ),
+            Err(_) => ("ERROR (see above)".to_owned(), String::new(), String::new()),
+        };
+        let k = guest.kernel;
+        println!(
+            "{:<6} {:<6} {:<28} {:<22} {:<7} {:<34} {:>7} {:>7}",
+            guest.expect.arch,
+            k.series,
+            k.release,
+            k.version,
+            guest.expect.run,
+            outcome,
+            tests,
+            seconds
+        );
+    }
 }
 
 /// The summary's line for a kernel that is not the newest build of its series.
