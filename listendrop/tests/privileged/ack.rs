@@ -16,6 +16,49 @@ use crate::support::{
     sockets::{listen, local},
 };
 
+/// One log line per dropped packet, each naming a victim and the listener with its full
+/// queue; every victim appears, each once as a new handshake.
+fn logged_once_per_drop(
+    daemon: &Daemon,
+    ns: &Netns,
+    scenario: &AckOverflow,
+    listen_addr: &str,
+    overflows: u64,
+) {
+    let metrics = daemon.metrics();
+    let reason = "ack_accept_queue_full";
+    // One log line per dropped packet, each naming a victim; every victim appears.
+    assert_eq!(sum(&metrics, "listendrop_events_lost_total", &[]), 0.0);
+    let complete = daemon.wait_for_lines(Duration::from_secs(10), |_| {
+        expect::lines(daemon, ns, reason).len() as u64 >= overflows
+    });
+    let lines = expect::lines(daemon, ns, reason);
+    assert!(complete, "{} lines for {overflows} drops", lines.len());
+    assert_eq!(lines.len() as u64, overflows);
+    let logged: BTreeSet<u16> = lines.iter().map(|l| expect::client_port(l)).collect();
+    assert_eq!(logged, scenario.victims, "logged clients vs victim sockets");
+    let queue = format!("{}/{}", scenario.backlog + 1, scenario.backlog);
+    for line in &lines {
+        assert_eq!(expect::field(line, "accept_queue"), queue, "{line}");
+        assert_eq!(
+            expect::field(line, "listener"),
+            format!(
+                "{}",
+                SocketAddr::new(listen_addr.parse().unwrap(), scenario.listener.port())
+            )
+        );
+    }
+    let new: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains(" new_handshake=yes"))
+        .collect();
+    assert_eq!(
+        new.len(),
+        scenario.victims.len(),
+        "one new handshake per victim"
+    );
+}
+
 /// The checks every ACK-overflow scenario shares; returns the ListenOverflows delta.
 fn check_ack_overflow(
     daemon: &Daemon,
@@ -78,37 +121,95 @@ fn check_ack_overflow(
         "the listener that accepts shows no drops"
     );
 
-    // One log line per dropped packet, each naming a victim; every victim appears.
-    assert_eq!(sum(&metrics, "listendrop_events_lost_total", &[]), 0.0);
-    let complete = daemon.wait_for_lines(Duration::from_secs(10), |_| {
-        expect::lines(daemon, ns, reason).len() as u64 >= overflows
-    });
-    let lines = expect::lines(daemon, ns, reason);
-    assert!(complete, "{} lines for {overflows} drops", lines.len());
-    assert_eq!(lines.len() as u64, overflows);
-    let logged: BTreeSet<u16> = lines.iter().map(|l| expect::client_port(l)).collect();
-    assert_eq!(logged, scenario.victims, "logged clients vs victim sockets");
-    let queue = format!("{}/{}", scenario.backlog + 1, scenario.backlog);
-    for line in &lines {
-        assert_eq!(expect::field(line, "accept_queue"), queue, "{line}");
-        assert_eq!(
-            expect::field(line, "listener"),
-            format!(
-                "{}",
-                SocketAddr::new(listen_addr.parse().unwrap(), scenario.listener.port())
-            )
-        );
-    }
-    let new: Vec<_> = lines
-        .iter()
-        .filter(|l| l.contains(" new_handshake=yes"))
-        .collect();
-    assert_eq!(
-        new.len(),
-        scenario.victims.len(),
-        "one new handshake per victim"
-    );
+    logged_once_per_drop(daemon, ns, scenario, listen_addr, overflows);
     overflows
+}
+
+/// The ACK overflow scenario, its clients held back until the inventory has seen the
+/// listener and its owner (this process), so that every drop line can name it.
+fn overflow_once_the_owner_is_known(daemon: &Daemon, ns: &Netns) -> AckOverflow {
+    let netns = ns.inode.to_string();
+    let pid = std::process::id();
+    let (listening, listener) = std::sync::mpsc::channel();
+    let (go, ready) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            crate::support::scenarios::ack_overflow_after(ns, "127.0.0.1:0", None, 2, move |addr| {
+                listening.send(addr).unwrap();
+                ready.recv().unwrap();
+            })
+        });
+        let port = listener.recv().unwrap().port().to_string();
+        let owner = pid.to_string();
+        let seen = daemon.wait_for_metric(Duration::from_secs(20), |m| {
+            sum(
+                m,
+                "listendrop_listener_info",
+                &[("netns", &netns), ("listen_port", &port), ("pid", &owner)],
+            ) > 0.0
+        });
+        go.send(()).unwrap();
+        let scenario = run.join().unwrap();
+        assert!(seen, "the inventory never saw the listener and its owner");
+        scenario
+    })
+}
+
+/// Every drop line names the owner (this process), and the log says when the listener
+/// starts dropping, with the diagnosis.
+fn owner_and_diagnosis_logged(daemon: &Daemon, ns: &Netns, scenario: &AckOverflow) {
+    let pid = std::process::id();
+    let netns = ns.inode.to_string();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    let owner = format!(" owner={pid}/{} ", comm.trim());
+    let lines = expect::lines(daemon, ns, "ack_accept_queue_full");
+    assert!(
+        lines.iter().all(|l| l.contains(&owner)),
+        "{owner}: {lines:#?}"
+    );
+    let all = daemon.lines();
+    let listener = format!("listener {} ", scenario.listener);
+    let started = format!("(netns {netns}, ");
+    assert!(
+        all.iter().any(|l| l.contains(&listener)
+            && l.contains(&started)
+            && l.contains("started dropping handshakes (ack_accept_queue_full)")),
+        "{all:#?}"
+    );
+    let diagnosed = format!("listener {}: final ACKs ignored", scenario.listener);
+    assert!(all.iter().any(|l| l.contains(&diagnosed)), "{all:#?}");
+}
+
+/// The SYN-ACK retransmits (`retrans`: the kernel's TCPSynRetrans; only the listener
+/// retransmits SYN-ACKs here, no client SYN was lost) are counted, and each answers a
+/// victim whose ACK was dropped: logged as such.
+fn synack_retransmits_answer_victims(
+    daemon: &Daemon,
+    ns: &Netns,
+    scenario: &AckOverflow,
+    retrans: u64,
+) {
+    let port = scenario.listener.port().to_string();
+    assert!(retrans >= 1, "no SYN-ACK was retransmitted");
+    if counted(
+        &daemon.metrics(),
+        ns,
+        "listendrop_synack_retransmits_total",
+        "synack_retransmit",
+        &[("listen_port", &port)],
+        retrans,
+        "TCPSynRetrans",
+    ) {
+        let believers = expect::lines(daemon, ns, "synack_retransmit");
+        assert!(!believers.is_empty());
+        for line in &believers {
+            assert!(line.contains("client believes it is connected"), "{line}");
+            assert!(
+                scenario.victims.contains(&expect::client_port(line)),
+                "{line}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -127,38 +228,7 @@ fn ack_overflow_ipv4_matches_kernel_counters() {
         "the inventory never saw namespace {netns}"
     );
     let before = ns.nstat();
-    // The clients wait until the inventory has seen the listener and its owner (this
-    // process), so that every drop line can name it.
-    let pid = std::process::id();
-    let (listening, listener) = std::sync::mpsc::channel();
-    let (go, ready) = std::sync::mpsc::channel();
-    let scenario = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            crate::support::scenarios::ack_overflow_after(
-                &ns,
-                "127.0.0.1:0",
-                None,
-                2,
-                move |addr| {
-                    listening.send(addr).unwrap();
-                    ready.recv().unwrap();
-                },
-            )
-        });
-        let port = listener.recv().unwrap().port().to_string();
-        let owner = pid.to_string();
-        let seen = daemon.wait_for_metric(Duration::from_secs(20), |m| {
-            sum(
-                m,
-                "listendrop_listener_info",
-                &[("netns", &netns), ("listen_port", &port), ("pid", &owner)],
-            ) > 0.0
-        });
-        go.send(()).unwrap();
-        let scenario = run.join().unwrap();
-        assert!(seen, "the inventory never saw the listener and its owner");
-        scenario
-    });
+    let scenario = overflow_once_the_owner_is_known(&daemon, &ns);
     let after = ns.nstat();
     check_ack_overflow(
         &daemon,
@@ -170,53 +240,13 @@ fn ack_overflow_ipv4_matches_kernel_counters() {
         &after,
     );
 
-    // Every drop line names the owner, and the log says when the listener starts
-    // dropping, with the diagnosis.
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-    let owner = format!(" owner={pid}/{} ", comm.trim());
-    let lines = expect::lines(&daemon, &ns, "ack_accept_queue_full");
-    assert!(
-        lines.iter().all(|l| l.contains(&owner)),
-        "{owner}: {lines:#?}"
-    );
-    let all = daemon.lines();
-    let listener = format!("listener {} ", scenario.listener);
-    let started = format!("(netns {netns}, ");
-    assert!(
-        all.iter().any(|l| l.contains(&listener)
-            && l.contains(&started)
-            && l.contains("started dropping handshakes (ack_accept_queue_full)")),
-        "{all:#?}"
-    );
-    let diagnosed = format!("listener {}: final ACKs ignored", scenario.listener);
-    assert!(all.iter().any(|l| l.contains(&diagnosed)), "{all:#?}");
-
-    // The SYN-ACK retransmits: the kernel's TCPSynRetrans (only the listener retransmits
-    // SYN-ACKs here; no client SYN was lost).
-    let metrics = daemon.metrics();
-    let port = scenario.listener.port().to_string();
-    let retrans = delta(&before, &after, "TcpExtTCPSynRetrans");
-    assert!(retrans >= 1, "no SYN-ACK was retransmitted");
-    if counted(
-        &metrics,
+    owner_and_diagnosis_logged(&daemon, &ns, &scenario);
+    synack_retransmits_answer_victims(
+        &daemon,
         &ns,
-        "listendrop_synack_retransmits_total",
-        "synack_retransmit",
-        &[("listen_port", &port)],
-        retrans,
-        "TCPSynRetrans",
-    ) {
-        // Each of them answers a victim whose ACK was dropped: logged as such.
-        let believers = expect::lines(&daemon, &ns, "synack_retransmit");
-        assert!(!believers.is_empty());
-        for line in &believers {
-            assert!(line.contains("client believes it is connected"), "{line}");
-            assert!(
-                scenario.victims.contains(&expect::client_port(line)),
-                "{line}"
-            );
-        }
-    }
+        &scenario,
+        delta(&before, &after, "TcpExtTCPSynRetrans"),
+    );
     assert!(
         scenario.victim_reads.iter().all(|r| r.is_err()),
         "victims saw nothing: {:?}",
