@@ -87,21 +87,11 @@ fn wait_for_listener(daemon: &Daemon, ns: &Netns, port: u16) -> Vec<prometheus_p
     }
 }
 
-#[test]
-fn owner_queues_sysctls_and_counters_match_the_system() {
-    if !require_root("owner_queues_sysctls_and_counters_match_the_system") {
-        return;
-    }
-    let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
-    let before_start = Instant::now();
-    let owned = owned_full_listener("ctx", 5, "1000");
-    let ns = &owned.ns;
-    sleep(Duration::from_millis(1500)); // a dropped SYN retransmit or two
-    let metrics = wait_for_listener(&daemon, ns, owned.addr.port());
-    let netns = ns.inode.to_string();
-    let port = owned.addr.port().to_string();
-    let listener = [("netns", netns.as_str()), ("listen_port", port.as_str())];
+/// The labels of one listener.
+type Labels<'a> = [(&'static str, &'a str); 2];
 
+/// The info series names the owner as /proc does: pid, comm, cgroup.
+fn owner_as_proc_says(metrics: &[prometheus_parse::Sample], listener: &Labels, owned: &Owned) {
     let info = metrics
         .iter()
         .find(|s| {
@@ -119,19 +109,27 @@ fn owner_queues_sysctls_and_counters_match_the_system() {
         cgroup.contains(info.labels.get("cgroup").unwrap()),
         "{cgroup}"
     );
+}
 
+/// The queue gauges are what `ss` shows (the high-water mark at least the length).
+fn queues_as_ss_says(metrics: &[prometheus_parse::Sample], listener: &Labels, owned: &Owned) {
+    let ns = &owned.ns;
     let (recv_q, send_q) = ss_queues(ns, owned.addr.port());
     assert_eq!((recv_q, send_q), (6, 5), "backlog 5 holds 6");
     assert_eq!(
-        sum(&metrics, "listendrop_accept_queue_length", &listener),
+        sum(metrics, "listendrop_accept_queue_length", listener),
         recv_q as f64
     );
     assert_eq!(
-        sum(&metrics, "listendrop_accept_queue_limit", &listener),
+        sum(metrics, "listendrop_accept_queue_limit", listener),
         send_q as f64
     );
-    assert!(sum(&metrics, "listendrop_accept_queue_high_water", &listener) >= recv_q as f64);
+    assert!(sum(metrics, "listendrop_accept_queue_high_water", listener) >= recv_q as f64);
+}
 
+/// Each namespaced sysctl is what the namespace's /proc says.
+fn sysctls_as_proc_says(metrics: &[prometheus_parse::Sample], ns: &Netns) {
+    let netns = ns.inode.to_string();
     for (name, path) in [
         ("net.core.somaxconn", "/proc/sys/net/core/somaxconn"),
         (
@@ -154,7 +152,7 @@ fn owner_queues_sysctls_and_counters_match_the_system() {
         let value: f64 = run(ns.command("cat").arg(path)).trim().parse().unwrap();
         assert_eq!(
             sum(
-                &metrics,
+                metrics,
                 "listendrop_sysctl",
                 &[("netns", &netns), ("name", name)]
             ),
@@ -162,10 +160,12 @@ fn owner_queues_sysctls_and_counters_match_the_system() {
             "{name}"
         );
     }
+}
 
-    // The kernel counters and the reconciliation. The namespace was born after the daemon
-    // started, so all its ListenDrops happened under listendrop's eyes.
-    assert!(before_start.elapsed() < Duration::from_secs(60));
+/// The kernel counters are nstat's, and the drops reconcile: attributed where the class
+/// is covered, unattributed otherwise.
+fn counters_reconcile(daemon: &Daemon, ns: &Netns) {
+    let netns = ns.inode.to_string();
     let drop_counters = |m: &[prometheus_parse::Sample]| {
         let k = |c: &str| {
             sum(
@@ -199,6 +199,29 @@ fn owner_queues_sysctls_and_counters_match_the_system() {
             "SYN-time drops are unattributed on this kernel"
         );
     }
+}
+
+#[test]
+fn owner_queues_sysctls_and_counters_match_the_system() {
+    if !require_root("owner_queues_sysctls_and_counters_match_the_system") {
+        return;
+    }
+    let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
+    let before_start = Instant::now();
+    let owned = owned_full_listener("ctx", 5, "1000");
+    let ns = &owned.ns;
+    sleep(Duration::from_millis(1500)); // a dropped SYN retransmit or two
+    let metrics = wait_for_listener(&daemon, ns, owned.addr.port());
+    let netns = ns.inode.to_string();
+    let port = owned.addr.port().to_string();
+    let listener = [("netns", netns.as_str()), ("listen_port", port.as_str())];
+    owner_as_proc_says(&metrics, &listener, &owned);
+    queues_as_ss_says(&metrics, &listener, &owned);
+    sysctls_as_proc_says(&metrics, ns);
+    // The namespace was born after the daemon started, so all its ListenDrops happened
+    // under listendrop's eyes.
+    assert!(before_start.elapsed() < Duration::from_secs(60));
+    counters_reconcile(&daemon, ns);
     assert!(daemon.stop().success());
 }
 
