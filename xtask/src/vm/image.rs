@@ -239,7 +239,8 @@ echo "listendrop-vm: what listendrop attaches here"
 echo "listendrop-vm: running the privileged tests"
 # Into a file, shown as it grows: the summary is read back from a copy the kernel's console
 # lines cannot interleave with (and no process the tests leave behind can hold it open).
-/bin/privileged --test-threads=2{args} >/tmp/tests.out 2>&1 &
+: >/tmp/tests.out # exists before tail opens it (the redirection below happens in the child)
+/bin/privileged --test-threads=2{args} >>/tmp/tests.out 2>&1 &
 tests=$!
 tail -f /tmp/tests.out &
 shown=$!
@@ -341,7 +342,7 @@ mod tests {
             test_args: &args,
         });
         assert!(script.contains("export LISTENDROP_EXPECT_FULL_COVERAGE='1'\n"));
-        assert!(script.contains("/bin/privileged --test-threads=2 'sigterm' >/tmp/tests.out"));
+        assert!(script.contains("/bin/privileged --test-threads=2 'sigterm' >>/tmp/tests.out"));
         assert_eq!(script.matches("poweroff -f").count(), 1);
     }
 }
