@@ -23,13 +23,10 @@ fn raw_request(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
         .to_owned()
 }
 
-#[test]
-fn hostile_clients_do_not_starve_the_scraper() {
-    if !require_root("hostile_clients_do_not_starve_the_scraper") {
-        return;
-    }
-    let daemon = Daemon::start(&[]);
-    // Hundreds of connections that never send a byte: a scrape still succeeds.
+/// Hundreds of connections that never send a byte, and malformed requests arriving all
+/// the while: a scrape still succeeds, without waiting behind them. Returns the idle
+/// connections (still open).
+fn scrape_among_idle_and_malformed(daemon: &Daemon) -> Vec<TcpStream> {
     let idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(daemon.addr).unwrap())
         .collect();
@@ -64,7 +61,12 @@ fn hostile_clients_do_not_starve_the_scraper() {
         );
     });
 
-    // Past the connection cap (512), connections are answered 503 and closed at once.
+    idle
+}
+
+/// Past the connection cap (512), with the idle ones still held, connections are
+/// answered 503 and closed at once.
+fn connections_past_the_cap_refused(daemon: &Daemon) {
     // (All connect first, then look: the idle ones must not reach their 5 s timeout.)
     let mut more: Vec<TcpStream> = (0..260)
         .map(|_| TcpStream::connect(daemon.addr).unwrap())
@@ -83,9 +85,10 @@ fn hostile_clients_do_not_starve_the_scraper() {
     // 300 idle + 1 keep-alive scrape + 260: the last 49 are over the cap of 512.
     assert!(refused > 0, "no connection was refused beyond the cap");
     drop(more);
-    drop(idle);
-    std::thread::sleep(Duration::from_millis(300));
+}
 
+/// Malformed, oversized, wrong-method and unknown-path requests get their 4xx.
+fn bad_requests_answered(daemon: &Daemon) {
     assert!(raw_request(daemon.addr, b"\x16\x03\x01garbage\r\n\r\n").contains("400"));
     let huge = format!(
         "GET /metrics HTTP/1.1\r\nx-big: {}\r\n\r\n",
@@ -113,8 +116,10 @@ fn hostile_clients_do_not_starve_the_scraper() {
         raw_request(daemon.addr, b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n").contains("404")
     );
     assert_eq!(daemon.get("/healthz"), (200, "ok\n".to_owned()));
+}
 
-    // An idle connection is closed after the header timeout (5 s).
+/// An idle connection is closed after the header timeout (5 s).
+fn idle_connection_closed(daemon: &Daemon) {
     let mut lazy = TcpStream::connect(daemon.addr).unwrap();
     lazy.set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
@@ -129,7 +134,20 @@ fn hostile_clients_do_not_starve_the_scraper() {
         started.elapsed() < Duration::from_secs(14),
         "idle connection never closed"
     );
+}
 
+#[test]
+fn hostile_clients_do_not_starve_the_scraper() {
+    if !require_root("hostile_clients_do_not_starve_the_scraper") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let idle = scrape_among_idle_and_malformed(&daemon);
+    connections_past_the_cap_refused(&daemon);
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    bad_requests_answered(&daemon);
+    idle_connection_closed(&daemon);
     assert_eq!(daemon.get("/metrics").0, 200, "scrape after the abuse");
     assert!(daemon.stop().success());
 }
