@@ -4,6 +4,7 @@
 //! One crate shared by the privileged tests, the deploy tests and the benchmarks (a
 //! dev-dependency of `listendrop`), so that no test target includes another's files.
 
+pub mod containers;
 pub mod daemon;
 pub mod expect;
 pub mod netns;

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeSet,
     io::Read as _,
-    net::{SocketAddr, TcpStream},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -147,5 +147,66 @@ pub fn overflow_flood(ns: &Netns, secs: u64) -> (u64, SocketAddr) {
         sleep(Duration::from_millis(200));
         drop(listener);
         (sent, SocketAddr::V4(server))
+    })
+}
+
+/// What [`ack_overflow_stopped`] did.
+pub struct StoppedOverflow {
+    /// The client whose final ACKs overflowed (a neighbour that never answers).
+    pub client: SocketAddrV4,
+    /// The connections that fill the accept queue: keep them until the end of the test.
+    pub fillers: Vec<TcpStream>,
+}
+
+/// ACK-time overflows of a listener whose server no longer accepts (stopped with
+/// SIGSTOP), whatever process holds it (a container's busybox httpd): no socket option of
+/// the test's is needed.
+///
+/// A raw SYN from `client`, an address of the subnet of `Netns::veth(server)` that never
+/// answers (a permanent neighbour: the SYN-ACK leaves at once and nothing comes back), is
+/// answered and stays in the SYN queue; `queue_limit + 1` connections over loopback then
+/// fill the accept queue; each of `acks` raw final ACKs is then one ACK-time overflow
+/// (ListenOverflows and ListenDrops, `ack_accept_queue_full`).
+pub fn ack_overflow_stopped(
+    ns: &Netns,
+    server: Ipv4Addr,
+    client: SocketAddrV4,
+    port: u16,
+    queue_limit: u32,
+    acks: u32,
+) -> StoppedOverflow {
+    ns.enter(|| {
+        let server = SocketAddrV4::new(server, port);
+        let sniffer = raw::frame_sniffer();
+        let sender = raw::sender();
+        let isn = 4_000_000;
+        raw::syn(&sender, client, server, isn);
+        let server_isn = raw::await_synack(&sniffer, server, client);
+        let loopback = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let fillers: Vec<TcpStream> = (0..=queue_limit).map(|_| connect(loopback)).collect();
+        // The server queues a child when the filler's final ACK arrives, which may be
+        // after connect() returned: wait until the queue is full (limit + 1).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let queued = || {
+            crate::tools::ss_listeners(ns)
+                .into_iter()
+                .find(|l| l.local.ends_with(&format!(":{port}")))
+                .map(|l| l.recv_q)
+        };
+        while queued() != Some(queue_limit + 1) {
+            assert!(
+                Instant::now() < deadline,
+                "the accept queue of port {port} never filled: {:?} of {}",
+                queued(),
+                queue_limit + 1
+            );
+            sleep(Duration::from_millis(20));
+        }
+        for _ in 0..acks {
+            raw::ack(&sender, client, server, isn + 1, server_isn.wrapping_add(1));
+            sleep(Duration::from_millis(20));
+        }
+        sleep(Duration::from_millis(200));
+        StoppedOverflow { client, fillers }
     })
 }

@@ -135,7 +135,7 @@ pub struct ContainerArgs {
     pub podman_socket: PathBuf,
 
     /// How long one request to those APIs may take: an engine that hangs delays an
-    /// inventory pass by at most this (and is asked again a minute later).
+    /// inventory pass by at most this (and is asked again 30 s later).
     #[arg(long, value_name = "MS", env = "LISTENDROP_CONTAINER_API_TIMEOUT_MS",
           default_value_t = DEFAULT_API_TIMEOUT_MS,
           value_parser = |s: &str| bounds::CONTAINER_API_TIMEOUT_MS.parse::<u64>(s))]
@@ -445,7 +445,7 @@ mod tests {
             config.podman_socket.as_deref(),
             Some(std::path::Path::new("/run/podman/podman.sock"))
         );
-        assert_eq!(config.api_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(config.api_timeout, std::time::Duration::from_secs(2));
         let cli = Cli::try_parse_from([
             "listendrop",
             "--docker-socket",

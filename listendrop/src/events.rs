@@ -193,7 +193,8 @@ impl fmt::Display for LogLine<'_> {
     }
 }
 
-/// ` pod=NS/NAME container=NAME container_id=SHORT image=IMAGE`, each when known.
+/// ` pod=NS/NAME container=NAME container_id=SHORT image=IMAGE`, each when known (the
+/// pod's UID when only that is).
 fn write_container(f: &mut fmt::Formatter<'_>, c: &ContainerIdentity) -> fmt::Result {
     if !c.pod_name.is_empty() {
         write!(
@@ -201,6 +202,10 @@ fn write_container(f: &mut fmt::Formatter<'_>, c: &ContainerIdentity) -> fmt::Re
             " pod={}",
             Value(&format!("{}/{}", c.pod_namespace, c.pod_name))
         )?;
+    } else if !c.pod_uid.is_empty() {
+        // The pod's names are unknown (its runtime's bundle was not found): its UID is
+        // what `kubectl get pods -A -o custom-columns=...metadata.uid` finds it by.
+        write!(f, " pod_uid={}", Value(&c.pod_uid))?;
     }
     if !c.name.is_empty() {
         write!(f, " container={}", Value(&c.name))?;

@@ -55,14 +55,20 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// The names the bundle gives.
+    /// The names the bundle's annotations give.
     pub fn names(&self) -> Names {
         let mut names = annotation_names(&self.annotations);
         names.runtime = names.runtime.or(self.runtime);
-        if names.runtime == Some(Runtime::Podman) && names.name.is_none() {
-            names.name.clone_from(&self.conmon_name);
-        }
         names
+    }
+
+    /// The name to use when no better source gives one: a podman container's own name
+    /// on its conmon's command line (the API's `io.kubernetes.container.name` label, when
+    /// it has one, is better).
+    pub fn fallback_name(&self) -> Option<String> {
+        (self.names().runtime == Some(Runtime::Podman))
+            .then(|| self.conmon_name.clone())
+            .flatten()
     }
 }
 

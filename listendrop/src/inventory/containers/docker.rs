@@ -96,8 +96,8 @@ impl Endpoint {
             .ok_or_else(|| ContainerError::SocketPath {
                 socket: self.socket.clone(),
             })?;
-        // Whole seconds for bollard's own timeout; ours below is the exact one.
-        let secs = self.timeout.as_secs().max(1);
+        // bollard's own timeout is in whole seconds: longer than ours, which applies.
+        let secs = self.timeout.as_secs() + 1;
         // The newest version bollard speaks, lowered to the server's by negotiation.
         let docker = Docker::connect_with_unix(path, secs, API_DEFAULT_VERSION).map_err(api)?;
         let docker = self

@@ -257,7 +257,7 @@ pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// `--podman-socket`'s default.
 pub const DEFAULT_PODMAN_SOCKET: &str = "/run/podman/podman.sock";
 /// `--container-api-timeout-ms`'s default.
-pub const DEFAULT_API_TIMEOUT_MS: u64 = 1000;
+pub const DEFAULT_API_TIMEOUT_MS: u64 = 2000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -265,7 +265,7 @@ impl Default for Config {
             docker_socket: Some(DEFAULT_DOCKER_SOCKET.into()),
             podman_socket: Some(DEFAULT_PODMAN_SOCKET.into()),
             api_timeout: Duration::from_millis(DEFAULT_API_TIMEOUT_MS),
-            retry_after: Duration::from_secs(60),
+            retry_after: Duration::from_secs(30),
             capacity: 16_384,
         }
     }
@@ -275,6 +275,8 @@ impl Default for Config {
 struct Pending {
     pid: i32,
     identity: ContainerIdentity,
+    /// What to fill in last, if no source said better.
+    fallback: Names,
 }
 
 /// Resolves and caches container identities for the inventory.
@@ -322,6 +324,7 @@ impl Resolver {
                     pending.entry(known.id.clone()).or_insert(Pending {
                         pid: owner.pid,
                         identity,
+                        fallback: Names::default(),
                     });
                     waiting.push(owner);
                 }
@@ -345,6 +348,7 @@ impl Resolver {
             match bundle::find(p.pid, id) {
                 Ok(bundle) => {
                     p.identity.merge(bundle.names());
+                    p.fallback.name = bundle.fallback_name();
                     self.health.ok(&bundle_source(p.identity.runtime));
                 }
                 // Docker's and podman's bundles name nothing the API does not.
@@ -389,7 +393,8 @@ impl Resolver {
         }
         // Asked, but no API knew it: try again later.
         incomplete.extend(asked.difference(&named).cloned());
-        for (id, p) in pending {
+        for (id, mut p) in pending {
+            p.identity.merge(p.fallback);
             let retry = incomplete
                 .contains(&id)
                 .then(|| now + self.config.retry_after);

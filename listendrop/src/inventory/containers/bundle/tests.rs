@@ -116,7 +116,8 @@ fn podman_bundles_name_nothing_but_the_runtime() {
         conmon_name: Some("web-none".into()),
         ..Bundle::default()
     };
-    assert_eq!(bundle.names().name.as_deref(), Some("web-none"));
+    assert_eq!(bundle.names().name, None, "a fallback only");
+    assert_eq!(bundle.fallback_name().as_deref(), Some("web-none"));
 }
 
 #[test]

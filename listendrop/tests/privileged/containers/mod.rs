@@ -1,0 +1,304 @@
+//! Container and pod identity of listeners owned by real containers: podman containers
+//! named through its Docker-compatible API, Kubernetes pods made through containerd's CRI
+//! plugin named from their OCI bundles, and processes in cgroups the test made in every
+//! layout the runtimes make. Each listener drops handshakes inside its own network
+//! namespace (its server stopped, raw ACKs into its full accept queue); each test checks
+//! the info series, the drop log line, `status`, and that the drops still equal the
+//! namespace's kernel counters.
+//!
+//! The kernel matrix's VMs have no runtime: there these tests skip and say why.
+
+mod cgroups;
+mod cri;
+mod podman;
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+
+use crate::support::{
+    daemon::{binary, sum, Daemon},
+    expect,
+    netns::{delta, Netns},
+    scenarios::ack_overflow_stopped,
+    tools::ss_listeners,
+};
+
+/// What a listener's `listendrop_listener_info` must say of its owner's container ("":
+/// empty).
+#[derive(Clone, Debug, Default)]
+pub struct Expected {
+    pub runtime: &'static str,
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub pod: String,
+    pub pod_namespace: String,
+    pub pod_uid: String,
+    pub qos: &'static str,
+}
+
+impl Expected {
+    /// (label, value) pairs of the info series.
+    fn labels(&self) -> [(&'static str, &str); 8] {
+        [
+            ("container_runtime", self.runtime),
+            ("container_id", &self.id),
+            ("container", &self.name),
+            ("image", &self.image),
+            ("pod", &self.pod),
+            ("pod_namespace", &self.pod_namespace),
+            ("pod_uid", &self.pod_uid),
+            ("pod_qos", self.qos),
+        ]
+    }
+}
+
+/// Waits (30 s at most) until the info series of the listener on `port` in `ns` carries
+/// `want`; panics with what it carried instead.
+pub fn wait_for_info(daemon: &Daemon, ns: &Netns, port: u16, want: &Expected) {
+    let netns = ns.inode.to_string();
+    let port = port.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::from("no series");
+    loop {
+        let metrics = daemon.metrics();
+        let series: Vec<_> = metrics
+            .iter()
+            .filter(|s| s.metric == "listendrop_listener_info")
+            .filter(|s| s.labels.get("netns") == Some(netns.as_str()))
+            .filter(|s| s.labels.get("listen_port") == Some(port.as_str()))
+            .collect();
+        if let [one] = series.as_slice() {
+            let fits = want
+                .labels()
+                .iter()
+                .all(|(k, v)| one.labels.get(k).unwrap_or("") == *v);
+            if fits {
+                return;
+            }
+            last = format!("{:?}", one.labels);
+        } else if series.len() > 1 {
+            panic!("more than one info series for one listener: {series:#?}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "netns {netns} port {port}: want {want:#?}\nthe info series says {last}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The fields a drop line of a listener in `want`'s container carries.
+pub fn log_fields(want: &Expected) -> Vec<String> {
+    let mut fields = Vec::new();
+    if want.id.is_empty() {
+        return fields;
+    }
+    if !want.pod.is_empty() {
+        fields.push(format!(" pod={}/{} ", want.pod_namespace, want.pod));
+    } else if !want.pod_uid.is_empty() {
+        fields.push(format!(" pod_uid={} ", want.pod_uid));
+    }
+    if !want.name.is_empty() {
+        fields.push(format!(" container={} ", want.name));
+    }
+    fields.push(format!(
+        " container_id={} ",
+        &want.id[..want.id.len().min(12)]
+    ));
+    if !want.image.is_empty() {
+        fields.push(format!(" image={} ", want.image));
+    }
+    fields
+}
+
+/// The `ack_accept_queue_full` lines of the listener on `port` in `ns`.
+fn drop_lines(daemon: &Daemon, ns: &Netns, port: u16) -> Vec<String> {
+    let suffix = format!(":{port}");
+    expect::lines(daemon, ns, "ack_accept_queue_full")
+        .into_iter()
+        .filter(|l| expect::field(l, "listener").ends_with(&suffix))
+        .collect()
+}
+
+/// A listener stopped and overflowed: the stopped server and its namespace's counts.
+pub struct Overflowed {
+    /// ListenOverflows of the namespace during the scenario.
+    pub overflows: u64,
+    /// What made them (the fillers hold the accept queue full until dropped).
+    pub _scenario: crate::support::scenarios::StoppedOverflow,
+}
+
+/// Stops `pid` (the server holding the listener on `port` in `ns`) and makes `acks`
+/// ACK-time overflows of it from a neighbour on a veth of subnet 198.18.`subnet`.0/24.
+pub fn stop_and_overflow(ns: &Netns, pid: i32, port: u16, subnet: u8, acks: u32) -> Overflowed {
+    let server = Ipv4Addr::new(198, 18, subnet, 1);
+    let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, subnet, 2), 40_000 + port % 1000);
+    let limit = ss_listeners(ns)
+        .iter()
+        .find(|l| l.local.ends_with(&format!(":{port}")))
+        .unwrap_or_else(|| panic!("no listener on port {port} in {}", ns.name))
+        .send_q;
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP the server");
+    // Until it has stopped, a woken accept() may still take a connection (a loaded
+    // machine can leave it unscheduled for a while).
+    crate::support::tools::wait_until("the server to stop", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
+            .unwrap_or(false)
+    });
+    let before = ns.nstat();
+    let scenario = ack_overflow_stopped(ns, server, client, port, limit, acks);
+    let after = ns.nstat();
+    let overflows = delta(&before, &after, "TcpExtListenOverflows");
+    let moved: Vec<(String, u64)> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        overflows,
+        u64::from(acks),
+        "port {port}: each final ACK into the full queue is one overflow; counters that \
+         moved: {moved:?}"
+    );
+    Overflowed {
+        overflows,
+        _scenario: scenario,
+    }
+}
+
+/// Adds the veth (198.18.`subnet`.1) and the neighbour that never answers (…2) to `ns`.
+pub fn prepare(ns: &Netns, subnet: u8) {
+    ns.veth(&format!("198.18.{subnet}.1"));
+    ns.neighbour(
+        &format!("198.18.{subnet}.2"),
+        &format!("02:00:00:00:{subnet:02x}:02"),
+    );
+}
+
+/// After [`stop_and_overflow`]: the listener's drops equal the kernel's count, each drop
+/// line names the container, and every drop of the namespace is accounted for.
+pub fn check_drops(daemon: &Daemon, ns: &Netns, port: u16, overflows: u64, want: &Expected) {
+    let reason = "ack_accept_queue_full";
+    let port_label = port.to_string();
+    let metrics = daemon.metrics();
+    if expect::counted(
+        &metrics,
+        ns,
+        "listendrop_drops_total",
+        reason,
+        &[("listen_port", &port_label)],
+        overflows,
+        "ListenOverflows",
+    ) {
+        let enough = |_: &[String]| drop_lines(daemon, ns, port).len() as u64 >= overflows;
+        assert!(
+            daemon.wait_for_lines(Duration::from_secs(10), enough),
+            "port {port}: {} drop lines for {overflows} drops",
+            drop_lines(daemon, ns, port).len()
+        );
+        for line in drop_lines(daemon, ns, port) {
+            for field in log_fields(want) {
+                // The field is followed by another (client=...) in every line.
+                assert!(line.contains(&field), "{field:?} missing from {line}");
+            }
+            if want.id.is_empty() {
+                assert!(!line.contains(" container_id="), "a host process: {line}");
+            }
+        }
+    }
+    let drops = ns.nstat()["TcpExtListenDrops"];
+    expect::reconciled(daemon, ns, drops);
+    // Still exactly one info series for the listener.
+    let listener = [
+        ("netns", ns.inode.to_string()),
+        ("listen_port", port_label.clone()),
+    ];
+    let labels: Vec<(&str, &str)> = listener.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        sum(&daemon.metrics(), "listendrop_listener_info", &labels),
+        1.0
+    );
+}
+
+/// `listendrop status --json --no-daemon` for `ns` (with `extra` options): the entry of
+/// the listener on `port` must show `want`'s container.
+pub fn check_status(ns: &Netns, port: u16, want: &Expected, extra: &[&str]) {
+    let out = Command::new(binary())
+        .args([
+            "status",
+            "--json",
+            "--no-daemon",
+            "--netns",
+            &ns.inode.to_string(),
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = doc["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["listen_port"] == port)
+        .unwrap_or_else(|| panic!("status lists no listener on {port}: {doc:#}"));
+    let c = &entry["container"];
+    if want.id.is_empty() {
+        assert!(c.is_null(), "a host process: {entry:#}");
+        return;
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    assert_eq!(text(&c["id"]), want.id, "{entry:#}");
+    assert_eq!(text(&c["runtime"]), want.runtime, "{entry:#}");
+    assert_eq!(text(&c["name"]), want.name, "{entry:#}");
+    assert_eq!(text(&c["image"]), want.image, "{entry:#}");
+    assert_eq!(text(&c["pod"]["name"]), want.pod, "{entry:#}");
+    assert_eq!(
+        text(&c["pod"]["namespace"]),
+        want.pod_namespace,
+        "{entry:#}"
+    );
+    assert_eq!(text(&c["pod"]["uid"]), want.pod_uid, "{entry:#}");
+    assert_eq!(text(&c["pod"]["qos"]), want.qos, "{entry:#}");
+    // The table shows it too.
+    let table = Command::new(binary())
+        .args(["status", "--no-daemon", "--netns", &ns.inode.to_string()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    let shown = if !want.pod.is_empty() {
+        format!("{}/{}/", want.pod_namespace, want.pod)
+    } else if !want.name.is_empty() {
+        want.name.clone()
+    } else {
+        want.id[..12].to_owned()
+    };
+    let shown: String = shown.chars().take(31).collect();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(&format!(":{port} ")) && l.contains(&shown)),
+        "{shown} not in the status table:\n{table}"
+    );
+}
+
+/// Counts the log lines that contain `needle`.
+pub fn count_lines(daemon: &Daemon, needle: &str) -> usize {
+    daemon.lines().iter().filter(|l| l.contains(needle)).count()
+}
