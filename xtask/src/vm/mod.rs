@@ -38,6 +38,9 @@ const PACKAGES: &[&str] = &[
     // x86_64-linux-musl-gcc: ring (rustls' crypto, the secure endpoint) compiles C and
     // assembly for the static musl binaries.
     "musl-tools",
+    // protoc: the privileged test binary's CRI client (k8s-cri) is generated at build
+    // time (its container tests skip in the VMs, which have no runtime).
+    "protobuf-compiler",
 ];
 
 /// The line `/init` prints once, followed by `PASS` or `FAIL exit=<code>`.

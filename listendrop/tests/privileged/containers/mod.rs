@@ -13,22 +13,15 @@ mod cri;
 mod podman;
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
     process::Command,
     time::{Duration, Instant},
-};
-
-use nix::{
-    sys::signal::{kill, Signal},
-    unistd::Pid,
 };
 
 use crate::support::{
     daemon::{binary, sum, Daemon},
     expect,
-    netns::{delta, Netns},
-    scenarios::ack_overflow_stopped,
-    tools::ss_listeners,
+    netns::Netns,
+    scenarios::{self, StoppedOverflow},
 };
 
 /// What a listener's `listendrop_listener_info` must say of its owner's container ("":
@@ -129,61 +122,21 @@ fn drop_lines(daemon: &Daemon, ns: &Netns, port: u16) -> Vec<String> {
         .collect()
 }
 
-/// A listener stopped and overflowed: the stopped server and its namespace's counts.
-pub struct Overflowed {
-    /// ListenOverflows of the namespace during the scenario.
-    pub overflows: u64,
-    /// What made them (the fillers hold the accept queue full until dropped).
-    pub _scenario: crate::support::scenarios::StoppedOverflow,
+/// Stops `pid` and makes `acks` ACK-time overflows of its listener on `port` (see
+/// `support::scenarios::stop_and_overflow`).
+pub fn stop_and_overflow(
+    ns: &Netns,
+    pid: i32,
+    port: u16,
+    subnet: u8,
+    acks: u32,
+) -> StoppedOverflow {
+    scenarios::stop_and_overflow(ns, pid, port, subnet, acks, Duration::from_millis(20))
 }
 
-/// Stops `pid` (the server holding the listener on `port` in `ns`) and makes `acks`
-/// ACK-time overflows of it from a neighbour on a veth of subnet 198.18.`subnet`.0/24.
-pub fn stop_and_overflow(ns: &Netns, pid: i32, port: u16, subnet: u8, acks: u32) -> Overflowed {
-    let server = Ipv4Addr::new(198, 18, subnet, 1);
-    let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, subnet, 2), 40_000 + port % 1000);
-    let limit = ss_listeners(ns)
-        .iter()
-        .find(|l| l.local.ends_with(&format!(":{port}")))
-        .unwrap_or_else(|| panic!("no listener on port {port} in {}", ns.name))
-        .send_q;
-    kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP the server");
-    // Until it has stopped, a woken accept() may still take a connection (a loaded
-    // machine can leave it unscheduled for a while).
-    crate::support::tools::wait_until("the server to stop", || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
-            .unwrap_or(false)
-    });
-    let before = ns.nstat();
-    let scenario = ack_overflow_stopped(ns, server, client, port, limit, acks);
-    let after = ns.nstat();
-    let overflows = delta(&before, &after, "TcpExtListenOverflows");
-    let moved: Vec<(String, u64)> = after
-        .iter()
-        .filter(|(k, v)| before.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .collect();
-    assert_eq!(
-        overflows,
-        u64::from(acks),
-        "port {port}: each final ACK into the full queue is one overflow; counters that \
-         moved: {moved:?}"
-    );
-    Overflowed {
-        overflows,
-        _scenario: scenario,
-    }
-}
-
-/// Adds the veth (198.18.`subnet`.1) and the neighbour that never answers (…2) to `ns`.
+/// Adds the veth and the neighbour that never answers (subnet 198.18.`subnet`.0/24).
 pub fn prepare(ns: &Netns, subnet: u8) {
-    ns.veth(&format!("198.18.{subnet}.1"));
-    ns.neighbour(
-        &format!("198.18.{subnet}.2"),
-        &format!("02:00:00:00:{subnet:02x}:02"),
-    );
+    scenarios::unanswering_neighbour(ns, subnet);
 }
 
 /// After [`stop_and_overflow`]: the listener's drops equal the kernel's count, each drop
