@@ -197,7 +197,8 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Inventory {
     owners: OwnerIndex,
-    containers: containers::Resolver,
+    /// `None`: owners keep what their cgroup says (for comparisons).
+    containers: Option<containers::Resolver>,
     cpu: BTreeMap<i32, (CpuSample, Instant)>,
     sk_drops: BTreeMap<u64, u32>,
     ticks_per_second: u64,
@@ -218,8 +219,17 @@ impl Inventory {
     /// An inventory with nothing seen yet, asking the container sources of `config`.
     pub fn with_containers(config: containers::Config) -> Self {
         Self {
+            containers: Some(containers::Resolver::new(config)),
+            ..Self::without_containers()
+        }
+    }
+
+    /// An inventory that asks no container source (an owner's container is what its
+    /// cgroup path says): the baseline of the benchmarks.
+    pub fn without_containers() -> Self {
+        Self {
             owners: OwnerIndex::new(),
-            containers: containers::Resolver::new(config),
+            containers: None,
             cpu: BTreeMap::new(),
             sk_drops: BTreeMap::new(),
             ticks_per_second: procfs::ticks_per_second(),
@@ -233,7 +243,9 @@ impl Inventory {
 
     /// How many containers' identities are cached.
     pub fn cached_containers(&self) -> usize {
-        self.containers.cached()
+        self.containers
+            .as_ref()
+            .map_or(0, containers::Resolver::cached)
     }
 
     /// Reads every namespace now. Failures of single namespaces are logged and listed in
@@ -275,7 +287,9 @@ impl Inventory {
             .filter(|&i| i != 0)
             .collect();
         self.owners.refresh(&inodes);
-        self.containers.annotate(self.owners.owners_mut());
+        if let Some(resolver) = &mut self.containers {
+            resolver.annotate(self.owners.owners_mut());
+        }
         let now = Instant::now();
         let mut cpu = BTreeMap::new();
         let mut sk_drops = BTreeMap::new();

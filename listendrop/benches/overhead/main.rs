@@ -5,6 +5,8 @@
 
 use listendrop_testsupport as support;
 
+mod containers;
+
 use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream, UdpSocket},
@@ -180,6 +182,18 @@ fn main() {
         eprintln!("{what}: {value} ({target}: {verdict})");
         rows.push(format!("| {what} | {value} | {target} | {verdict} |"));
     };
+    // `cargo bench --bench overhead -- containers`: that measure alone.
+    if std::env::args().any(|a| a == "containers") {
+        for (what, value, target, verdict) in containers::inventory_with_containers() {
+            row(&what, value, &target, &verdict);
+        }
+        report(
+            &rows,
+            "`cargo bench -p listendrop --bench overhead -- containers` (that measure alone; \
+             2 cores, root)",
+        );
+        return;
+    }
 
     // 1. Start-up: exec to every hook attached (the daemon serves only after attaching).
     let mut starts = Vec::new();
@@ -473,15 +487,26 @@ fn main() {
     drop(daemon);
     drop(listeners);
 
+    // 6. The inventory pass on a host with 200 containers, with and without their
+    //    identity.
+    for (what, value, target, verdict) in containers::inventory_with_containers() {
+        row(&what, value, &target, &verdict);
+    }
+    report(
+        &rows,
+        "`cargo xtask bench` (2 cores, root, kernel.bpf_stats_enabled=1 during the run)",
+    );
+}
+
+/// Prints the Markdown report of `rows`, made by `command`.
+fn report(rows: &[String], command: &str) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
         "## {} — kernel {}\n",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
         kernel.trim()
     );
-    println!(
-        "Command: `cargo xtask bench` (2 cores, root, kernel.bpf_stats_enabled=1 during the run)\n"
-    );
+    println!("Command: {command}\n");
     println!("| measure | result | target | |\n|---|---|---|---|");
     for r in rows {
         println!("{r}");
