@@ -127,6 +127,30 @@ impl Podman {
         Container { id, name, pid }
     }
 
+    /// Runs `image` (networkless) as the container `container` of Kubernetes pod
+    /// `namespace/name` with `uid`, the way cri-dockerd runs a pod's containers: under the
+    /// kubelet-like cgroup parent `/kubepods/burstable/pod<uid>` (returned: runc leaves
+    /// it behind), with the pod's `io.kubernetes.*` labels.
+    pub fn run_in_pod(
+        &self,
+        image: &str,
+        (namespace, name, uid): (&str, &str, &str),
+        container: &str,
+    ) -> (Container, String) {
+        let parent = format!("/kubepods/burstable/pod{uid}");
+        let labels = [
+            format!("io.kubernetes.pod.name={name}"),
+            format!("io.kubernetes.pod.namespace={namespace}"),
+            format!("io.kubernetes.pod.uid={uid}"),
+            format!("io.kubernetes.container.name={container}"),
+        ];
+        let mut args = vec!["--network", "none", "--cgroup-parent", &parent];
+        for label in &labels {
+            args.extend(["--label", label]);
+        }
+        (self.run(container, &args, image), parent)
+    }
+
     /// Serves the Docker-compatible API on [`Podman::socket`] until dropped.
     pub fn serve_api(&mut self) -> &Path {
         if self.service.is_none() {

@@ -32,6 +32,41 @@ fn readme_query() -> String {
     block.trim().to_owned()
 }
 
+/// A Prometheus server scraping `daemon` every second, storing in `dir`.
+fn scraping(program: &std::path::Path, dir: &std::path::Path, daemon: &Daemon) -> Server {
+    Server::start_with(
+        program,
+        dir,
+        &format!(
+            "scrape_configs:\n  - job_name: listendrop\n    static_configs:\n      \
+             - targets: ['{}']\n",
+            daemon.addr
+        ),
+    )
+}
+
+/// The series of `query`'s result for `pod`, once its value is above 0 (20 s at most).
+fn wait_for_pod(prom: &Server, query: &str, pod: &str) -> Vec<(serde_json::Value, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let result = prom.query(query);
+        let ours: Vec<_> = result
+            .iter()
+            .filter(|(labels, _)| labels["pod"] == pod)
+            .cloned()
+            .collect();
+        if ours.iter().any(|(_, v)| *v > 0.0) {
+            return ours;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query}\nnever named the pod with a rate above 0: {result:?}\n{}",
+            prom.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn readme_query_names_the_pod_that_drops_connections() {
     let test = "readme_query_names_the_pod_that_drops_connections";
@@ -45,9 +80,8 @@ fn readme_query_names_the_pod_that_drops_connections() {
         return;
     }
     let uid = containers::uid();
-    let parent = format!("/kubepods/burstable/pod{uid}");
     let _leftover = cgroups::Leftover {
-        path: parent.clone(),
+        path: format!("/kubepods/burstable/pod{uid}"),
         parents: 2,
     };
     let mut podman = Podman::new("promql");
@@ -64,34 +98,9 @@ fn readme_query_names_the_pod_that_drops_connections() {
         "10000",
     ]);
     let dir = TempDir::new("promql");
-    let prom = Server::start_with(
-        &program,
-        dir.path(),
-        &format!(
-            "scrape_configs:\n  - job_name: listendrop\n    static_configs:\n      \
-             - targets: ['{}']\n",
-            daemon.addr
-        ),
-    );
+    let prom = scraping(&program, dir.path(), &daemon);
     // A pod's container as cri-dockerd runs them: the pod's names are labels.
-    let container = podman.run(
-        "promql",
-        &[
-            "--network",
-            "none",
-            "--cgroup-parent",
-            &parent,
-            "--label",
-            "io.kubernetes.pod.name=checkout-7d9f",
-            "--label",
-            "io.kubernetes.pod.namespace=shop",
-            "--label",
-            &format!("io.kubernetes.pod.uid={uid}"),
-            "--label",
-            "io.kubernetes.container.name=web",
-        ],
-        &image,
-    );
+    let (container, _) = podman.run_in_pod(&image, ("shop", "checkout-7d9f", &uid), "web");
     let ns = Netns::attach("promql", container.pid);
     unanswering_neighbour(&ns, 71);
     let netns = ns.inode.to_string();
@@ -120,24 +129,7 @@ fn readme_query_names_the_pod_that_drops_connections() {
     prom.wait_for_scrape_after(now());
 
     let query = readme_query();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let ours = loop {
-        let result = prom.query(&query);
-        let ours: Vec<_> = result
-            .iter()
-            .filter(|(labels, _)| labels["pod"] == "checkout-7d9f")
-            .cloned()
-            .collect();
-        if ours.iter().any(|(_, v)| *v > 0.0) {
-            break ours;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{query}\nnever named the pod with a rate above 0: {result:?}\n{}",
-            prom.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let ours = wait_for_pod(&prom, &query, "checkout-7d9f");
     println!("{query}\n= {ours:?}");
     assert_eq!(ours.len(), 1, "one series for the pod's listener: {ours:?}");
     let labels = &ours[0].0;

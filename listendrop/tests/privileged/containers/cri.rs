@@ -4,7 +4,10 @@
 //! bundle, found through its shim in containerd's own state directory (the test's, no
 //! default path), with no Kubernetes API and no container API.
 
-use super::{check_drops, check_status, prepare, stop_and_overflow, wait_for_info, Expected};
+use super::{
+    check_drops, check_status, check_trace, prepare, stop_and_overflow, wait_for_info, Expected,
+    Trace,
+};
 use crate::support::{
     containers::{self, containerd::Containerd, pid_of_container, podman::Podman, HTTPD_PORT},
     daemon::Daemon,
@@ -62,14 +65,12 @@ fn cri_pods_are_named_from_their_oci_bundles() {
         };
         prepare(&ns, subnet);
         wait_for_info(&daemon, &ns, HTTPD_PORT, &want);
+        let no_sockets = ["--docker-socket", "none", "--podman-socket", "none"];
+        let trace = Trace::start(&ns, &no_sockets);
         let done = stop_and_overflow(&ns, pid, HTTPD_PORT, subnet, 3);
+        check_trace(&trace.stop(), HTTPD_PORT, done.overflows, &want);
         check_drops(&daemon, &ns, HTTPD_PORT, done.overflows, &want);
-        check_status(
-            &ns,
-            HTTPD_PORT,
-            &want,
-            &["--docker-socket", "none", "--podman-socket", "none"],
-        );
+        check_status(&ns, HTTPD_PORT, &want, &no_sockets);
         drop(done);
         containerd.remove_pod(&pod.id);
     }

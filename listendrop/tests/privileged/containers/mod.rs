@@ -13,7 +13,9 @@ mod cri;
 mod podman;
 
 use std::{
-    process::Command,
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -254,4 +256,104 @@ pub fn check_status(ns: &Netns, port: u16, want: &Expected, extra: &[&str]) {
 /// Counts the log lines that contain `needle`.
 pub fn count_lines(daemon: &Daemon, needle: &str) -> usize {
     daemon.lines().iter().filter(|l| l.contains(needle)).count()
+}
+
+/// `listendrop trace --json` of one namespace, running (stopped by its pid).
+pub struct Trace {
+    child: Child,
+    stdout: Option<JoinHandle<Vec<String>>>,
+}
+
+impl Trace {
+    /// Starts it for `ns` with `extra` options, and waits until it attached and its
+    /// inventory named the owners (its first pass).
+    pub fn start(ns: &Netns, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(binary());
+        cmd.args(["trace", "--json", "--netns", &ns.inode.to_string()])
+            .args(extra);
+        if let Ok(kind) = std::env::var("LISTENDROP_PROBE_KIND") {
+            cmd.args(["--probe-kind", &kind]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect()
+        });
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let ready = stderr
+            .by_ref()
+            .map_while(Result::ok)
+            .inspect(|l| eprintln!("[trace] {l}"))
+            .any(|l| l.contains("waiting for drops"));
+        assert!(ready, "trace did not start");
+        // Keep reading: with its stderr closed, trace's next log line would fail.
+        std::thread::spawn(move || {
+            for line in stderr.map_while(Result::ok) {
+                eprintln!("[trace] {line}");
+            }
+        });
+        // Its inventory's first pass (run at start, every 2 s after).
+        std::thread::sleep(Duration::from_millis(2500));
+        Self {
+            child,
+            stdout: Some(stdout),
+        }
+    }
+
+    /// Stops it (SIGTERM) and returns the objects it printed.
+    pub fn stop(mut self) -> Vec<serde_json::Value> {
+        std::thread::sleep(Duration::from_millis(500));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(self.child.wait().unwrap().success());
+        let lines = self.stdout.take().unwrap().join().unwrap();
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect()
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Each drop `trace --json` printed for the listener on `port` names `want`'s container.
+pub fn check_trace(objects: &[serde_json::Value], port: u16, overflows: u64, want: &Expected) {
+    let drops: Vec<_> = objects
+        .iter()
+        .filter(|o| o["reason"] == "ack_accept_queue_full" && o["listen_port"] == port)
+        .collect();
+    assert_eq!(
+        drops.len() as u64,
+        overflows,
+        "one object per drop: {objects:#?}"
+    );
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    for o in drops {
+        let c = &o["container"];
+        assert_eq!(text(&c["id"]), want.id, "{o}");
+        assert_eq!(text(&c["runtime"]), want.runtime, "{o}");
+        assert_eq!(text(&c["name"]), want.name, "{o}");
+        assert_eq!(text(&c["image"]), want.image, "{o}");
+        assert_eq!(text(&c["pod"]["name"]), want.pod, "{o}");
+        assert_eq!(text(&c["pod"]["namespace"]), want.pod_namespace, "{o}");
+        assert_eq!(text(&c["pod"]["uid"]), want.pod_uid, "{o}");
+        assert_eq!(text(&c["pod"]["qos"]), want.qos, "{o}");
+    }
 }

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use super::{
-    check_drops, check_status, count_lines, prepare, stop_and_overflow, wait_for_info, Expected,
+    check_drops, check_status, check_trace, count_lines, prepare, stop_and_overflow, wait_for_info,
+    Expected, Trace,
 };
 use crate::support::{
     containers::{self, cgroups, podman::Podman, HTTPD_PORT},
@@ -22,11 +23,9 @@ fn podman_containers_are_named_by_the_docker_compatible_api() {
     if !containers::available(test, PROGRAMS) {
         return;
     }
-    // podman's runc makes the kubelet-like parent below and leaves it (and conmon's).
     let uid = containers::uid();
-    let parent = format!("/kubepods/burstable/pod{uid}");
     let _leftover = cgroups::Leftover {
-        path: parent.clone(),
+        path: format!("/kubepods/burstable/pod{uid}"),
         parents: 2,
     };
     let mut podman = Podman::new("podman");
@@ -45,24 +44,9 @@ fn podman_containers_are_named_by_the_docker_compatible_api() {
     ]);
 
     let plain = podman.run("web", &["--network", "none"], &image);
-    let kube = podman.run(
-        "kube",
-        &[
-            "--network",
-            "none",
-            "--cgroup-parent",
-            &parent,
-            "--label",
-            "io.kubernetes.pod.name=web-1",
-            "--label",
-            "io.kubernetes.pod.namespace=shop",
-            "--label",
-            &format!("io.kubernetes.pod.uid={uid}"),
-            "--label",
-            "io.kubernetes.container.name=nginx",
-        ],
-        &image,
-    );
+    // A pod's container as cri-dockerd runs them (its cgroup under kubepods, the pod's
+    // names in labels).
+    let (kube, _) = podman.run_in_pod(&image, ("shop", "web-1", &uid), "nginx");
     let cases = [
         (
             &plain,
@@ -92,7 +76,9 @@ fn podman_containers_are_named_by_the_docker_compatible_api() {
         let ns = Netns::attach("podman", container.pid);
         prepare(&ns, subnet);
         wait_for_info(&daemon, &ns, HTTPD_PORT, want);
+        let trace = Trace::start(&ns, &["--podman-socket", &socket]);
         let done = stop_and_overflow(&ns, container.pid, HTTPD_PORT, subnet, 3);
+        check_trace(&trace.stop(), HTTPD_PORT, done.overflows, want);
         check_drops(&daemon, &ns, HTTPD_PORT, done.overflows, want);
         check_status(&ns, HTTPD_PORT, want, &["--podman-socket", &socket]);
         drop(done);
