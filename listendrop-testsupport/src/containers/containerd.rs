@@ -21,7 +21,8 @@ use k8s_cri::v1::{
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::{cgroups, run, unique, Scratch};
+use super::{cgroups, unique, Scratch};
+use crate::netns::run;
 
 /// The CRI namespace of containerd.
 const K8S_NAMESPACE: &str = "k8s.io";

@@ -205,18 +205,3 @@ pub fn pid_of_container(id: &str, timeout: Duration) -> i32 {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
-
-/// Runs a command, panicking with its output when it fails; returns stdout.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}

@@ -9,7 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{busybox_context, run, unique, Scratch};
+use super::{busybox_context, unique, Scratch};
+use crate::netns::run;
 
 const CONTAINERS_CONF: &str = r#"[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]

@@ -345,18 +345,19 @@ impl Resolver {
     fn resolve(&mut self, mut pending: BTreeMap<String, Pending>, now: Instant) {
         let mut incomplete: BTreeSet<String> = BTreeSet::new();
         for (id, p) in &mut pending {
+            // Named after what the cgroup said, before the bundle says more.
+            let source = bundle_source(p.identity.runtime);
             match bundle::find(p.pid, id) {
                 Ok(bundle) => {
                     p.identity.merge(bundle.names());
                     p.fallback.name = bundle.fallback_name();
-                    self.health.ok(&bundle_source(p.identity.runtime));
+                    self.health.ok(&source);
                 }
                 // Docker's and podman's bundles name nothing the API does not.
                 Err(_) if matches!(p.identity.runtime, Some(Runtime::Docker | Runtime::Podman)) => {
                 }
                 Err(e) => {
-                    self.health
-                        .failed(&bundle_source(p.identity.runtime), &e, BUNDLE_LABELS);
+                    self.health.failed(&source, &e, BUNDLE_LABELS);
                     incomplete.insert(id.clone());
                 }
             }

@@ -6,9 +6,7 @@
 
 use std::process::{Child, Stdio};
 
-use super::{
-    check_drops, check_status, count_lines, prepare, stop_and_overflow, wait_for_info, Expected,
-};
+use super::{check_drops, check_status, count_lines, stop_and_overflow, wait_for_info, Expected};
 use crate::support::{
     containers::{
         self,
@@ -16,6 +14,7 @@ use crate::support::{
     },
     daemon::Daemon,
     netns::Netns,
+    scenarios::unanswering_neighbour,
 };
 
 /// A busybox httpd in a test cgroup, killed (by pid) on drop.
@@ -97,7 +96,7 @@ fn every_cgroup_layout_names_its_container() {
     let daemon = Daemon::start(&args);
     let ns = Netns::new("cglayout");
     let subnet = 61;
-    prepare(&ns, subnet);
+    unanswering_neighbour(&ns, subnet);
 
     let mut servers = Vec::new();
     let mut wanted = Vec::new();

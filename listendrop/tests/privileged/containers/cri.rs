@@ -5,13 +5,13 @@
 //! default path), with no Kubernetes API and no container API.
 
 use super::{
-    check_drops, check_status, check_trace, prepare, stop_and_overflow, wait_for_info, Expected,
-    Trace,
+    check_drops, check_status, check_trace, stop_and_overflow, wait_for_info, Expected, Trace,
 };
 use crate::support::{
     containers::{self, containerd::Containerd, pid_of_container, podman::Podman, HTTPD_PORT},
     daemon::Daemon,
     netns::Netns,
+    scenarios::unanswering_neighbour,
 };
 
 #[test]
@@ -63,7 +63,7 @@ fn cri_pods_are_named_from_their_oci_bundles() {
             pod_uid: uid.clone(),
             qos,
         };
-        prepare(&ns, subnet);
+        unanswering_neighbour(&ns, subnet);
         wait_for_info(&daemon, &ns, HTTPD_PORT, &want);
         let no_sockets = ["--docker-socket", "none", "--podman-socket", "none"];
         let trace = Trace::start(&ns, &no_sockets);

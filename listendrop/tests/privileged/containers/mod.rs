@@ -124,8 +124,8 @@ fn drop_lines(daemon: &Daemon, ns: &Netns, port: u16) -> Vec<String> {
         .collect()
 }
 
-/// Stops `pid` and makes `acks` ACK-time overflows of its listener on `port` (see
-/// `support::scenarios::stop_and_overflow`).
+/// Stops `pid` and makes `acks` ACK-time overflows of its listener on `port`, from
+/// [`scenarios::unanswering_neighbour`]`(ns, subnet)`.
 pub fn stop_and_overflow(
     ns: &Netns,
     pid: i32,
@@ -134,11 +134,6 @@ pub fn stop_and_overflow(
     acks: u32,
 ) -> StoppedOverflow {
     scenarios::stop_and_overflow(ns, pid, port, subnet, acks, Duration::from_millis(20))
-}
-
-/// Adds the veth and the neighbour that never answers (subnet 198.18.`subnet`.0/24).
-pub fn prepare(ns: &Netns, subnet: u8) {
-    scenarios::unanswering_neighbour(ns, subnet);
 }
 
 /// After [`stop_and_overflow`]: the listener's drops equal the kernel's count, each drop

@@ -6,13 +6,14 @@
 use std::time::Duration;
 
 use super::{
-    check_drops, check_status, check_trace, count_lines, prepare, stop_and_overflow, wait_for_info,
+    check_drops, check_status, check_trace, count_lines, stop_and_overflow, wait_for_info,
     Expected, Trace,
 };
 use crate::support::{
     containers::{self, cgroups, podman::Podman, HTTPD_PORT},
     daemon::Daemon,
     netns::Netns,
+    scenarios::unanswering_neighbour,
 };
 
 const PROGRAMS: &[&str] = &["podman", "runc", "conmon", "busybox"];
@@ -74,7 +75,7 @@ fn podman_containers_are_named_by_the_docker_compatible_api() {
     ];
     for (subnet, (container, want)) in (41u8..).zip(&cases) {
         let ns = Netns::attach("podman", container.pid);
-        prepare(&ns, subnet);
+        unanswering_neighbour(&ns, subnet);
         wait_for_info(&daemon, &ns, HTTPD_PORT, want);
         let trace = Trace::start(&ns, &["--podman-socket", &socket]);
         let done = stop_and_overflow(&ns, container.pid, HTTPD_PORT, subnet, 3);
@@ -122,7 +123,7 @@ fn without_the_api_a_podman_container_keeps_its_id_and_name() {
         name: container.name.clone(),
         ..Expected::default()
     };
-    prepare(&ns, 43);
+    unanswering_neighbour(&ns, 43);
     wait_for_info(&daemon, &ns, HTTPD_PORT, &want);
     let done = stop_and_overflow(&ns, container.pid, HTTPD_PORT, 43, 2);
     check_drops(&daemon, &ns, HTTPD_PORT, done.overflows, &want);
