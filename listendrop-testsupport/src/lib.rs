@@ -5,6 +5,7 @@
 //! dev-dependency of `listendrop`), so that no test target includes another's files.
 
 pub mod bpf;
+pub mod containers;
 pub mod daemon;
 pub mod expect;
 pub mod netns;

@@ -66,6 +66,24 @@ impl Netns {
         ns
     }
 
+    /// Names the network namespace of process `pid` (a container's, made by its runtime)
+    /// under /run/netns (`ip netns attach`), so that everything here works in it. On drop
+    /// only the name goes; the namespace lives as long as its processes.
+    pub fn attach(tag: &str, pid: i32) -> Self {
+        let name = format!(
+            "ldt-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run(Command::new("ip").args(["netns", "attach", &name, &pid.to_string()]));
+        Self {
+            inode: std::fs::metadata(PathBuf::from("/run/netns").join(&name))
+                .expect("netns file")
+                .ino(),
+            name,
+        }
+    }
+
     /// Runs `f` on a thread that has entered this namespace. Sockets made there stay in
     /// the namespace wherever they are used afterwards.
     pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {

@@ -4,13 +4,13 @@
 use std::{
     collections::BTreeSet,
     io::Read as _,
-    net::{SocketAddr, TcpStream},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     thread::sleep,
     time::{Duration, Instant},
 };
 
 use super::{
-    netns::Netns,
+    netns::{delta, Netns},
     raw,
     sockets::{connect, listen, local, poke},
 };
@@ -148,4 +148,111 @@ pub fn overflow_flood(ns: &Netns, secs: u64) -> (u64, SocketAddr) {
         drop(listener);
         (sent, SocketAddr::V4(server))
     })
+}
+
+/// A veth in `ns` holding 198.18.`subnet`.1/24 and a neighbour, …2, that never answers
+/// (a permanent entry: a SYN-ACK to it leaves at once and nothing comes back): the client
+/// of [`stop_and_overflow`].
+pub fn unanswering_neighbour(ns: &Netns, subnet: u8) {
+    ns.veth(&format!("198.18.{subnet}.1"));
+    ns.neighbour(
+        &format!("198.18.{subnet}.2"),
+        &format!("02:00:00:00:{subnet:02x}:02"),
+    );
+}
+
+/// What [`stop_and_overflow`] did.
+pub struct StoppedOverflow {
+    /// ListenOverflows of the namespace during the scenario (= the ACKs sent).
+    pub overflows: u64,
+    /// The client whose final ACKs overflowed.
+    pub client: SocketAddrV4,
+    /// The connections that fill the accept queue: keep them until the end of the test.
+    pub fillers: Vec<TcpStream>,
+}
+
+/// ACK-time overflows of the listener on `port` of a server that stops accepting: `pid`
+/// (whatever holds the listener, a container's busybox httpd) is stopped with SIGSTOP,
+/// then [`unanswering_neighbour`]`(ns, subnet)`'s address sends a SYN, which is answered
+/// and stays in the SYN queue; `limit + 1` connections over loopback fill the accept
+/// queue; each of `acks` final ACKs of the neighbour (`gap` apart) is then one ACK-time
+/// overflow (ListenOverflows and ListenDrops, `ack_accept_queue_full`). Asserts the
+/// namespace's kernel counted exactly that.
+pub fn stop_and_overflow(
+    ns: &Netns,
+    pid: i32,
+    port: u16,
+    subnet: u8,
+    acks: u32,
+    gap: Duration,
+) -> StoppedOverflow {
+    let server = SocketAddrV4::new(Ipv4Addr::new(198, 18, subnet, 1), port);
+    let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, subnet, 2), 40_000 + port % 1000);
+    let limit = queue(ns, port).expect("a listener on the port").1;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP the server");
+    // Until it has stopped, a woken accept() may still take a connection (a loaded
+    // machine can leave it unscheduled for a while).
+    crate::tools::wait_until("the server to stop", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
+            .unwrap_or(false)
+    });
+    let before = ns.nstat();
+    let fillers = ns.enter(|| {
+        let sniffer = raw::frame_sniffer();
+        let sender = raw::sender();
+        let isn = 4_000_000;
+        raw::syn(&sender, client, server, isn);
+        let server_isn = raw::await_synack(&sniffer, server, client);
+        let loopback = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let fillers: Vec<TcpStream> = (0..=limit).map(|_| connect(loopback)).collect();
+        // The server queues a child when the filler's final ACK arrives, which may be
+        // after connect() returned: wait until the queue is full (limit + 1).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while queue(ns, port).map(|q| q.0) != Some(limit + 1) {
+            assert!(
+                Instant::now() < deadline,
+                "the accept queue of port {port} never filled: {:?} (limit {limit})",
+                queue(ns, port)
+            );
+            sleep(Duration::from_millis(20));
+        }
+        for _ in 0..acks {
+            raw::ack(&sender, client, server, isn + 1, server_isn.wrapping_add(1));
+            sleep(gap);
+        }
+        sleep(Duration::from_millis(200));
+        fillers
+    });
+    let after = ns.nstat();
+    let overflows = delta(&before, &after, "TcpExtListenOverflows");
+    let moved: Vec<(&String, u64)> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        overflows,
+        u64::from(acks),
+        "port {port}: each final ACK into the full queue is one overflow; counters that \
+         moved: {moved:?}"
+    );
+    StoppedOverflow {
+        overflows,
+        client,
+        fillers,
+    }
+}
+
+/// (Recv-Q, Send-Q) of the listener on `port` in `ns`, as `ss` shows them.
+fn queue(ns: &Netns, port: u16) -> Option<(u32, u32)> {
+    crate::tools::ss_listeners(ns)
+        .into_iter()
+        .find(|l| l.local.ends_with(&format!(":{port}")))
+        .map(|l| (l.recv_q, l.send_q))
 }

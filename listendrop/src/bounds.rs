@@ -120,6 +120,10 @@ pub static EPISODE_GAP_SECS: Bounds = bounds("episode-gap-secs", 1, 86_400, "sec
 pub static INVENTORY_INTERVAL_SECS: Bounds = bounds("inventory-interval-secs", 1, 3_600, "seconds");
 /// `--stale-after-secs`.
 pub static STALE_AFTER_SECS: Bounds = bounds("stale-after-secs", 1, 31_536_000, "seconds");
+/// `--container-api-timeout-ms`: long enough for a loaded engine, short enough that an
+/// engine that hangs never holds an inventory pass up for long.
+pub static CONTAINER_API_TIMEOUT_MS: Bounds =
+    bounds("container-api-timeout-ms", 10, 30_000, "milliseconds");
 
 #[cfg(test)]
 mod tests {

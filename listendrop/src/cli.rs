@@ -10,7 +10,13 @@ use listendrop_common::{
     DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_LISTENER_KEYS,
 };
 
-use crate::{bounds, probes::KindChoice};
+use crate::{
+    bounds,
+    inventory::containers::{
+        self, DEFAULT_API_TIMEOUT_MS, DEFAULT_DOCKER_SOCKET, DEFAULT_PODMAN_SOCKET,
+    },
+    probes::KindChoice,
+};
 
 /// Which listening TCP sockets drop connections, why, and from whom.
 ///
@@ -102,6 +108,56 @@ pub struct StatusArgs {
     /// Only these ports.
     #[arg(long, value_name = "PORT", value_delimiter = ',')]
     pub port: Vec<u16>,
+    /// Where container and pod names come from.
+    #[command(flatten)]
+    pub containers: ContainerArgs,
+}
+
+/// Where the names of a listener owner's container and pod come from (the daemon,
+/// `status` and `trace`). The cgroup path and the OCI bundle (Kubernetes pods of
+/// containerd and CRI-O) need no option; the Docker-compatible APIs name plain Docker and
+/// podman containers and their image.
+#[derive(Debug, Clone, Args)]
+pub struct ContainerArgs {
+    /// Docker Engine's API socket, asked for the name and image of Docker containers (and
+    /// the pod of cri-dockerd's). `none`: never asked. An absent socket costs those labels
+    /// only, and is logged once.
+    #[arg(long, value_name = "PATH", env = "LISTENDROP_DOCKER_SOCKET",
+          default_value = DEFAULT_DOCKER_SOCKET, value_parser = socket_path)]
+    pub docker_socket: PathBuf,
+
+    /// podman's Docker-compatible API socket (`podman system service`, the podman.socket
+    /// unit), asked for the name and image of rootful podman containers; for a rootless
+    /// one, its user's /run/user/UID/podman/podman.sock is asked first. `none`: never
+    /// asked.
+    #[arg(long, value_name = "PATH", env = "LISTENDROP_PODMAN_SOCKET",
+          default_value = DEFAULT_PODMAN_SOCKET, value_parser = socket_path)]
+    pub podman_socket: PathBuf,
+
+    /// How long one request to those APIs may take: an engine that hangs delays an
+    /// inventory pass by at most this (and is asked again 30 s later).
+    #[arg(long, value_name = "MS", env = "LISTENDROP_CONTAINER_API_TIMEOUT_MS",
+          default_value_t = DEFAULT_API_TIMEOUT_MS,
+          value_parser = |s: &str| bounds::CONTAINER_API_TIMEOUT_MS.parse::<u64>(s))]
+    pub container_api_timeout_ms: u64,
+}
+
+/// A socket option's value: a path, or `none` (also an empty value) for none.
+fn socket_path(value: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(if value == "none" { "" } else { value }))
+}
+
+impl ContainerArgs {
+    /// The resolver's configuration (a socket of `none`: not asked).
+    pub fn config(&self) -> containers::Config {
+        let socket = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
+        containers::Config {
+            docker_socket: socket(&self.docker_socket),
+            podman_socket: socket(&self.podman_socket),
+            api_timeout: std::time::Duration::from_millis(self.container_api_timeout_ms),
+            ..containers::Config::default()
+        }
+    }
 }
 
 /// Options of `unpin`.
@@ -135,6 +191,9 @@ pub struct TraceArgs {
     /// Exit after this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Where container and pod names come from.
+    #[command(flatten)]
+    pub containers: ContainerArgs,
     /// Kernel-side options.
     #[command(flatten)]
     pub probes: ProbeArgs,
@@ -314,6 +373,10 @@ pub struct RunArgs {
           default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Where container and pod names come from.
+    #[command(flatten)]
+    pub containers: ContainerArgs,
+
     /// Kernel-side options.
     #[command(flatten)]
     pub probes: ProbeArgs,
@@ -368,6 +431,42 @@ mod tests {
             DEFAULT_EVENTS_BYTES
         );
         assert_eq!(cli.run.probes.probe_kind, KindChoice::Auto);
+    }
+
+    #[test]
+    fn container_sources() {
+        let cli = Cli::try_parse_from(["listendrop"]).unwrap();
+        let config = cli.run.containers.config();
+        assert_eq!(
+            config.docker_socket.as_deref(),
+            Some(std::path::Path::new("/var/run/docker.sock"))
+        );
+        assert_eq!(
+            config.podman_socket.as_deref(),
+            Some(std::path::Path::new("/run/podman/podman.sock"))
+        );
+        assert_eq!(config.api_timeout, std::time::Duration::from_secs(2));
+        let cli = Cli::try_parse_from([
+            "listendrop",
+            "--docker-socket",
+            "none",
+            "--podman-socket",
+            "/tmp/p.sock",
+            "--container-api-timeout-ms",
+            "250",
+        ])
+        .unwrap();
+        let config = cli.run.containers.config();
+        assert_eq!(config.docker_socket, None);
+        assert_eq!(config.podman_socket, Some(PathBuf::from("/tmp/p.sock")));
+        assert_eq!(config.api_timeout, std::time::Duration::from_millis(250));
+        assert!(Cli::try_parse_from(["listendrop", "--container-api-timeout-ms", "5"]).is_err());
+        // status and trace ask the same sources.
+        let cli = Cli::try_parse_from(["listendrop", "status", "--docker-socket", "none"]).unwrap();
+        let Some(Command::Status(status)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(status.containers.config().docker_socket, None);
     }
 
     #[test]

@@ -40,6 +40,9 @@ struct FileConfig {
     no_pin: Option<bool>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
+    docker_socket: Option<String>,
+    podman_socket: Option<String>,
+    container_api_timeout_ms: Option<Spanned<u64>>,
     btf: Option<PathBuf>,
     probe_kind: Option<KindChoice>,
     max_listener_keys: Option<Spanned<u64>>,
@@ -148,6 +151,18 @@ fn merge(
     take!("no_pin", file.no_pin, args.no_pin);
     take!("log_level", file.log_level, args.log_level);
     take!("log_format", file.log_format, args.log_format);
+    let c = &mut args.containers;
+    let socket = |s: Option<String>| s.map(|s| PathBuf::from(if s == "none" { "" } else { &s }));
+    take!("docker_socket", socket(file.docker_socket), c.docker_socket);
+    take!("podman_socket", socket(file.podman_socket), c.podman_socket);
+    take!(
+        "container_api_timeout_ms",
+        number(
+            file.container_api_timeout_ms,
+            &bounds::CONTAINER_API_TIMEOUT_MS
+        )?,
+        c.container_api_timeout_ms
+    );
     let p = &mut args.probes;
     take!("btf", file.btf, p.btf);
     take!("probe_kind", file.probe_kind, p.probe_kind);
@@ -226,6 +241,26 @@ mod tests {
         assert_eq!(run.listen_address, "0.0.0.0:9999".parse().unwrap());
         assert_eq!(run.probes.probe_kind, KindChoice::Kprobe, "flag beats file");
         assert_eq!(run.exclude_ports, [22]);
+    }
+
+    #[test]
+    fn container_sources_from_the_file_unless_a_flag_says() {
+        let file = "docker-socket = \"none\"\npodman-socket = \"/run/p.sock\"\n\
+                    container-api-timeout-ms = 300\n";
+        let run = resolve(&[], file).unwrap();
+        let config = run.containers.config();
+        assert_eq!(config.docker_socket, None);
+        assert_eq!(config.podman_socket, Some(PathBuf::from("/run/p.sock")));
+        assert_eq!(config.api_timeout, std::time::Duration::from_millis(300));
+        let run = resolve(&["--podman-socket", "/x.sock"], file).unwrap();
+        assert_eq!(run.containers.podman_socket, PathBuf::from("/x.sock"));
+        let err = resolve(&[], "\ncontainer-api-timeout-ms = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("from 10 to 30000"),
+            "{err}"
+        );
     }
 
     #[test]

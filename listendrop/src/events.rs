@@ -19,7 +19,7 @@ use listendrop_common::{
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
-    inventory::owners::Owner,
+    inventory::{containers::ContainerIdentity, owners::Owner},
     listener::{ip, ListenerId},
 };
 
@@ -142,7 +142,8 @@ pub fn from_raw(raw: &DropEvent) -> Result<Event, DecodeError> {
 /// The log line of one event, e.g.
 /// `listener=127.0.0.1:7004 netns=4026531840 owner=1234/nginx client=127.0.0.1:51234
 /// server=127.0.0.1:7004 reason=ack_accept_queue_full accept_queue=2/1 syn_queue=0
-/// new_handshake=yes`.
+/// new_handshake=yes`; an owner in a container adds what is known of it after `owner`:
+/// `pod=shop/web-1 container=nginx container_id=079a806d7b7f image=nginx:1.27`.
 pub struct LogLine<'a> {
     /// The event.
     pub event: &'a Event,
@@ -161,6 +162,9 @@ impl fmt::Display for LogLine<'_> {
         )?;
         if let Some(owner) = self.owner {
             write!(f, " owner={}/{}", owner.pid, owner.comm)?;
+            if let Some(container) = &owner.container {
+                write_container(f, container)?;
+            }
         }
         write!(
             f,
@@ -186,6 +190,44 @@ impl fmt::Display for LogLine<'_> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// ` pod=NS/NAME container=NAME container_id=SHORT image=IMAGE`, each when known (the
+/// pod's UID when only that is).
+fn write_container(f: &mut fmt::Formatter<'_>, c: &ContainerIdentity) -> fmt::Result {
+    if !c.pod_name.is_empty() {
+        write!(
+            f,
+            " pod={}",
+            Value(&format!("{}/{}", c.pod_namespace, c.pod_name))
+        )?;
+    } else if !c.pod_uid.is_empty() {
+        // The pod's names are unknown (its runtime's bundle was not found): its UID is
+        // what `kubectl get pods -A -o custom-columns=...metadata.uid` finds it by.
+        write!(f, " pod_uid={}", Value(&c.pod_uid))?;
+    }
+    if !c.name.is_empty() {
+        write!(f, " container={}", Value(&c.name))?;
+    }
+    write!(f, " container_id={}", Value(c.short_id()))?;
+    if !c.image.is_empty() {
+        write!(f, " image={}", Value(&c.image))?;
+    }
+    Ok(())
+}
+
+/// A value of the key=value line: as it is, or quoted when it holds a space or a quote
+/// (names come from outside).
+struct Value<'a>(&'a str);
+
+impl fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() || self.0.contains(|c: char| c.is_whitespace() || c == '"') {
+            write!(f, "{:?}", self.0)
+        } else {
+            f.write_str(self.0)
+        }
     }
 }
 
@@ -335,6 +377,66 @@ mod tests {
         let l = line(&from_raw(&raw).unwrap());
         assert!(l.starts_with("listener=[::]:7004 "), "{l}");
         assert!(l.contains(" client=127.0.0.2:51234 "), "{l}");
+    }
+
+    #[test]
+    fn log_line_names_the_owners_pod_and_container() {
+        use crate::inventory::containers::{Qos, Runtime};
+        let event = from_raw(&raw_v4()).unwrap();
+        let mut owner = Owner {
+            pid: 4242,
+            comm: "httpd".into(),
+            cgroup: String::new(),
+            holders: 1,
+            container: Some(std::sync::Arc::new(ContainerIdentity {
+                runtime: Some(Runtime::Containerd),
+                id: "079a806d7b7f95b366ef55b568888b7f310e062b43cb9f3d25316c5247bed9f5".into(),
+                name: "nginx".into(),
+                image: "localhost/bbhttpd:1".into(),
+                pod_name: "web-1".into(),
+                pod_namespace: "shop".into(),
+                pod_uid: "5f0b1c1e-8a0d-4f3c-9a51-7d0c6f1f2a10".into(),
+                qos: Some(Qos::BestEffort),
+                rootless_user: None,
+            })),
+        };
+        let l = LogLine {
+            event: &event,
+            owner: Some(&owner),
+        }
+        .to_string();
+        assert!(
+            l.contains(
+                " owner=4242/httpd pod=shop/web-1 container=nginx container_id=079a806d7b7f \
+                 image=localhost/bbhttpd:1 client="
+            ),
+            "{l}"
+        );
+        // What a source could not tell is left out; odd names are quoted.
+        owner.container = Some(std::sync::Arc::new(ContainerIdentity {
+            id: "abc".into(),
+            name: "two words".into(),
+            ..ContainerIdentity::default()
+        }));
+        let l = LogLine {
+            event: &event,
+            owner: Some(&owner),
+        }
+        .to_string();
+        assert!(
+            l.contains(" owner=4242/httpd container=\"two words\" container_id=abc client="),
+            "{l}"
+        );
+        owner.container = None;
+        let l = LogLine {
+            event: &event,
+            owner: Some(&owner),
+        }
+        .to_string();
+        assert!(
+            l.contains(" owner=4242/httpd client="),
+            "a host process: {l}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::{
     cli::StatusArgs,
     context::view::{Group, View},
-    inventory::{diagnosis, Inventory},
+    inventory::{diagnosis, owners::Owner, Inventory},
     listener::{ListenerId, Netns},
     metrics::names,
 };
@@ -47,7 +47,8 @@ struct Line<'a> {
 /// Prints the status; `Ok(())` even when some namespaces could not be read (they are
 /// listed).
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let snapshot = std::sync::Arc::new(Inventory::new().collect());
+    let snapshot =
+        std::sync::Arc::new(Inventory::with_containers(args.containers.config()).collect());
     let view = View::new(std::sync::Arc::clone(&snapshot));
     let (daemon, unreachable) = if args.no_daemon {
         (None, None)
@@ -97,8 +98,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:<11} {:<28} {:<20} {:>9} {:>5} {:>8} {:>8}  REASONS",
-        "NETNS", "LISTEN", "OWNER", "ACCEPTQ", "SYNQ", "DROPS", "DROPS/S"
+        "{:<11} {:<28} {:<20} {:<32} {:>9} {:>5} {:>8} {:>8}  REASONS",
+        "NETNS", "LISTEN", "OWNER", "CONTAINER", "ACCEPTQ", "SYNQ", "DROPS", "DROPS/S"
     )?;
     for line in &lines {
         write_line(&mut out, line)?;
@@ -143,10 +144,11 @@ fn write_line(out: &mut impl std::io::Write, line: &Line) -> std::io::Result<()>
         .collect();
     writeln!(
         out,
-        "{:<11} {:<28} {:<20} {:>9} {:>5} {:>8} {:>8}  {}",
+        "{:<11} {:<28} {:<20} {:<32} {:>9} {:>5} {:>8} {:>8}  {}",
         line.id.netns.to_string(),
         line.id.socket_addr().to_string(),
         truncate(&owner_text(group.owner()), 20),
+        truncate(&container_text(group.owner()), 32),
         format!("{}/{}", full.accept_queue_len, full.accept_queue_limit),
         group.syn_queue(),
         line.daemon.as_ref().map_or_else(
@@ -190,8 +192,22 @@ fn write_line(out: &mut impl std::io::Write, line: &Line) -> std::io::Result<()>
     Ok(())
 }
 
-fn owner_text(owner: Option<&crate::inventory::owners::Owner>) -> String {
+fn owner_text(owner: Option<&Owner>) -> String {
     owner.map_or_else(|| "-".into(), |o| format!("{}/{}", o.pid, o.comm))
+}
+
+/// `namespace/pod/container`, a plain container's name, or `-` for a host process.
+fn container_text(owner: Option<&Owner>) -> String {
+    owner
+        .and_then(|o| o.container.as_ref())
+        .map_or_else(|| "-".into(), |c| c.display_name())
+}
+
+/// The owner's container as JSON (null for a host process).
+fn container_json(owner: Option<&Owner>) -> serde_json::Value {
+    owner
+        .and_then(|o| o.container.as_ref())
+        .map_or(serde_json::Value::Null, |c| c.to_json())
 }
 
 fn truncate(s: &str, width: usize) -> String {
@@ -219,6 +235,7 @@ fn to_json(line: &Line) -> serde_json::Value {
                 "accept_queue_limit": m.socket.accept_queue_limit,
                 "sk_drops": m.socket.sk_drops,
                 "owner": owner_text(m.owner.as_ref()),
+                "container": container_json(m.owner.as_ref()),
             })
         })
         .collect();
@@ -228,6 +245,7 @@ fn to_json(line: &Line) -> serde_json::Value {
         "listen_addr": line.id.addr.to_string(),
         "listen_port": line.id.port,
         "owner": owner_text(group.owner()),
+        "container": container_json(group.owner()),
         "accept_queue_length": full.accept_queue_len,
         "accept_queue_limit": full.accept_queue_limit,
         "syn_queue_length": group.syn_queue(),

@@ -52,7 +52,7 @@ async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let view = Arc::new(Mutex::new(Arc::new(View::default())));
     {
         let view = Arc::clone(&view);
-        let mut inventory = Inventory::new();
+        let mut inventory = Inventory::with_containers(args.containers.config());
         crate::daemon::spawn_inventory(Duration::from_secs(2), move || {
             let fresh = Arc::new(View::new(Arc::new(inventory.collect())));
             *lock(&view) = fresh;
@@ -62,8 +62,8 @@ async fn run(args: TraceArgs) -> anyhow::Result<()> {
     eprintln!("listendrop trace: attached; waiting for drops (Ctrl-C to stop)");
     if !args.json {
         println!(
-            "{:<26} {:<11} {:<24} {:<18} {:<24} {:<28} {:>7} FLAGS",
-            "TIME", "NETNS", "LISTENER", "OWNER", "CLIENT", "REASON", "QUEUE"
+            "{:<26} {:<11} {:<24} {:<18} {:<28} {:<24} {:<28} {:>7} FLAGS",
+            "TIME", "NETNS", "LISTENER", "OWNER", "CONTAINER", "CLIENT", "REASON", "QUEUE"
         );
     }
     let mut seen = 0u64;
@@ -143,13 +143,17 @@ fn flags(e: &Event) -> Vec<&'static str> {
 }
 
 fn column_line(e: &Event, owner: Option<&Owner>, at: SystemTime) -> String {
+    let container = owner
+        .and_then(|o| o.container.as_ref())
+        .map_or_else(|| "-".into(), |c| c.display_name());
     let owner = owner.map_or_else(|| "-".into(), |o| format!("{}/{}", o.pid, o.comm));
     format!(
-        "{:<26} {:<11} {:<24} {:<18} {:<24} {:<28} {:>7} {}",
+        "{:<26} {:<11} {:<24} {:<18} {:<28} {:<24} {:<28} {:>7} {}",
         humantime::format_rfc3339_micros(at).to_string(),
         e.listener.netns.to_string(),
         e.listener.socket_addr().to_string(),
         owner,
+        container,
         e.client.to_string(),
         e.reason.as_str(),
         format!("{}/{}", e.accept_queue.len, e.accept_queue.limit),
@@ -165,6 +169,7 @@ fn json_line(e: &Event, owner: Option<&Owner>, at: SystemTime) -> String {
         "listen_addr": e.listener.addr.to_string(),
         "listen_port": e.listener.port,
         "owner": owner.map(|o| json!({"pid": o.pid, "comm": o.comm})),
+        "container": owner.and_then(|o| o.container.as_ref()).map(|c| c.to_json()),
         "client_addr": e.client.ip().to_string(),
         "client_port": e.client.port(),
         "server_addr": e.server.ip().to_string(),
@@ -185,6 +190,7 @@ mod tests {
     use listendrop_common::{event::FLAG_NEW_HANDSHAKE, DropEvent, Reason, AF_INET};
 
     use super::*;
+    use crate::inventory::containers::{ContainerIdentity, Qos, Runtime};
 
     #[test]
     fn json_lines_carry_the_four_tuple() {
@@ -201,12 +207,29 @@ mod tests {
         e.dport = 80;
         e.flags = FLAG_NEW_HANDSHAKE;
         let e = events::from_raw(&e).unwrap();
-        let owner = Owner {
+        let mut owner = Owner {
             pid: 42,
             comm: "nginx".into(),
             cgroup: String::new(),
             holders: 1,
+            container: None,
         };
+        let line = json_line(&e, Some(&owner), SystemTime::UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(v["container"].is_null(), "a host process");
+        owner.container = Some(std::sync::Arc::new(ContainerIdentity {
+            runtime: Some(Runtime::Containerd),
+            id: "079a806d7b7f95b366ef55b568888b7f310e062b43cb9f3d25316c5247bed9f5".into(),
+            name: "nginx".into(),
+            image: "nginx:1.27".into(),
+            pod_name: "web-1".into(),
+            pod_namespace: "shop".into(),
+            pod_uid: "5f0b1c1e-8a0d-4f3c-9a51-7d0c6f1f2a10".into(),
+            qos: Some(Qos::Burstable),
+            rootless_user: None,
+        }));
+        let col = column_line(&e, Some(&owner), SystemTime::UNIX_EPOCH);
+        assert!(col.contains(" shop/web-1/nginx "), "{col}");
         let line = json_line(&e, Some(&owner), SystemTime::UNIX_EPOCH);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["client_addr"], "10.0.0.2");
@@ -214,6 +237,12 @@ mod tests {
         assert_eq!(v["server_port"], 80);
         assert_eq!(v["reason"], "syn_queue_full");
         assert_eq!(v["owner"]["comm"], "nginx");
+        assert_eq!(v["container"]["runtime"], "containerd");
+        assert_eq!(v["container"]["name"], "nginx");
+        assert_eq!(v["container"]["image"], "nginx:1.27");
+        assert_eq!(v["container"]["pod"]["name"], "web-1");
+        assert_eq!(v["container"]["pod"]["namespace"], "shop");
+        assert_eq!(v["container"]["pod"]["qos"], "Burstable");
         assert_eq!(v["new_handshake"], true);
         assert_eq!(v["time"], "1970-01-01T00:00:00.000000Z");
         let col = column_line(&e, None, SystemTime::UNIX_EPOCH);

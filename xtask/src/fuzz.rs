@@ -16,6 +16,7 @@ const TARGETS: &[&str] = &[
     "sock_diag",
     "tracefs_format",
     "web_config",
+    "container_identity",
 ];
 
 pub fn fuzz(seconds: u64) -> anyhow::Result<()> {

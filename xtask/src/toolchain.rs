@@ -15,8 +15,22 @@ use crate::{
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests use: ip/nstat/ss (iproute2), bpftool, setpriv (util-linux),
-/// sysctl (procps).
-const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "util-linux", "procps"];
+/// sysctl (procps); the container tests' runtimes (podman with runc, conmon and the CNI
+/// plugins; containerd) and their image's only file (busybox-static), and protoc for the
+/// build of their CRI client (protobuf-compiler). The benchmarks use podman too.
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftool",
+    "util-linux",
+    "procps",
+    "podman",
+    "runc",
+    "conmon",
+    "containernetworking-plugins",
+    "containerd",
+    "busybox-static",
+    "protobuf-compiler",
+];
 
 /// Installs everything building and testing need; returns the directory of the test
 /// tools from PyPI (a virtualenv's `bin`), to put first on PATH.

@@ -174,6 +174,7 @@ mod tests {
                 comm: format!("worker{pid}"),
                 cgroup: String::new(),
                 holders: 1,
+                container: None,
             }),
             owner_busy: None,
             new_sk_drops: cookie,

@@ -52,7 +52,10 @@ impl DropLogger {
         if quiet {
             let owner = owner.map_or_else(
                 || "unknown owner".into(),
-                |o| format!("{}/{}", o.pid, o.comm),
+                |o| match &o.container {
+                    Some(c) => format!("{}/{}, container {}", o.pid, o.comm, c.display_name()),
+                    None => format!("{}/{}", o.pid, o.comm),
+                },
             );
             let listener = id.socket_addr();
             tracing::warn!(

@@ -65,7 +65,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     // The inventory walks every namespace: a thread of its own, never a scrape's cost.
     {
         let shared = Arc::clone(&shared);
-        let mut inventory = Inventory::new();
+        let mut inventory = Inventory::with_containers(args.containers.config());
         spawn_inventory(
             Duration::from_secs(args.inventory_interval_secs),
             move || shared.refresh(&mut inventory),

@@ -5,8 +5,11 @@
 //! [`Inventory::collect`] builds a [`Snapshot`]. Each namespace is read on a thread that
 //! entered it ([`namespaces::run_in`]); a namespace that vanishes or cannot be read is
 //! logged and listed in [`Snapshot::skipped`], never fatal. Owners come from an
-//! [`owners::OwnerIndex`] that rescans /proc only when the set of listeners changed.
+//! [`owners::OwnerIndex`] that rescans /proc only when the set of listeners changed; the
+//! container and pod of each owner from a [`containers::Resolver`] that asks its sources
+//! once per container.
 
+pub mod containers;
 pub mod counters;
 pub mod diagnosis;
 pub mod namespaces;
@@ -189,10 +192,13 @@ impl Snapshot {
 }
 
 /// Collects [`Snapshot`]s, keeping what makes the next one cheaper or richer: the owner
-/// index, the owners' last CPU samples and the listeners' last `sk_drops`.
+/// index, the container identities, the owners' last CPU samples and the listeners' last
+/// `sk_drops`.
 #[derive(Debug)]
 pub struct Inventory {
     owners: OwnerIndex,
+    /// `None`: owners keep what their cgroup says (for comparisons).
+    containers: Option<containers::Resolver>,
     cpu: BTreeMap<i32, (CpuSample, Instant)>,
     sk_drops: BTreeMap<u64, u32>,
     ticks_per_second: u64,
@@ -205,10 +211,25 @@ impl Default for Inventory {
 }
 
 impl Inventory {
-    /// An inventory with nothing seen yet.
+    /// An inventory with nothing seen yet, asking the default container sources.
     pub fn new() -> Self {
+        Self::with_containers(containers::Config::default())
+    }
+
+    /// An inventory with nothing seen yet, asking the container sources of `config`.
+    pub fn with_containers(config: containers::Config) -> Self {
+        Self {
+            containers: Some(containers::Resolver::new(config)),
+            ..Self::without_containers()
+        }
+    }
+
+    /// An inventory that asks no container source (an owner's container is what its
+    /// cgroup path says): the baseline of the benchmarks.
+    pub fn without_containers() -> Self {
         Self {
             owners: OwnerIndex::new(),
+            containers: None,
             cpu: BTreeMap::new(),
             sk_drops: BTreeMap::new(),
             ticks_per_second: procfs::ticks_per_second(),
@@ -218,6 +239,13 @@ impl Inventory {
     /// How many times the owner index scanned /proc.
     pub fn owner_scans(&self) -> u64 {
         self.owners.scans()
+    }
+
+    /// How many containers' identities are cached.
+    pub fn cached_containers(&self) -> usize {
+        self.containers
+            .as_ref()
+            .map_or(0, containers::Resolver::cached)
     }
 
     /// Reads every namespace now. Failures of single namespaces are logged and listed in
@@ -259,6 +287,9 @@ impl Inventory {
             .filter(|&i| i != 0)
             .collect();
         self.owners.refresh(&inodes);
+        if let Some(resolver) = &mut self.containers {
+            resolver.annotate(self.owners.owners_mut());
+        }
         let now = Instant::now();
         let mut cpu = BTreeMap::new();
         let mut sk_drops = BTreeMap::new();

@@ -8,10 +8,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    sync::Arc,
     time::Duration,
 };
 
 use procfs::process::{FDTarget, Process};
+
+use super::containers::{cgroup, ContainerIdentity};
 
 /// The process that holds a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +27,10 @@ pub struct Owner {
     pub cgroup: String,
     /// How many processes hold the socket (forked workers share one listener).
     pub holders: u32,
+    /// The container it runs in, `None` for a host process: what its cgroup path says
+    /// when it is described, completed by [`crate::inventory::containers::Resolver`] at
+    /// each inventory pass (shared by every owner in the same container).
+    pub container: Option<Arc<ContainerIdentity>>,
 }
 
 /// Socket inode → owner, rebuilt only when the set of wanted inodes changes.
@@ -55,6 +62,11 @@ impl OwnerIndex {
     /// The owner of socket `inode`, if a process holds it.
     pub fn get(&self, inode: u64) -> Option<&Owner> {
         self.owners.get(&inode)
+    }
+
+    /// Every owner, to complete their container identities in place.
+    pub fn owners_mut(&mut self) -> impl Iterator<Item = &mut Owner> {
+        self.owners.values_mut()
     }
 
     /// How many times /proc was scanned.
@@ -96,20 +108,27 @@ pub fn scan(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Owner> {
         .collect()
 }
 
-/// comm and cgroup of `pid`, `None` if it is gone.
+/// comm, cgroup and container of `pid`, `None` if it is gone.
 fn describe(pid: i32, holders: u32) -> Option<Owner> {
     let process = Process::new(pid).ok()?;
     let comm = process.stat().ok()?.comm;
-    let cgroup = process
-        .cgroups()
-        .map(|c| pick_cgroup(&c.0))
-        .unwrap_or_default();
+    let cgroups = process.cgroups().map(|c| c.0).unwrap_or_default();
+    let container = container_of(&cgroups).map(|c| Arc::new(ContainerIdentity::from_cgroup(&c)));
     Some(Owner {
         pid,
         comm,
-        cgroup,
+        cgroup: pick_cgroup(&cgroups),
         holders,
+        container,
     })
+}
+
+/// The container the cgroup paths of a process name: the unified hierarchy's first, then
+/// each v1 hierarchy's (cgroup v1, hybrid and v2 hosts alike).
+pub fn container_of(entries: &[procfs::ProcessCGroup]) -> Option<cgroup::CgroupContainer> {
+    let unified = entries.iter().filter(|c| c.hierarchy == 0);
+    let v1 = entries.iter().filter(|c| c.hierarchy != 0);
+    cgroup::parse_any(unified.chain(v1).map(|c| c.pathname.as_str()))
 }
 
 /// The cgroup path to show: the unified (v2, hierarchy 0) one when present, otherwise

@@ -35,12 +35,17 @@ pub fn families(ctx: &Context, filter: &Filter) -> Vec<MetricFamily> {
         if let Some(r) = ctx.rate(id) {
             rate.add(&values, r);
         }
-        let (pid, comm, cgroup) = group.owner().map_or_else(
+        let owner = group.owner();
+        let (pid, comm, cgroup) = owner.map_or_else(
             || (String::new(), String::new(), String::new()),
             |o| (o.pid.to_string(), o.comm.clone(), o.cgroup.clone()),
         );
         let [netns, family, addr, port] = values;
-        info.add(&[netns, family, addr, port, pid, comm, cgroup], 1.0);
+        let container = names::container_values(owner.and_then(|o| o.container.as_deref()));
+        let mut labels = Vec::with_capacity(names::INFO.labels.len());
+        labels.extend([netns, family, addr, port, pid, comm, cgroup]);
+        labels.extend(container);
+        info.add(&labels, 1.0);
     }
     let mut sysctl = Family::new(&names::SYSCTL);
     for ns in &ctx.view.inventory.namespaces {

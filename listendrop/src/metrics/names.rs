@@ -5,7 +5,7 @@
 use listendrop_common::Reason;
 use prometheus::proto::MetricType;
 
-use crate::listener::ListenerId;
+use crate::{inventory::containers::ContainerIdentity, listener::ListenerId};
 
 /// One metric family.
 #[derive(Debug)]
@@ -23,6 +23,8 @@ pub struct Spec {
 /// The labels of a listener, in [`LISTENER`] order.
 pub const LISTENER: &[&str] = &["netns", "family", "listen_addr", "listen_port"];
 const LISTENER_REASON: &[&str] = &["netns", "family", "listen_addr", "listen_port", "reason"];
+/// The owner's labels of [`INFO`] after the listener's; the container's, in
+/// [`container_values`] order, after those.
 const INFO_LABELS: &[&str] = &[
     "netns",
     "family",
@@ -31,6 +33,14 @@ const INFO_LABELS: &[&str] = &[
     "pid",
     "comm",
     "cgroup",
+    "container_runtime",
+    "container_id",
+    "container",
+    "image",
+    "pod",
+    "pod_namespace",
+    "pod_uid",
+    "pod_qos",
 ];
 
 const fn counter(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Spec {
@@ -202,7 +212,9 @@ pub const DROP_RATE: Spec = gauge(
 pub const INFO: Spec = gauge(
     "listendrop_listener_info",
     "1 per listener: its owning process (the lowest pid among the holders of its sockets), \
-     its name and cgroup. Join with group_left to show the owner next to any series.",
+     its name and cgroup, and the container and Kubernetes pod it runs in (empty for a host \
+     process, or what a source could not tell). Join with group_left to show the owner \
+     and pod next to any series.",
     INFO_LABELS,
 );
 /// `listendrop_sysctl`.
@@ -262,6 +274,24 @@ pub const fn family_of(reason: Reason) -> &'static Spec {
         Reason::OverflowReset => &OVERFLOW_RESETS,
         _ => &DROPS,
     }
+}
+
+/// The container labels of [`INFO`] (`container_runtime`, `container_id`, `container`,
+/// `image`, `pod`, `pod_namespace`, `pod_uid`, `pod_qos`): empty for a host process.
+pub fn container_values(container: Option<&ContainerIdentity>) -> [String; 8] {
+    let Some(c) = container else {
+        return Default::default();
+    };
+    [
+        c.runtime.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        c.id.clone(),
+        c.name.clone(),
+        c.image.clone(),
+        c.pod_name.clone(),
+        c.pod_namespace.clone(),
+        c.pod_uid.clone(),
+        c.qos.map(|q| q.as_str().to_owned()).unwrap_or_default(),
+    ]
 }
 
 /// The label values of a listener, in [`LISTENER`] order.

@@ -348,3 +348,119 @@ fn concurrent_scrapes_never_see_a_counter_go_back() {
     let all = samples(&s.metrics.render());
     assert_eq!(find(&all, "listendrop_drops_total", &[]), Some(2000.0));
 }
+
+/// The inventory's info series: one per listener, the owner's container and pod as
+/// labels (empty for a host process), an SO_REUSEPORT group's owner being its lowest pid.
+#[test]
+fn listener_info_names_the_owners_container_and_pod() {
+    use crate::{
+        context::Context,
+        inventory::{
+            containers::{ContainerIdentity, Qos, Runtime},
+            namespaces::Namespace,
+            owners::Owner,
+            sockdiag::ListenSocket,
+            sysctls::Sysctls,
+            Listener, NamespaceReport, Snapshot as Inventory,
+        },
+        listener::Family,
+    };
+    let pod = Arc::new(ContainerIdentity {
+        runtime: Some(Runtime::Containerd),
+        id: "4d6c".repeat(16),
+        name: "nginx".into(),
+        image: "localhost/bbhttpd:1".into(),
+        pod_name: "web-1".into(),
+        pod_namespace: "shop".into(),
+        pod_uid: "5f0b1c1e-8a0d-4f3c-9a51-7d0c6f1f2a10".into(),
+        qos: Some(Qos::BestEffort),
+        rootless_user: None,
+    });
+    let listener =
+        |port: u16, cookie: u64, pid: i32, container: Option<Arc<ContainerIdentity>>| Listener {
+            socket: ListenSocket {
+                family: Family::Ipv4,
+                addr: "0.0.0.0".parse().unwrap(),
+                port,
+                inode: cookie,
+                cookie,
+                accept_queue_len: 0,
+                accept_queue_limit: 9,
+                sk_drops: Some(0),
+                v6only: false,
+                syn_recv: 0,
+                syn_recv_shared_by: 1,
+            },
+            owner: Some(Owner {
+                pid,
+                comm: "httpd".into(),
+                cgroup: "/kubepods/besteffort/pod5f0b/4d6c".into(),
+                holders: 1,
+                container,
+            }),
+            owner_busy: None,
+            new_sk_drops: 0,
+            diagnosis: Vec::new(),
+        };
+    let inventory = Inventory {
+        namespaces: vec![NamespaceReport {
+            namespace: Namespace {
+                inode: 4026532871,
+                path: "/proc/1/ns/net".into(),
+                names: Vec::new(),
+                pid: Some(1),
+                host: false,
+            },
+            sysctls: Sysctls::default(),
+            counters: KernelCounters::default(),
+            listeners: vec![
+                // An SO_REUSEPORT group: a worker (pid 300) and the pod's main process.
+                listener(8080, 1, 300, None),
+                listener(8080, 2, 200, Some(Arc::clone(&pod))),
+                listener(22, 3, 100, None),
+            ],
+            unattributed_syn_recv: 0,
+        }],
+        skipped: Vec::new(),
+    };
+    let mut ctx = Context::default();
+    ctx.refresh(
+        inventory,
+        &Snapshot::default(),
+        std::collections::HashMap::new(),
+        std::time::Instant::now(),
+    );
+    let s = setup(&[]);
+    s.metrics
+        .update_inventory(&ctx, &Filter::default(), std::time::Instant::now());
+    let all = samples(&s.metrics.render());
+    let info = |port: &str| -> Vec<&prometheus_parse::Sample> {
+        all.iter()
+            .filter(|x| x.metric == "listendrop_listener_info")
+            .filter(|x| x.labels.get("listen_port") == Some(port))
+            .collect()
+    };
+    let web = info("8080");
+    assert_eq!(web.len(), 1, "one series per listener: {web:#?}");
+    let label = |k: &str| web[0].labels.get(k).unwrap_or("<absent>").to_owned();
+    assert_eq!(label("pid"), "200", "the group's lowest pid");
+    assert_eq!(label("container_runtime"), "containerd");
+    assert_eq!(label("container_id"), "4d6c".repeat(16));
+    assert_eq!(label("container"), "nginx");
+    assert_eq!(label("image"), "localhost/bbhttpd:1");
+    assert_eq!(label("pod"), "web-1");
+    assert_eq!(label("pod_namespace"), "shop");
+    assert_eq!(label("pod_uid"), "5f0b1c1e-8a0d-4f3c-9a51-7d0c6f1f2a10");
+    assert_eq!(label("pod_qos"), "BestEffort");
+    let host = info("22");
+    assert_eq!(host.len(), 1);
+    for key in ["container_id", "container", "pod", "pod_namespace", "image"] {
+        // Empty labels are absent from the exposition, as Prometheus treats them.
+        assert_eq!(host[0].labels.get(key).unwrap_or(""), "", "{key}");
+    }
+    // The counter families keep their label set: the pod comes with group_left.
+    assert_eq!(
+        super::names::DROPS.labels,
+        ["netns", "family", "listen_addr", "listen_port", "reason"]
+    );
+}

@@ -123,3 +123,32 @@ fn alert_rules_use_only_exported_metrics() {
         .collect();
     names::check("alerts.yml", &used);
 }
+
+#[test]
+fn listener_alerts_name_the_pod() {
+    if !tools::require_python("listener_alerts_name_the_pod") {
+        return;
+    }
+    for rule in rules() {
+        let alert = rule["alert"].as_str().unwrap();
+        let expr = rule["expr"].as_str().unwrap();
+        if !expr.contains("listen_port") {
+            continue;
+        }
+        // The pod comes from the info series (group_left), and a listener without one
+        // still alerts (`or on`).
+        assert!(
+            expr.contains("group_left (pod_namespace, pod, container)")
+                && expr.contains("listendrop_listener_info")
+                && expr.contains("or on ("),
+            "{alert}: {expr}"
+        );
+        for annotation in ["summary", "description"] {
+            let text = rule["annotations"][annotation].as_str().unwrap();
+            assert!(
+                text.contains("$labels.pod ") && text.contains("$labels.pod_namespace"),
+                "{alert} {annotation}: {text}"
+            );
+        }
+    }
+}

@@ -118,9 +118,21 @@ fn grafana_dashboard_is_well_formed() {
         "listendrop_accept_queue_limit",
         "listendrop_probe_attached",
         "listendrop_coverage",
+        "listendrop_listener_info",
     ] {
         assert!(covers.contains(metric), "no panel shows {metric}");
     }
+    // Drops are shown by pod: the counters joined with the owner's pod (the counters
+    // themselves carry no pod label).
+    let by_pod = panels(&dash).iter().any(|p| {
+        p["targets"].as_array().into_iter().flatten().any(|t| {
+            let expr = t["expr"].as_str().unwrap_or("");
+            expr.contains("listendrop_drops_total")
+                && expr.contains("group_left (pod_namespace, pod, container)")
+                && expr.contains("listendrop_listener_info")
+        })
+    });
+    assert!(by_pod, "no panel shows drops by pod");
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod grafana;
 mod kubernetes;
 mod launch;
 mod names;
+mod pods;
 mod prometheus;
 mod scenario;
 mod systemd;

@@ -10,6 +10,7 @@
 use listendrop_testsupport as support;
 
 mod ack;
+mod containers;
 mod context;
 mod flood;
 mod http;

@@ -36,7 +36,13 @@ use qemu::{Boot, BootOptions};
 use userland::Userland;
 
 /// Debian packages the VM runs need on the host, besides QEMU for each architecture.
-const PACKAGES: &[&str] = &["cpio", "xz-utils", "binutils"];
+const PACKAGES: &[&str] = &[
+    "cpio",
+    "xz-utils",
+    "binutils",
+    // protoc: the test support crate's CRI client (k8s-cri) is generated at build time.
+    "protobuf-compiler",
+];
 
 /// The line `/init` prints once, followed by `PASS` or `FAIL exit=<code>`.
 const MARKER: &str = "LISTENDROP-VM-RESULT:";
