@@ -191,7 +191,7 @@ impl Probes {
         }
         let mut ebpf = loader(layout, settings, sizes, pins.as_ref()).load(EBPF_OBJECT)?;
         let (mut hooks, links) = Attacher::new(&mut ebpf, layout, btf_path, choice).attach_all();
-        let ids = links.iter().filter_map(link_ids).collect();
+        let ids = links.iter().filter_map(|l| link_ids(&ebpf, l)).collect();
         let links = match &pins {
             Some(pins) => pin_all(pins, links, &mut hooks),
             None => links.into_iter().map(|l| l.link).collect(),
@@ -310,18 +310,25 @@ fn pin_all(
     held
 }
 
-/// The ids behind an attached BPF link (a perf event of a kernel before 5.15 has none:
-/// its program then has no statistics here).
-fn link_ids(link: &attach::AttachedLink) -> Option<programs::LinkIds> {
-    let OwnedLink::Fd(fd) = &link.link else {
-        return None;
-    };
-    let info = fd.info().ok()?;
-    Some(programs::LinkIds {
-        program: link.program_name(),
-        program_id: info.program_id(),
-        kprobe_link_id: (link.kind == Kind::Kprobe).then(|| info.id()),
-    })
+/// The ids behind an attached link: from the BPF link, or (a perf event of a kernel
+/// before 5.15 is none) the program's own, without a link whose misses could be read.
+fn link_ids(ebpf: &Ebpf, link: &attach::AttachedLink) -> Option<programs::LinkIds> {
+    let program = link.program_name();
+    match &link.link {
+        OwnedLink::Fd(fd) => {
+            let info = fd.info().ok()?;
+            Some(programs::LinkIds {
+                program,
+                program_id: info.program_id(),
+                kprobe_link_id: (link.kind == Kind::Kprobe).then(|| info.id()),
+            })
+        }
+        _ => Some(programs::LinkIds {
+            program,
+            program_id: ebpf.program(program)?.info().ok()?.id(),
+            kprobe_link_id: None,
+        }),
+    }
 }
 
 #[cfg(test)]
