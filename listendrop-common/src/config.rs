@@ -101,13 +101,24 @@ pub struct KernelOffsets {
 // fingerprint, vary from run to run). A wider field needs explicit padding.
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 38 * 4);
 
-/// What the daemon asks of the programs (command-line settings).
+/// What the daemon asks of the programs (command-line settings). Durations are in kernel
+/// ticks (jiffies): the programs read the time with `bpf_jiffies64`, which the verifier
+/// turns into one load (5.5+, 64-bit JITs), where `bpf_ktime_get_ns` is a helper call that
+/// reads the clock source; only an event handed to the daemon is stamped in nanoseconds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
-    /// A drop of a 4-tuple more than this long after its previous drop starts a new
+    /// A drop of a 4-tuple more than this many ticks after its previous drop starts a new
     /// episode (counts as a new dropped handshake).
-    pub episode_gap_ns: u64,
+    pub episode_gap_ticks: u64,
+    /// Ticks in one second: the window of the event budget.
+    pub window_ticks: u64,
+    /// Ticks between write-backs of a CPU's handshake slot to the LRU
+    /// ([`crate::HANDSHAKE_SYNC_NS`]).
+    pub sync_ticks: u64,
+    /// Ticks within which a call with the same socket and packet as the call in progress
+    /// is nested in it ([`NESTED_CALL_NS`], rounded up: a tick may pass within a call).
+    pub nested_ticks: u64,
     /// Events per listener per second handed to the daemon; the rest are counted in
     /// `COUNTERS[Health::RateLimited]`. 0 disables events.
     pub events_per_sec: u32,
@@ -115,4 +126,9 @@ pub struct Settings {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Settings>() == 16);
+const _: () = assert!(core::mem::size_of::<Settings>() == 40);
+
+/// A nested call (`tcp_v6_syn_recv_sock` calling `tcp_v4_syn_recv_sock`) begins within
+/// microseconds of its outer call; one with the same socket and packet later than this is
+/// a new call whose packet reuses a freed skb's address (the previous return was missed).
+pub const NESTED_CALL_NS: u64 = 10_000_000;

@@ -44,10 +44,10 @@ pub struct DropCount {
     /// own counters count them.
     pub packets: u64,
     /// Distinct handshakes: the first drop of a 4-tuple, or the first after
-    /// [`crate::Settings::episode_gap_ns`] without a drop of it.
+    /// [`crate::Settings::episode_gap_ticks`] without a drop of it.
     pub handshakes: u64,
-    /// Start of the current one-second event window on this CPU.
-    pub window_ns: u64,
+    /// Start of the current one-second event window on this CPU (jiffies).
+    pub window_start: u64,
     /// Events handed to the daemon in that window on this CPU.
     pub sent: u64,
 }
@@ -86,8 +86,8 @@ const _: () = assert!(core::mem::size_of::<HandshakeKey>() == 40);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HandshakeState {
-    /// `bpf_ktime_get_ns()` of the last drop.
-    pub last_ns: u64,
+    /// `jiffies` at the last drop.
+    pub last_tick: u64,
     /// The [`crate::Reason`] of the last drop.
     pub reason: u32,
     /// Explicit padding.
@@ -105,9 +105,10 @@ pub struct HandshakeSlot {
     pub key: HandshakeKey,
     /// Its last drop and reason.
     pub state: HandshakeState,
-    /// When the LRU last got `state`.
-    pub synced_ns: u64,
+    /// When the LRU last got `state` (jiffies).
+    pub synced_tick: u64,
 }
 
-/// Longest delay before a cached handshake's last drop reaches the LRU.
+/// Longest delay before a cached handshake's last drop reaches the LRU (in ticks:
+/// [`crate::Settings::sync_ticks`]).
 pub const HANDSHAKE_SYNC_NS: u64 = 100_000_000;

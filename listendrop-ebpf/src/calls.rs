@@ -11,10 +11,11 @@
 //! it at once — a nested call has the outer call's socket and packet, a new call has
 //! others — and starts afresh, counting [`Health::StaleCall`]; nothing waits for a timeout.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray};
+use aya_ebpf::{helpers::generated::bpf_jiffies64, macros::map, maps::PerCpuArray};
 use listendrop_common::Health;
 
 use crate::{
+    config::{load64, SETTINGS},
     health::bump,
     kernel::{self, Mib, Probed},
 };
@@ -24,11 +25,6 @@ pub(crate) const SLOT_CONN_REQUEST: u32 = 0;
 /// Slot of `tcp_v4_syn_recv_sock` / `tcp_v6_syn_recv_sock` in `CALLS`.
 pub(crate) const SLOT_SYN_RECV_SOCK: u32 = 1;
 
-/// A nested call begins within microseconds of its outer call; one with the same socket
-/// and packet later than this is a new call whose packet reuses a freed skb's address
-/// (the previous call's return was missed).
-const NESTED_NS: u64 = 10_000_000;
-
 /// State of the hooked call in progress on this CPU, from entry to return (`SLOT_*`).
 #[map]
 static CALLS: PerCpuArray<CallState> = PerCpuArray::with_max_entries(2, 0);
@@ -37,7 +33,8 @@ static CALLS: PerCpuArray<CallState> = PerCpuArray::with_max_entries(2, 0);
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct CallState {
-    pub start_ns: u64,
+    /// `jiffies` at entry.
+    pub start_tick: u64,
     pub sk: u64,
     pub skb: u64,
     pub dst: u64,
@@ -56,11 +53,14 @@ pub(crate) fn enter(slot: u32, sk: u64, skb: u64, dst: u64, req_unhash: u64) {
     };
     // SAFETY: the helper returns a valid pointer to this CPU's element.
     let state = unsafe { &mut *state };
-    // SAFETY: a helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a helper without preconditions (5.5+), one load of `jiffies` once the
+    // verifier has inlined it.
+    let now = unsafe { bpf_jiffies64() };
     if state.depth > 0 {
-        let nested =
-            state.sk == sk && state.skb == skb && now.wrapping_sub(state.start_ns) < NESTED_NS;
+        // `NESTED_CALL_NS` in ticks (listendrop_common).
+        let nested = state.sk == sk
+            && state.skb == skb
+            && now.wrapping_sub(state.start_tick) <= load64(&raw const SETTINGS.nested_ticks);
         if nested {
             state.depth += 1;
             return;
@@ -69,7 +69,7 @@ pub(crate) fn enter(slot: u32, sk: u64, skb: u64, dst: u64, req_unhash: u64) {
     }
     let mib = kernel::net_of::<Probed>(sk as *const u8).and_then(kernel::read_mib);
     *state = CallState {
-        start_ns: now,
+        start_tick: now,
         sk,
         skb,
         dst,

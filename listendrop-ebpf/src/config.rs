@@ -50,7 +50,10 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
 /// Overwritten by the daemon before load, like [`OFFSETS`].
 #[unsafe(no_mangle)]
 pub(crate) static SETTINGS: Settings = Settings {
-    episode_gap_ns: 0,
+    episode_gap_ticks: 0,
+    window_ticks: 0,
+    sync_ticks: 0,
+    nested_ticks: 0,
     events_per_sec: 0,
     _pad: 0,
 };

@@ -12,7 +12,7 @@
 //!   read this way (`struct sock`'s own, not `inet_connection_sock`'s).
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::map, maps::PerCpuArray};
-use listendrop_common::{DropEvent, ListenerKey, AF_INET, AF_INET6};
+use listendrop_common::{ListenerKey, AF_INET, AF_INET6};
 
 use crate::config::off;
 
@@ -61,26 +61,55 @@ pub(crate) fn net_of<R: Read>(sk: *const u8) -> Result<*const u8, i32> {
     R::at(sk, off!(sk_net))
 }
 
-/// Fills the listener key of `event` (without the reason) from the listening socket `sk`
-/// and returns the listener's namespace: the reads every counted event needs.
+/// An address of 16 bytes (network order) at `base + offset`, read as four 4-byte words:
+/// a byte array would be read, and copied, byte by byte.
 #[inline(always)]
-pub(crate) fn read_listener<R: Read>(
-    sk: *const u8,
-    event: &mut DropEvent,
-) -> Result<*const u8, i32> {
-    let key: &mut ListenerKey = &mut event.listener;
+fn addr16<R: Read>(base: *const u8, offset: usize) -> Result<[u8; 16], i32> {
+    let words: [u32; 4] = [
+        R::at(base, offset)?,
+        R::at(base, offset + 4)?,
+        R::at(base, offset + 8)?,
+        R::at(base, offset + 12)?,
+    ];
+    // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit pattern is valid.
+    Ok(unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) })
+}
+
+/// The 16-byte address in `words[at..at + 4]`.
+#[inline(always)]
+pub(crate) fn words16(words: &[u32], at: usize) -> [u8; 16] {
+    let w = [words[at], words[at + 1], words[at + 2], words[at + 3]];
+    // SAFETY: as in `addr16`.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
+}
+
+/// An IPv4 address (network order, as one word) in the 16-byte form: first 4 bytes.
+#[inline(always)]
+pub(crate) fn addr4(word: u32) -> [u8; 16] {
+    // SAFETY: as in `addr16`.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>([word, 0, 0, 0]) }
+}
+
+/// The key of the listening socket `sk` (reason 0) and its network namespace: the reads
+/// every counted event needs.
+#[inline(always)]
+pub(crate) fn read_listener<R: Read>(sk: *const u8) -> Result<(ListenerKey, *const u8), i32> {
     let family: u16 = R::at(sk, off!(sk_family))?;
-    key.family = family;
-    key.port = R::at(sk, off!(sk_num))?;
-    if family == AF_INET6 {
-        key.addr = R::at(sk, off!(sk_v6_rcv_saddr))?;
+    let port: u16 = R::at(sk, off!(sk_num))?;
+    let addr = if family == AF_INET6 {
+        addr16::<R>(sk, off!(sk_v6_rcv_saddr))?
     } else {
-        let v4: [u8; 4] = R::at(sk, off!(sk_rcv_saddr))?;
-        key.addr[..4].copy_from_slice(&v4);
-    }
+        addr4(R::at(sk, off!(sk_rcv_saddr))?)
+    };
     let net = net_of::<R>(sk)?;
-    key.netns = R::at(net, off!(net_ns_inum))?;
-    Ok(net)
+    let key = ListenerKey {
+        addr,
+        netns: R::at(net, off!(net_ns_inum))?,
+        port,
+        family,
+        reason: 0,
+    };
+    Ok((key, net))
 }
 
 /// The listener's accept queue: (length, limit).
@@ -92,15 +121,27 @@ pub(crate) fn accept_queue<R: Read>(sk: *const u8) -> Result<(u32, u32), i32> {
     ))
 }
 
-/// Fills the queues and the cookie of `event`: only for events handed to the daemon. The
-/// SYN queue lies past `struct sock` (in `inet_connection_sock`): always read through the
-/// helper.
+/// The listener's queues and cookie, as an event shows them.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Queues {
+    pub accept_len: u32,
+    pub accept_max: u32,
+    pub syn_len: u32,
+    pub cookie: u64,
+}
+
+/// Reads the queues and the cookie of listener `sk`: only for events handed to the daemon.
+/// The SYN queue lies past `struct sock` (in `inet_connection_sock`): always read through
+/// the helper.
 #[inline(always)]
-pub(crate) fn read_queues<R: Read>(sk: *const u8, event: &mut DropEvent) -> Result<(), i32> {
-    (event.accept_queue_len, event.accept_queue_max) = accept_queue::<R>(sk)?;
-    event.cookie = R::at(sk, off!(sk_cookie))?;
-    event.syn_queue_len = read(sk, off!(icsk_syn_qlen))?;
-    Ok(())
+pub(crate) fn read_queues<R: Read>(sk: *const u8) -> Result<Queues, i32> {
+    let (accept_len, accept_max) = accept_queue::<R>(sk)?;
+    Ok(Queues {
+        accept_len,
+        accept_max,
+        syn_len: read(sk, off!(icsk_syn_qlen))?,
+        cookie: R::at(sk, off!(sk_cookie))?,
+    })
 }
 
 /// `TCP_LISTEN` in `enum tcp_state` (all kernels; part of the UAPI numbering).
@@ -112,14 +153,27 @@ pub(crate) fn is_listener<R: Read>(sk: *const u8) -> bool {
     R::at::<u8>(sk, off!(sk_state)).is_ok_and(|s| s == TCP_LISTEN)
 }
 
-/// Fills the 4-tuple of `event` from the IP and TCP headers of `skb`; client = source.
+/// A packet's 4-tuple: client and server address (network order, IPv4 in the first 4
+/// bytes) and port (host order), and its family. 4-aligned, so that it is copied and
+/// compared by words.
+#[derive(Clone, Copy)]
+#[repr(C, align(4))]
+pub(crate) struct Tuple {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+}
+
+/// The 4-tuple of `skb` from its IP and TCP headers; client = source.
 ///
 /// `head + network_header` / `head + transport_header` stay valid after the TCP receive
 /// path has pulled the headers (all kernels). The headers themselves are packet memory,
 /// read through the helper whatever `R` is: one read when the TCP header follows a
 /// header without options or extension headers (nearly always), two otherwise.
 #[inline(always)]
-pub(crate) fn read_tuple<R: Read>(skb: *const u8, event: &mut DropEvent) -> Result<(), i32> {
+pub(crate) fn read_tuple<R: Read>(skb: *const u8) -> Result<Tuple, i32> {
     /// `ETH_P_IP` and `ETH_P_IPV6` as `skb->protocol` holds them (network order).
     const IPV4: u16 = 0x0800_u16.to_be();
     const IPV6: u16 = 0x86dd_u16.to_be();
@@ -130,62 +184,65 @@ pub(crate) fn read_tuple<R: Read>(skb: *const u8, event: &mut DropEvent) -> Resu
     let ip = head.wrapping_add(network as usize);
     let tcp = head.wrapping_add(transport as usize);
     let options = transport.wrapping_sub(network);
-    let ports: [u8; 4] = match protocol {
+    // Read as words: addresses in network order, the ports as they lie on the wire.
+    let (saddr, daddr, ports, family) = match protocol {
         IPV4 if options == 20 => {
             // Addresses at 12..20, ports right after the header.
-            let h: [u8; 12] = read(ip, 12)?;
-            event.saddr[..4].copy_from_slice(&h[..4]);
-            event.daddr[..4].copy_from_slice(&h[4..8]);
-            [h[8], h[9], h[10], h[11]]
+            let h: [u32; 3] = read(ip, 12)?;
+            (addr4(h[0]), addr4(h[1]), h[2], AF_INET)
         }
         IPV4 => {
-            let addrs: [u8; 8] = read(ip, 12)?;
-            event.saddr[..4].copy_from_slice(&addrs[..4]);
-            event.daddr[..4].copy_from_slice(&addrs[4..]);
-            read(tcp, 0)?
+            let a: [u32; 2] = read(ip, 12)?;
+            (addr4(a[0]), addr4(a[1]), read(tcp, 0)?, AF_INET)
         }
         IPV6 if options == 40 => {
-            let h: ([[u8; 16]; 2], [u8; 4]) = read(ip, 8)?;
-            (event.saddr, event.daddr) = (h.0[0], h.0[1]);
-            h.1
+            // Addresses at 8..40, ports right after the header.
+            let h: [u32; 9] = read(ip, 8)?;
+            (words16(&h, 0), words16(&h, 4), h[8], AF_INET6)
         }
         IPV6 => {
-            let addrs: [[u8; 16]; 2] = read(ip, 8)?;
-            (event.saddr, event.daddr) = (addrs[0], addrs[1]);
-            read(tcp, 0)?
+            let a: [u32; 8] = read(ip, 8)?;
+            (words16(&a, 0), words16(&a, 4), read(tcp, 0)?, AF_INET6)
         }
         _ => return Err(-1),
     };
-    event.family = if protocol == IPV4 { AF_INET } else { AF_INET6 };
-    event.sport = u16::from_be_bytes([ports[0], ports[1]]);
-    event.dport = u16::from_be_bytes([ports[2], ports[3]]);
-    Ok(())
+    let ports = ports.to_ne_bytes();
+    Ok(Tuple {
+        saddr,
+        daddr,
+        sport: u16::from_be_bytes([ports[0], ports[1]]),
+        dport: u16::from_be_bytes([ports[2], ports[3]]),
+        family,
+    })
 }
 
-/// Fills the 4-tuple of `event` from a request socket (`struct request_sock`, whose
+/// The 4-tuple of a request socket (`struct request_sock`, whose
 /// `__req_common` is a `struct sock_common` at offset 0 like `struct sock`'s, so the
 /// `sk_*` offsets apply; the daemon checks that). Client = remote end.
 #[inline(always)]
-pub(crate) fn read_request_tuple<R: Read>(
-    req: *const u8,
-    event: &mut DropEvent,
-) -> Result<(), i32> {
+pub(crate) fn read_request_tuple<R: Read>(req: *const u8) -> Result<Tuple, i32> {
     let family: u16 = R::at(req, off!(sk_family))?;
-    if family == AF_INET6 {
-        event.family = AF_INET6;
-        event.saddr = R::at(req, off!(sk_v6_daddr))?;
-        event.daddr = R::at(req, off!(sk_v6_rcv_saddr))?;
+    let (saddr, daddr, family) = if family == AF_INET6 {
+        (
+            addr16::<R>(req, off!(sk_v6_daddr))?,
+            addr16::<R>(req, off!(sk_v6_rcv_saddr))?,
+            AF_INET6,
+        )
     } else {
-        event.family = AF_INET;
-        let client: [u8; 4] = R::at(req, off!(sk_daddr))?;
-        let server: [u8; 4] = R::at(req, off!(sk_rcv_saddr))?;
-        event.saddr[..4].copy_from_slice(&client);
-        event.daddr[..4].copy_from_slice(&server);
-    }
+        (
+            addr4(R::at(req, off!(sk_daddr))?),
+            addr4(R::at(req, off!(sk_rcv_saddr))?),
+            AF_INET,
+        )
+    };
     let dport: u16 = R::at(req, off!(sk_dport))?;
-    event.sport = u16::from_be(dport);
-    event.dport = R::at(req, off!(sk_num))?;
-    Ok(())
+    Ok(Tuple {
+        saddr,
+        daddr,
+        sport: u16::from_be(dport),
+        dport: R::at(req, off!(sk_num))?,
+        family,
+    })
 }
 
 /// A per-namespace sysctl stored as `int` (5.x) or `u8` (6.0+): `size` says which.

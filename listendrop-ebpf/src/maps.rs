@@ -90,7 +90,7 @@ pub(crate) fn count(key: &ListenerKey, new_handshake: bool) -> Option<*mut DropC
     let first = DropCount {
         packets: 1,
         handshakes,
-        window_ns: 0,
+        window_start: 0,
         sent: 0,
     };
     if DROPS.insert(key, first, 0).is_err() {

@@ -4,68 +4,87 @@
 //! value) and, to tell a new handshake from a retransmit, a look at this CPU's most recent
 //! handshake (an array slot) before the `HANDSHAKES` LRU.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, generated::bpf_jiffies64},
+    macros::map,
+    maps::PerCpuArray,
+};
 use listendrop_common::{
     event::{FLAG_CLIENT_BELIEVES_CONNECTED, FLAG_NEW_HANDSHAKE},
-    DropCount, DropEvent, HandshakeKey, HandshakeSlot, HandshakeState, Health, Reason,
-    HANDSHAKE_SYNC_NS,
+    DropCount, DropEvent, HandshakeKey, HandshakeSlot, HandshakeState, Health, ListenerKey, Reason,
 };
+
+const _: () = assert!(core::mem::align_of::<HandshakeKey>() == 4);
 
 use crate::{
     config::{load, load64, SETTINGS},
     health::bump,
-    kernel::{self, Read},
+    kernel::{self, Queues, Read, Tuple},
     maps::{self, EVENTS, HANDSHAKES},
 };
-
-/// One second, the event budget's window.
-const WINDOW_NS: u64 = 1_000_000_000;
 
 /// This CPU's most recent dropped handshake (see [`HandshakeSlot`]).
 #[map]
 static LAST_HANDSHAKE: PerCpuArray<HandshakeSlot> = PerCpuArray::with_max_entries(1, 0);
 
-/// An event in the making: the listener it concerns and its namespace.
+/// What a hook saw of one drop: the counters' key, the listener and its namespace, and
+/// when. The event record is built only for what is handed to the daemon (`emit`): the
+/// common path moves a few words, not a 96-byte record.
 pub(crate) struct Observation {
-    /// The event record (key, reason and time filled; tuple and queues by the caller).
-    pub event: DropEvent,
+    /// The listener and the reason: the counters' key.
+    pub key: ListenerKey,
+    /// `FLAG_*` bits for the event.
+    pub flags: u16,
     /// The listening socket.
     pub sk: *const u8,
     /// Its network namespace (`struct net *`).
     pub net: *const u8,
+    /// `jiffies` now: the time of counting (an event is stamped in nanoseconds only when
+    /// it is handed to the daemon).
+    pub now: u64,
 }
 
 /// Starts an observation of listener `sk` for `reason`: its key, nothing more (the rest
 /// is read only for what is handed to the daemon).
 #[inline(always)]
 pub(crate) fn observe<R: Read>(sk: *const u8, reason: Reason) -> Option<Observation> {
-    let mut event = DropEvent::ZERO;
-    let Ok(net) = kernel::read_listener::<R>(sk, &mut event) else {
+    let Ok((mut key, net)) = kernel::read_listener::<R>(sk) else {
         bump(Health::Read);
         return None;
     };
-    event.listener.reason = reason as u32;
-    // SAFETY: a helper without preconditions. (The coarse clock would be cheaper, but
-    // tracing programs may not call it.)
-    event.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    Some(Observation { event, sk, net })
+    key.reason = reason as u32;
+    // SAFETY: a helper without preconditions (5.5+), which the verifier replaces with one
+    // load of `jiffies` on 64-bit JITs: a tick's resolution (1-10 ms) is plenty for a
+    // one-second budget and an episode gap of seconds. (The coarse clock would be as
+    // cheap, but tracing programs may not call it.)
+    let now = unsafe { bpf_jiffies64() };
+    Some(Observation {
+        key,
+        flags: 0,
+        sk,
+        net,
+        now,
+    })
 }
 
-/// Counts a drop whose 4-tuple is in the event (`tuple_ok` false when it could not be
-/// read: the packet still counts, as a new handshake, and no event is sent).
+/// Counts a drop of the packet with 4-tuple `tuple` (`None` when it could not be read:
+/// the packet still counts, as a new handshake, and no event is sent).
 #[inline(always)]
-pub(crate) fn drop<R: Read>(obs: &mut Observation, tuple_ok: bool) {
-    let new_handshake = !tuple_ok || remember(&obs.event);
+pub(crate) fn drop<R: Read>(obs: &mut Observation, tuple: Option<&Tuple>) {
+    let new_handshake = match tuple {
+        Some(tuple) => remember(obs, tuple),
+        None => true,
+    };
     if new_handshake {
-        obs.event.flags |= FLAG_NEW_HANDSHAKE;
+        obs.flags |= FLAG_NEW_HANDSHAKE;
     }
-    let counts = maps::count(&obs.event.listener, new_handshake);
-    if !tuple_ok {
+    let counts = maps::count(&obs.key, new_handshake);
+    let Some(tuple) = tuple else {
         bump(Health::Read);
         return;
-    }
-    if within_budget(counts, obs.event.ktime_ns) {
-        emit::<R>(obs);
+    };
+    if within_budget(counts, obs.now) {
+        emit::<R>(obs, tuple);
     } else {
         bump(Health::RateLimited);
     }
@@ -75,24 +94,24 @@ pub(crate) fn drop<R: Read>(obs: &mut Observation, tuple_ok: bool) {
 /// event record).
 #[inline(always)]
 pub(crate) fn count_only(obs: &Observation, reason: Reason) {
-    let mut key = obs.event.listener;
+    let mut key = obs.key;
     key.reason = reason as u32;
     maps::count(&key, false);
 }
 
-/// Counts a SYN-ACK retransmit; when its handshake's ACK was dropped, reports it: the
-/// client believes it is connected.
+/// Counts a SYN-ACK retransmit of the handshake `tuple`; when its handshake's ACK was
+/// dropped, reports it: the client believes it is connected.
 #[inline(always)]
-pub(crate) fn synack_retransmit<R: Read>(obs: &mut Observation) {
-    let counts = maps::count(&obs.event.listener, false);
-    let key = handshake_key(&obs.event);
+pub(crate) fn synack_retransmit<R: Read>(obs: &mut Observation, tuple: &Tuple) {
+    let counts = maps::count(&obs.key, false);
+    let key = handshake_key(obs, tuple);
     let Some(state) = last_drop(&key) else {
         return;
     };
     if Reason::from_u32(state.reason).is_some_and(Reason::is_ack_time) {
-        obs.event.flags |= FLAG_CLIENT_BELIEVES_CONNECTED;
-        if within_budget(counts, obs.event.ktime_ns) {
-            emit::<R>(obs);
+        obs.flags |= FLAG_CLIENT_BELIEVES_CONNECTED;
+        if within_budget(counts, obs.now) {
+            emit::<R>(obs, tuple);
         } else {
             bump(Health::RateLimited);
         }
@@ -100,14 +119,34 @@ pub(crate) fn synack_retransmit<R: Read>(obs: &mut Observation) {
 }
 
 #[inline(always)]
-fn handshake_key(event: &DropEvent) -> HandshakeKey {
+fn handshake_key(obs: &Observation, tuple: &Tuple) -> HandshakeKey {
     HandshakeKey {
-        saddr: event.saddr,
-        daddr: event.daddr,
-        netns: event.listener.netns,
-        sport: event.sport,
-        dport: event.dport,
+        saddr: tuple.saddr,
+        daddr: tuple.daddr,
+        netns: obs.key.netns,
+        sport: tuple.sport,
+        dport: tuple.dport,
     }
+}
+
+/// Whether two handshakes are the same, compared by words.
+#[inline(always)]
+fn same(a: &HandshakeKey, b: &HandshakeKey) -> bool {
+    // SAFETY: HandshakeKey is repr(C), 40 bytes without padding (asserted where it is
+    // defined) and 4-aligned: as ten u32 every bit pattern is valid.
+    let (a, b) = unsafe {
+        (
+            &*(a as *const HandshakeKey).cast::<[u32; 10]>(),
+            &*(b as *const HandshakeKey).cast::<[u32; 10]>(),
+        )
+    };
+    // XORs folded by hand: `==` on the arrays, or a chain of `&&`, becomes a call to a
+    // byte-by-byte memcmp in BPF.
+    let mut diff = 0;
+    for i in 0..10 {
+        diff |= a[i] ^ b[i];
+    }
+    diff == 0
 }
 
 /// The last drop of handshake `key`: this CPU's slot, else the LRU.
@@ -116,7 +155,7 @@ fn last_drop(key: &HandshakeKey) -> Option<HandshakeState> {
     if let Some(slot) = LAST_HANDSHAKE.get_ptr(0) {
         // SAFETY: a valid pointer to this CPU's slot, read within this run.
         let slot = unsafe { &*slot };
-        if slot.key == *key {
+        if same(&slot.key, key) {
             return Some(slot.state);
         }
     }
@@ -125,17 +164,18 @@ fn last_drop(key: &HandshakeKey) -> Option<HandshakeState> {
     unsafe { HANDSHAKES.get(key) }.copied()
 }
 
-/// Notes the drop of this 4-tuple; true when it starts a new episode (the first drop, or
-/// the first after `episode_gap_ns` without one). The same handshake again on this CPU
-/// touches only its slot; another one writes the slot's back to the LRU and takes it.
+/// Notes the drop of `tuple` at `obs.now`; true when it starts a new episode (the
+/// first drop, or the first after `episode_gap_ticks` without one). The same handshake
+/// again on this CPU touches only its slot; another one writes the slot's back to the LRU
+/// and takes it.
 #[inline(always)]
-fn remember(event: &DropEvent) -> bool {
-    let key = handshake_key(event);
-    let now = event.ktime_ns;
-    let gap = load64(&raw const SETTINGS.episode_gap_ns);
+fn remember(obs: &Observation, tuple: &Tuple) -> bool {
+    let key = handshake_key(obs, tuple);
+    let now = obs.now;
+    let gap = load64(&raw const SETTINGS.episode_gap_ticks);
     let state = HandshakeState {
-        last_ns: now,
-        reason: event.listener.reason,
+        last_tick: now,
+        reason: obs.key.reason,
         _pad: 0,
     };
     let Some(slot) = LAST_HANDSHAKE.get_ptr_mut(0) else {
@@ -143,24 +183,25 @@ fn remember(event: &DropEvent) -> bool {
     };
     // SAFETY: a valid pointer to this CPU's slot; programs on one CPU do not nest.
     let slot = unsafe { &mut *slot };
-    if slot.key == key {
-        // Saturating: another CPU's clock read may be a little ahead of this one's.
-        let new = now.saturating_sub(slot.state.last_ns) > gap;
+    if same(&slot.key, &key) {
+        // Saturating, as everywhere: the LRU may hold a tick another CPU wrote a little
+        // later than this read.
+        let new = now.saturating_sub(slot.state.last_tick) > gap;
         slot.state = state;
-        if new || now.saturating_sub(slot.synced_ns) > HANDSHAKE_SYNC_NS {
+        if new || now.saturating_sub(slot.synced_tick) > load64(&raw const SETTINGS.sync_ticks) {
             let _ = HANDSHAKES.insert(&key, &state, 0);
-            slot.synced_ns = now;
+            slot.synced_tick = now;
         }
         return new;
     }
-    if slot.synced_ns != slot.state.last_ns && slot.key != HandshakeKey::ZERO {
+    if slot.synced_tick != slot.state.last_tick && !same(&slot.key, &HandshakeKey::ZERO) {
         let _ = HANDSHAKES.insert(&slot.key, &slot.state, 0);
     }
     let new = remember_in_lru(&key, &state, gap);
     *slot = HandshakeSlot {
         key,
         state,
-        synced_ns: now,
+        synced_tick: now,
     };
     new
 }
@@ -173,7 +214,7 @@ fn remember_in_lru(key: &HandshakeKey, state: &HandshakeState, gap: u64) -> bool
         // SAFETY: a valid element pointer; LRU reuse of the element by another CPU can at
         // worst misjudge one episode boundary.
         let old = unsafe { &mut *old };
-        let new = state.last_ns.saturating_sub(old.last_ns) > gap;
+        let new = state.last_tick.saturating_sub(old.last_tick) > gap;
         *old = *state;
         return new;
     }
@@ -182,7 +223,8 @@ fn remember_in_lru(key: &HandshakeKey, state: &HandshakeState, gap: u64) -> bool
 }
 
 /// Takes one event from this CPU's budget of the counters' key (`--events-per-listener-
-/// per-sec`, per CPU); `false` when spent, or when the counters could not be kept.
+/// per-sec`, per CPU) at tick `now`; `false` when spent, or when the counters could not be
+/// kept.
 #[inline(always)]
 fn within_budget(counts: Option<*mut DropCount>, now: u64) -> bool {
     let limit = load(&raw const SETTINGS.events_per_sec) as u64;
@@ -191,8 +233,8 @@ fn within_budget(counts: Option<*mut DropCount>, now: u64) -> bool {
     };
     // SAFETY: this CPU's element of DROPS, valid for this run; see `maps::count`.
     let c = unsafe { &mut *counts };
-    if now.saturating_sub(c.window_ns) >= WINDOW_NS {
-        c.window_ns = now;
+    if now.saturating_sub(c.window_start) >= load64(&raw const SETTINGS.window_ticks) {
+        c.window_start = now;
         c.sent = 0;
     }
     if c.sent >= limit {
@@ -202,20 +244,38 @@ fn within_budget(counts: Option<*mut DropCount>, now: u64) -> bool {
     true
 }
 
-/// Hands the event to the daemon, with its queues and cookie read now (and noted for the
-/// high-water mark).
+/// Hands the event to the daemon, stamped now, with the listener's queues and cookie
+/// read now (and noted for the high-water mark).
 #[inline(always)]
-fn emit<R: Read>(obs: &mut Observation) {
-    if kernel::read_queues::<R>(obs.sk, &mut obs.event).is_ok() {
-        maps::note_high_water(obs.event.cookie, obs.event.accept_queue_len);
-    } else {
-        bump(Health::Read);
-    }
-    match EVENTS.reserve::<DropEvent>(0) {
-        Some(mut entry) => {
-            entry.write(obs.event);
-            entry.submit(0);
+fn emit<R: Read>(obs: &Observation, tuple: &Tuple) {
+    let queues = match kernel::read_queues::<R>(obs.sk) {
+        Ok(q) => {
+            maps::note_high_water(q.cookie, q.accept_len);
+            q
         }
-        None => bump(Health::RingBufferFull),
-    }
+        Err(_) => {
+            bump(Health::Read);
+            Queues::default()
+        }
+    };
+    let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
+        bump(Health::RingBufferFull);
+        return;
+    };
+    entry.write(DropEvent {
+        // SAFETY: a helper without preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        cookie: queues.cookie,
+        listener: obs.key,
+        accept_queue_len: queues.accept_len,
+        saddr: tuple.saddr,
+        daddr: tuple.daddr,
+        sport: tuple.sport,
+        dport: tuple.dport,
+        family: tuple.family,
+        flags: obs.flags,
+        accept_queue_max: queues.accept_max,
+        syn_queue_len: queues.syn_len,
+    });
+    entry.submit(0);
 }

@@ -23,6 +23,7 @@ pub mod privileges;
 pub mod probes;
 pub mod session;
 pub mod status;
+pub mod ticks;
 pub mod trace;
 pub mod tracefs;
 pub mod util;

@@ -1,7 +1,7 @@
 //! Opening the kernel side: BTF, privileges, layout, programs — shared by every command
 //! that loads the programs (the daemon, `check`).
 
-use listendrop_common::{Reason, Settings};
+use listendrop_common::Reason;
 
 use crate::{
     btf::{BtfError, KernelBtf},
@@ -9,6 +9,7 @@ use crate::{
     layout::Layout,
     privileges,
     probes::{Pinning, ProbeError, Probes, Sizes},
+    ticks,
     tracefs::Tracefs,
 };
 
@@ -51,11 +52,11 @@ pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> Result<Probes, Sessi
         max_handshakes: args.max_handshakes,
         events_bytes: args.events_buffer_kib * 1024,
     };
-    let settings = Settings {
-        episode_gap_ns: args.episode_gap_secs * 1_000_000_000,
-        events_per_sec: args.events_per_listener_per_sec,
-        _pad: 0,
-    };
+    let settings = ticks::settings(
+        ticks::Tick::of_this_kernel(),
+        std::time::Duration::from_secs(args.episode_gap_secs),
+        args.events_per_listener_per_sec,
+    );
     Ok(Probes::load(
         &layout,
         &args.btf,

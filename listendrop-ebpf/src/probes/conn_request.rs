@@ -91,8 +91,8 @@ fn classify(call: &CallState) {
     if reason == Reason::SyncookieSent {
         return;
     }
-    let tuple_ok = kernel::read_tuple::<Probed>(call.skb as *const u8, &mut obs.event).is_ok();
-    record::drop::<Probed>(&mut obs, tuple_ok);
+    let tuple = kernel::read_tuple::<Probed>(call.skb as *const u8).ok();
+    record::drop::<Probed>(&mut obs, tuple.as_ref());
 }
 
 /// `tcp_conn_request`'s own test for its last-quarter rule: syncookies off and fewer than

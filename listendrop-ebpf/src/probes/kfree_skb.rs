@@ -97,9 +97,9 @@ fn listen_overflow<R: Read>(sk: *const u8, skb: *const u8) {
     // tcp_check_req read the same sysctl a moment ago to choose between ignoring the ACK
     // and resetting the client.
     if reason == Reason::AckAcceptQueueFull && kernel::abort_on_overflow::<R>(obs.net) {
-        obs.event.flags |= FLAG_RESET;
+        obs.flags |= FLAG_RESET;
         record::count_only(&obs, Reason::OverflowReset);
     }
-    let tuple_ok = kernel::read_tuple::<R>(skb, &mut obs.event).is_ok();
-    record::drop::<R>(&mut obs, tuple_ok);
+    let tuple = kernel::read_tuple::<R>(skb).ok();
+    record::drop::<R>(&mut obs, tuple.as_ref());
 }

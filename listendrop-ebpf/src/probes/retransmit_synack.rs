@@ -13,7 +13,7 @@ use listendrop_common::{Reason, AF_INET, AF_INET6};
 
 use crate::{
     config::off,
-    kernel::{self, Probed, Read, Typed},
+    kernel::{self, Probed, Read, Tuple, Typed},
     record,
 };
 
@@ -39,8 +39,8 @@ fn from_request<R: Read>(sk: *const u8, req: *const u8) {
     let Some(mut obs) = record::observe::<R>(sk, Reason::SynackRetransmit) else {
         return;
     };
-    if kernel::read_request_tuple::<R>(req, &mut obs.event).is_ok() {
-        record::synack_retransmit::<R>(&mut obs);
+    if let Ok(tuple) = kernel::read_request_tuple::<R>(req) {
+        record::synack_retransmit::<R>(&mut obs, &tuple);
     }
 }
 
@@ -60,27 +60,32 @@ fn try_retransmit_synack(ctx: &TracePointContext) -> Result<(), i32> {
     let Some(mut obs) = record::observe::<Probed>(sk, Reason::SynackRetransmit) else {
         return Ok(());
     };
-    let event = &mut obs.event;
     // The record's addresses are the server's (s*) and the client's (d*). The v6 fields
     // hold IPv4 as ::ffff:a.b.c.d on every kernel, so they alone give both families.
-    let server: [u8; 16] = unsafe { ctx.read_at(off!(tp_synack_saddr_v6))? };
-    let client: [u8; 16] = unsafe { ctx.read_at(off!(tp_synack_daddr_v6))? };
-    event.dport = unsafe { ctx.read_at(off!(tp_synack_sport))? };
-    event.sport = unsafe { ctx.read_at(off!(tp_synack_dport))? };
-    if is_v4_mapped(&client) {
-        event.family = AF_INET;
-        event.saddr[..4].copy_from_slice(&client[12..]);
-        event.daddr[..4].copy_from_slice(&server[12..]);
+    let server: [u32; 4] = unsafe { ctx.read_at(off!(tp_synack_saddr_v6))? };
+    let client: [u32; 4] = unsafe { ctx.read_at(off!(tp_synack_daddr_v6))? };
+    let (saddr, daddr, family) = if is_v4_mapped(&client) {
+        (kernel::addr4(client[3]), kernel::addr4(server[3]), AF_INET)
     } else {
-        event.family = AF_INET6;
-        event.saddr = client;
-        event.daddr = server;
-    }
-    record::synack_retransmit::<Probed>(&mut obs);
+        (
+            kernel::words16(&client, 0),
+            kernel::words16(&server, 0),
+            AF_INET6,
+        )
+    };
+    let tuple = Tuple {
+        saddr,
+        daddr,
+        sport: unsafe { ctx.read_at(off!(tp_synack_dport))? },
+        dport: unsafe { ctx.read_at(off!(tp_synack_sport))? },
+        family,
+    };
+    record::synack_retransmit::<Probed>(&mut obs, &tuple);
     Ok(())
 }
 
+/// `::ffff:a.b.c.d`, as words in network order.
 #[inline(always)]
-fn is_v4_mapped(addr: &[u8; 16]) -> bool {
-    addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff
+fn is_v4_mapped(addr: &[u32; 4]) -> bool {
+    addr[0] == 0 && addr[1] == 0 && addr[2] == 0xffff_u32.to_be()
 }

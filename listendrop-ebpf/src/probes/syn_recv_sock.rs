@@ -108,9 +108,9 @@ fn classify(call: &CallState) {
     // tcp_check_req reads this sysctl right after we return to choose between ignoring
     // the ACK and resetting the client (EmbryonicRsts).
     if reason == Reason::AckAcceptQueueFull && kernel::abort_on_overflow::<Probed>(obs.net) {
-        obs.event.flags |= FLAG_RESET;
+        obs.flags |= FLAG_RESET;
         record::count_only(&obs, Reason::OverflowReset);
     }
-    let tuple_ok = kernel::read_tuple::<Probed>(call.skb as *const u8, &mut obs.event).is_ok();
-    record::drop::<Probed>(&mut obs, tuple_ok);
+    let tuple = kernel::read_tuple::<Probed>(call.skb as *const u8).ok();
+    record::drop::<Probed>(&mut obs, tuple.as_ref());
 }
