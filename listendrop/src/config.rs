@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use crate::{
     bounds::{self, Bounds},
-    cli::{LogFormat, RunArgs},
+    cli::{ContainerArgs, LogFormat, ProbeArgs, RunArgs},
     probes::KindChoice,
 };
 
@@ -91,108 +91,195 @@ fn parse_file(text: &str) -> Result<FileConfig, String> {
     })
 }
 
+/// Sets `$to` to the file's `$from` unless `$explicit($id)` says the user set the option
+/// by flag or environment.
+macro_rules! take {
+    ($explicit:expr, $id:literal, $from:expr, $to:expr) => {
+        if let Some(value) = $from {
+            if !$explicit($id) {
+                $to = value;
+            }
+        }
+    };
+}
+
+/// The file's numbers: checked against the same [`Bounds`] as the flags, an error naming
+/// the key's line in `text`.
+struct Numbers<'a> {
+    text: &'a str,
+}
+
+impl Numbers<'_> {
+    fn get(
+        &self,
+        value: Option<Spanned<u64>>,
+        bounds: &'static Bounds,
+    ) -> anyhow::Result<Option<u64>> {
+        value
+            .map(|v| {
+                let line = line_of(self.text, v.span().start);
+                bounds
+                    .check(*v.get_ref())
+                    .map_err(|e| anyhow!("line {line}: {e}"))
+            })
+            .transpose()
+    }
+
+    /// A u32 option's: its bounds all fit in u32, so this never saturates.
+    fn get_u32(
+        &self,
+        value: Option<Spanned<u64>>,
+        bounds: &'static Bounds,
+    ) -> anyhow::Result<Option<u32>> {
+        Ok(self
+            .get(value, bounds)?
+            .map(|v| u32::try_from(v).unwrap_or(u32::MAX)))
+    }
+}
+
 /// Copies each value the file sets into `args`, unless `explicit(option id)` says the
 /// user set it by flag or environment. Numbers are checked against the same [`Bounds`] as
 /// the flags; an error names the key and its line in `text`.
 fn merge(
     args: &mut RunArgs,
-    file: FileConfig,
+    mut file: FileConfig,
     text: &str,
     explicit: impl Fn(&str) -> bool,
 ) -> anyhow::Result<()> {
-    macro_rules! take {
-        ($id:literal, $from:expr, $to:expr) => {
-            if let Some(value) = $from {
-                if !explicit($id) {
-                    $to = value;
-                }
-            }
-        };
-    }
-    // A number of the file: checked, then converted to the option's type.
-    let number = |value: Option<Spanned<u64>>, bounds: &'static Bounds| {
-        value
-            .map(|v| {
-                let line = line_of(text, v.span().start);
-                let n = *v.get_ref();
-                bounds.check(n).map_err(|e| anyhow!("line {line}: {e}"))
-            })
-            .transpose()
-    };
-    let narrow = |value: Option<u64>| value.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+    let numbers = Numbers { text };
     take!(
+        explicit,
         "listen_address",
-        file.web_listen_address,
+        file.web_listen_address.take(),
         args.listen_address
     );
     take!(
+        explicit,
         "web_config_file",
-        file.web_config_file.map(Some),
+        file.web_config_file.take().map(Some),
         args.web_config_file
     );
-    take!("include_netns", file.include_netns, args.include_netns);
-    take!("exclude_netns", file.exclude_netns, args.exclude_netns);
-    take!("include_ports", file.include_ports, args.include_ports);
-    take!("exclude_ports", file.exclude_ports, args.exclude_ports);
     take!(
+        explicit,
+        "include_netns",
+        file.include_netns.take(),
+        args.include_netns
+    );
+    take!(
+        explicit,
+        "exclude_netns",
+        file.exclude_netns.take(),
+        args.exclude_netns
+    );
+    take!(
+        explicit,
+        "include_ports",
+        file.include_ports.take(),
+        args.include_ports
+    );
+    take!(
+        explicit,
+        "exclude_ports",
+        file.exclude_ports.take(),
+        args.exclude_ports
+    );
+    take!(
+        explicit,
         "inventory_interval_secs",
-        number(
-            file.inventory_interval_secs,
+        numbers.get(
+            file.inventory_interval_secs.take(),
             &bounds::INVENTORY_INTERVAL_SECS
         )?,
         args.inventory_interval_secs
     );
     take!(
+        explicit,
         "stale_after_secs",
-        number(file.stale_after_secs, &bounds::STALE_AFTER_SECS)?,
+        numbers.get(file.stale_after_secs.take(), &bounds::STALE_AFTER_SECS)?,
         args.stale_after_secs
     );
-    take!("pin_dir", file.pin_dir, args.pin_dir);
-    take!("no_pin", file.no_pin, args.no_pin);
-    take!("log_level", file.log_level, args.log_level);
-    take!("log_format", file.log_format, args.log_format);
-    let c = &mut args.containers;
-    let socket = |s: Option<String>| s.map(|s| PathBuf::from(if s == "none" { "" } else { &s }));
-    take!("docker_socket", socket(file.docker_socket), c.docker_socket);
-    take!("podman_socket", socket(file.podman_socket), c.podman_socket);
+    take!(explicit, "pin_dir", file.pin_dir.take(), args.pin_dir);
+    take!(explicit, "no_pin", file.no_pin.take(), args.no_pin);
+    take!(explicit, "log_level", file.log_level.take(), args.log_level);
     take!(
+        explicit,
+        "log_format",
+        file.log_format.take(),
+        args.log_format
+    );
+    merge_containers(&mut args.containers, &mut file, &numbers, &explicit)?;
+    merge_probes(&mut args.probes, file, &numbers, &explicit)
+}
+
+/// The container identity's sources (`none`: a socket off).
+fn merge_containers(
+    c: &mut ContainerArgs,
+    file: &mut FileConfig,
+    numbers: &Numbers,
+    explicit: &impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    let socket = |s: Option<String>| s.map(|s| PathBuf::from(if s == "none" { "" } else { &s }));
+    take!(
+        explicit,
+        "docker_socket",
+        socket(file.docker_socket.take()),
+        c.docker_socket
+    );
+    take!(
+        explicit,
+        "podman_socket",
+        socket(file.podman_socket.take()),
+        c.podman_socket
+    );
+    take!(
+        explicit,
         "container_api_timeout_ms",
-        number(
-            file.container_api_timeout_ms,
+        numbers.get(
+            file.container_api_timeout_ms.take(),
             &bounds::CONTAINER_API_TIMEOUT_MS
         )?,
         c.container_api_timeout_ms
     );
-    let p = &mut args.probes;
-    take!("btf", file.btf, p.btf);
-    take!("probe_kind", file.probe_kind, p.probe_kind);
-    // The u32 options' bounds all fit in u32, so `narrow` never saturates.
+    Ok(())
+}
+
+/// What the kernel side is loaded with.
+fn merge_probes(
+    p: &mut ProbeArgs,
+    file: FileConfig,
+    numbers: &Numbers,
+    explicit: &impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    take!(explicit, "btf", file.btf, p.btf);
+    take!(explicit, "probe_kind", file.probe_kind, p.probe_kind);
     take!(
+        explicit,
         "max_listener_keys",
-        narrow(number(file.max_listener_keys, &bounds::MAX_LISTENER_KEYS)?),
+        numbers.get_u32(file.max_listener_keys, &bounds::MAX_LISTENER_KEYS)?,
         p.max_listener_keys
     );
     take!(
+        explicit,
         "max_handshakes",
-        narrow(number(file.max_handshakes, &bounds::MAX_HANDSHAKES)?),
+        numbers.get_u32(file.max_handshakes, &bounds::MAX_HANDSHAKES)?,
         p.max_handshakes
     );
     take!(
+        explicit,
         "events_buffer_kib",
-        narrow(number(file.events_buffer_kib, &bounds::EVENTS_BUFFER_KIB)?),
+        numbers.get_u32(file.events_buffer_kib, &bounds::EVENTS_BUFFER_KIB)?,
         p.events_buffer_kib
     );
     take!(
+        explicit,
         "events_per_listener_per_sec",
-        narrow(number(
-            file.events_per_listener_per_sec,
-            &bounds::EVENTS_PER_SEC
-        )?),
+        numbers.get_u32(file.events_per_listener_per_sec, &bounds::EVENTS_PER_SEC)?,
         p.events_per_listener_per_sec
     );
     take!(
+        explicit,
         "episode_gap_secs",
-        number(file.episode_gap_secs, &bounds::EPISODE_GAP_SECS)?,
+        numbers.get(file.episode_gap_secs, &bounds::EPISODE_GAP_SECS)?,
         p.episode_gap_secs
     );
     Ok(())
