@@ -264,81 +264,123 @@ impl Inventory {
                 return snapshot;
             }
         };
-        let mut found = Vec::new();
-        for ns in namespaces {
-            match read_namespace(&ns) {
-                Ok((sockets, sysctls, counters)) => found.push((ns, sockets, sysctls, counters)),
-                Err(e) => {
-                    tracing::warn!(
-                        netns = ns.inode,
-                        path = %ns.path.display(),
-                        "listener inventory skips a namespace: {e}"
-                    );
-                    snapshot.skipped.push(Skipped {
-                        inode: ns.inode,
-                        error: e.to_string(),
-                    });
-                }
-            }
-        }
+        let found = read_all(namespaces, &mut snapshot.skipped);
         let inodes: BTreeSet<u64> = found
             .iter()
-            .flat_map(|(_, s, _, _)| s.listeners.iter().map(|l| l.inode))
+            .flat_map(|n| n.sockets.listeners.iter().map(|l| l.inode))
             .filter(|&i| i != 0)
             .collect();
         self.owners.refresh(&inodes);
         if let Some(resolver) = &mut self.containers {
             resolver.annotate(self.owners.owners_mut());
         }
-        let now = Instant::now();
-        let mut cpu = BTreeMap::new();
-        let mut sk_drops = BTreeMap::new();
-        for (namespace, sockets, sysctls, counters) in found {
-            let listeners = sockets
+        let mut pass = Pass {
+            now: Instant::now(),
+            cpu: BTreeMap::new(),
+            sk_drops: BTreeMap::new(),
+        };
+        for n in found {
+            let listeners = n
+                .sockets
                 .listeners
                 .into_iter()
-                .map(|socket| {
-                    let owner = self.owners.get(socket.inode).cloned();
-                    let owner_busy = owner.as_ref().and_then(|o| {
-                        let sample = *cpu
-                            .entry(o.pid)
-                            .or_insert_with(|| owners::cpu_sample(o.pid).map(|s| (s, now)))
-                            .as_ref()?;
-                        let (before, at) = self.cpu.get(&o.pid)?;
-                        owners::cpu_busy(*before, sample.0, sample.1 - *at, self.ticks_per_second)
-                    });
-                    let drops = socket.sk_drops.unwrap_or(0);
-                    let new_sk_drops =
-                        u64::from(drops.saturating_sub(
-                            self.sk_drops.get(&socket.cookie).copied().unwrap_or(0),
-                        ));
-                    sk_drops.insert(socket.cookie, drops);
-                    let mut listener = Listener {
-                        socket,
-                        owner,
-                        owner_busy,
-                        new_sk_drops,
-                        diagnosis: Vec::new(),
-                    };
-                    listener.diagnosis = diagnosis::diagnose(&listener.facts(&sysctls));
-                    listener
-                })
+                .map(|socket| self.listener(socket, &n.sysctls, &mut pass))
                 .collect();
             snapshot.namespaces.push(NamespaceReport {
-                namespace,
-                sysctls,
-                counters,
+                namespace: n.namespace,
+                sysctls: n.sysctls,
+                counters: n.counters,
                 listeners,
-                unattributed_syn_recv: sockets.unattributed_syn_recv,
+                unattributed_syn_recv: n.sockets.unattributed_syn_recv,
             });
         }
-        self.cpu = cpu
+        self.cpu = pass
+            .cpu
             .into_iter()
             .filter_map(|(pid, s)| Some((pid, s?)))
             .collect();
-        self.sk_drops = sk_drops;
+        self.sk_drops = pass.sk_drops;
         snapshot
     }
+
+    /// One listener of this pass: its owner (and how busy it was since the last pass), the
+    /// drops its socket counted since then, and the diagnosis.
+    fn listener(
+        &self,
+        socket: sockdiag::ListenSocket,
+        sysctls: &Sysctls,
+        pass: &mut Pass,
+    ) -> Listener {
+        let owner = self.owners.get(socket.inode).cloned();
+        let owner_busy = owner.as_ref().and_then(|o| {
+            let now = pass.now;
+            let sample = *pass
+                .cpu
+                .entry(o.pid)
+                .or_insert_with(|| owners::cpu_sample(o.pid).map(|s| (s, now)))
+                .as_ref()?;
+            let (before, at) = self.cpu.get(&o.pid)?;
+            owners::cpu_busy(*before, sample.0, sample.1 - *at, self.ticks_per_second)
+        });
+        let drops = socket.sk_drops.unwrap_or(0);
+        let new_sk_drops = u64::from(
+            drops.saturating_sub(self.sk_drops.get(&socket.cookie).copied().unwrap_or(0)),
+        );
+        pass.sk_drops.insert(socket.cookie, drops);
+        let mut listener = Listener {
+            socket,
+            owner,
+            owner_busy,
+            new_sk_drops,
+            diagnosis: Vec::new(),
+        };
+        listener.diagnosis = diagnosis::diagnose(&listener.facts(sysctls));
+        listener
+    }
+}
+
+/// What one pass samples as it goes: owners' CPU time and sockets' drop counts, for the
+/// next pass to take differences from.
+struct Pass {
+    now: Instant,
+    cpu: BTreeMap<i32, Option<(CpuSample, Instant)>>,
+    sk_drops: BTreeMap<u64, u32>,
+}
+
+/// One namespace as read.
+struct Found {
+    namespace: Namespace,
+    sockets: sockdiag::Sockets,
+    sysctls: Sysctls,
+    counters: KernelCounters,
+}
+
+/// Reads every namespace of `namespaces`; the ones that fail are logged and added to
+/// `skipped`.
+fn read_all(namespaces: Vec<Namespace>, skipped: &mut Vec<Skipped>) -> Vec<Found> {
+    let mut found = Vec::new();
+    for ns in namespaces {
+        match read_namespace(&ns) {
+            Ok((sockets, sysctls, counters)) => found.push(Found {
+                namespace: ns,
+                sockets,
+                sysctls,
+                counters,
+            }),
+            Err(e) => {
+                tracing::warn!(
+                    netns = ns.inode,
+                    path = %ns.path.display(),
+                    "listener inventory skips a namespace: {e}"
+                );
+                skipped.push(Skipped {
+                    inode: ns.inode,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    found
 }
 
 /// Reads one namespace: sock_diag and sysctls on a thread inside it, counters through a
