@@ -58,28 +58,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             Err(e) => (None, Some(e)),
         }
     };
-    let lines: Vec<Line> = view
-        .listeners
-        .iter()
-        .filter(|(id, _)| args.netns.is_empty() || args.netns.contains(&id.netns.0))
-        .filter(|(id, _)| args.port.is_empty() || args.port.contains(&id.port))
-        .map(|(id, group)| {
-            let known = daemon
-                .as_ref()
-                .map(|d| d.get(id).cloned().unwrap_or_default());
-            let mut facts = group.facts();
-            facts.drops = known
-                .as_ref()
-                .map(|k| k.reasons.clone())
-                .unwrap_or_default();
-            Line {
-                id: *id,
-                group,
-                daemon: known,
-                diagnosis: diagnosis::diagnose(&facts),
-            }
-        })
-        .collect();
+    let lines = lines(args, &view, daemon.as_ref());
     let mut out = std::io::stdout().lock();
     if args.json {
         let skipped: Vec<_> = snapshot
@@ -104,7 +83,52 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     for line in &lines {
         write_line(&mut out, line)?;
     }
-    if daemon.is_none() {
+    write_footnotes(&mut out, args, daemon.is_some(), unreachable.as_ref())?;
+    for skipped in &snapshot.skipped {
+        writeln!(
+            out,
+            "namespace {} not read: {}",
+            skipped.inode, skipped.error
+        )?;
+    }
+    Ok(())
+}
+
+/// The listeners `args` selects, with what the daemon knows of each and the diagnosis.
+fn lines<'a>(
+    args: &StatusArgs,
+    view: &'a View,
+    daemon: Option<&BTreeMap<ListenerId, FromDaemon>>,
+) -> Vec<Line<'a>> {
+    view.listeners
+        .iter()
+        .filter(|(id, _)| args.netns.is_empty() || args.netns.contains(&id.netns.0))
+        .filter(|(id, _)| args.port.is_empty() || args.port.contains(&id.port))
+        .map(|(id, group)| {
+            let known = daemon.map(|d| d.get(id).cloned().unwrap_or_default());
+            let mut facts = group.facts();
+            facts.drops = known
+                .as_ref()
+                .map(|k| k.reasons.clone())
+                .unwrap_or_default();
+            Line {
+                id: *id,
+                group,
+                daemon: known,
+                diagnosis: diagnosis::diagnose(&facts),
+            }
+        })
+        .collect()
+}
+
+/// What the table cannot show: the daemon's absence, and how to reach a secured one.
+fn write_footnotes(
+    out: &mut impl std::io::Write,
+    args: &StatusArgs,
+    reached: bool,
+    unreachable: Option<&anyhow::Error>,
+) -> std::io::Result<()> {
+    if !reached {
         writeln!(
             out,
             "\n(listendrop daemon not reachable{}: DROPS in parentheses are the kernel's \
@@ -120,13 +144,6 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             "(asking the daemon: {e:#}; a daemon with --web.config.file is reached with \
              --daemon-url https://HOST:PORT --ca-file CA.pem and, as its configuration asks, \
              --basic-auth-file or --client-cert)"
-        )?;
-    }
-    for skipped in &snapshot.skipped {
-        writeln!(
-            out,
-            "namespace {} not read: {}",
-            skipped.inode, skipped.error
         )?;
     }
     Ok(())
