@@ -108,18 +108,8 @@ fn strings(v: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn kubernetes_manifests_fit_together() {
-    if !tools::require_python("kubernetes_manifests_fit_together") {
-        return;
-    }
-    let ds = manifest("daemonset.yaml");
-    let svc = manifest("service.yaml");
-    let mon = manifest("servicemonitor.yaml");
-    let pod = &ds["spec"]["template"]["spec"];
-    let c = &pod["containers"][0];
-
-    // Privileges: the systemd unit's capabilities, nothing else.
+/// Privileges: the systemd unit's capabilities, nothing else; host network and PIDs.
+fn privileges_as_the_unit(pod: &Value, c: &Value) {
     assert_eq!(
         pod["hostNetwork"], true,
         "serves on the node, sees host listeners"
@@ -144,9 +134,11 @@ fn kubernetes_manifests_fit_together() {
         unit,
         "same set as the systemd unit"
     );
+}
 
-    // Mounts: BTF and tracefs read-only, the pin directory (the daemon's default
-    // --pin-dir) writable, each from a hostPath volume.
+/// Mounts: BTF and tracefs read-only, the pin directory (the daemon's default --pin-dir)
+/// writable, each from a hostPath volume.
+fn host_paths_mounted(pod: &Value, c: &Value) {
     let volumes = pod["volumes"].as_array().unwrap();
     for (path, read_only) in [
         ("/sys/kernel/btf", true),
@@ -167,8 +159,10 @@ fn kubernetes_manifests_fit_together() {
         let volume = volumes.iter().find(|v| v["name"] == mount["name"]).unwrap();
         assert_eq!(volume["hostPath"]["path"], path);
     }
+}
 
-    // Serving: 0.0.0.0:9477, port `metrics`, probes on /healthz, resources bounded.
+/// Serving: 0.0.0.0:9477, port `metrics`, probes on the port, resources bounded.
+fn serves_on_port_metrics(c: &Value) {
     let args = strings(&c["args"]);
     assert!(
         args.contains("--web.listen-address=0.0.0.0:9477"),
@@ -194,8 +188,11 @@ fn kubernetes_manifests_fit_together() {
             );
         }
     }
+}
 
-    // The Service selects the pods, headless, port `metrics`.
+/// The Service selects the pods, headless, port `metrics`; the ServiceMonitor selects the
+/// Service, in its namespace, on port `metrics`.
+fn service_and_monitor_select_the_pods(ds: &Value, svc: &Value, mon: &Value) {
     let pod_labels = ds["spec"]["template"]["metadata"]["labels"]
         .as_object()
         .unwrap();
@@ -208,7 +205,6 @@ fn kubernetes_manifests_fit_together() {
     assert_eq!(svc_port["targetPort"], "metrics");
     assert_eq!(svc["metadata"]["namespace"], ds["metadata"]["namespace"]);
 
-    // The ServiceMonitor selects the Service, in its namespace, on port `metrics`.
     let svc_labels = svc["metadata"]["labels"].as_object().unwrap();
     for (k, v) in mon["spec"]["selector"]["matchLabels"].as_object().unwrap() {
         assert_eq!(svc_labels.get(k), Some(v), "ServiceMonitor selector {k}");
@@ -217,10 +213,12 @@ fn kubernetes_manifests_fit_together() {
         .contains(svc["metadata"]["namespace"].as_str().unwrap()));
     assert_eq!(mon["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(mon["spec"]["endpoints"][0]["path"], "/metrics");
+}
 
-    // The secure endpoint: the DaemonSet's web configuration, the Secrets it comes from
-    // and the ServiceMonitor's TLS and credentials fit together.
-    let web = SecureEndpoint::of(&ds, &mon);
+/// The secure endpoint: the DaemonSet's web configuration, the Secrets it comes from and
+/// the ServiceMonitor's TLS and credentials fit together.
+fn monitor_meets_the_secure_endpoint(ds: &Value, mon: &Value) {
+    let web = SecureEndpoint::of(ds, mon);
     let endpoint = &mon["spec"]["endpoints"][0];
     assert_eq!(endpoint["scheme"], "https");
     for key in ["tls_server_config.cert_file", "tls_server_config.key_file"] {
@@ -246,6 +244,23 @@ fn kubernetes_manifests_fit_together() {
         web.config["basic_auth_users"][web.scrape["username"].as_str().unwrap()].is_string(),
         "the ServiceMonitor's user is one of basic_auth_users"
     );
+}
+
+#[test]
+fn kubernetes_manifests_fit_together() {
+    if !tools::require_python("kubernetes_manifests_fit_together") {
+        return;
+    }
+    let ds = manifest("daemonset.yaml");
+    let svc = manifest("service.yaml");
+    let mon = manifest("servicemonitor.yaml");
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    privileges_as_the_unit(pod, c);
+    host_paths_mounted(pod, c);
+    serves_on_port_metrics(c);
+    service_and_monitor_select_the_pods(&ds, &svc, &mon);
+    monitor_meets_the_secure_endpoint(&ds, &mon);
 }
 
 /// The DaemonSet's secure endpoint as the manifests describe it.
