@@ -349,12 +349,11 @@ fn concurrent_scrapes_never_see_a_counter_go_back() {
     assert_eq!(find(&all, "listendrop_drops_total", &[]), Some(2000.0));
 }
 
-/// The inventory's info series: one per listener, the owner's container and pod as
-/// labels (empty for a host process), an SO_REUSEPORT group's owner being its lowest pid.
-#[test]
-fn listener_info_names_the_owners_container_and_pod() {
+/// A pod's container (containerd) and an inventory of one namespace: an SO_REUSEPORT
+/// group on 8080 (a worker, pid 300, and the pod's main process, pid 200) and a host
+/// process on 22.
+fn inventory_with_a_pod() -> crate::inventory::Snapshot {
     use crate::{
-        context::Context,
         inventory::{
             containers::{ContainerIdentity, Qos, Runtime},
             namespaces::Namespace,
@@ -402,7 +401,7 @@ fn listener_info_names_the_owners_container_and_pod() {
             new_sk_drops: 0,
             diagnosis: Vec::new(),
         };
-    let inventory = Inventory {
+    Inventory {
         namespaces: vec![NamespaceReport {
             namespace: Namespace {
                 inode: 4026532871,
@@ -422,7 +421,15 @@ fn listener_info_names_the_owners_container_and_pod() {
             unattributed_syn_recv: 0,
         }],
         skipped: Vec::new(),
-    };
+    }
+}
+
+/// The inventory's info series: one per listener, the owner's container and pod as
+/// labels (empty for a host process), an SO_REUSEPORT group's owner being its lowest pid.
+#[test]
+fn listener_info_names_the_owners_container_and_pod() {
+    use crate::context::Context;
+    let inventory = inventory_with_a_pod();
     let mut ctx = Context::default();
     ctx.refresh(
         inventory,
