@@ -267,22 +267,46 @@ fn run_guest(guest: &Guest, opts: &Options, out: &Path) -> anyhow::Result<Boot> 
         env: &guest.env,
         test_args: &guest.test_args,
     };
-    let boot = guest
-        .rootfs
-        .initrd(guest.kernel, &init, &dir)
-        .and_then(|initrd| {
-            qemu::boot(
-                guest.kernel,
-                &BootOptions {
-                    initrd: &initrd,
-                    log: &log_path(out, &name),
-                    timeout: Duration::from_secs(opts.timeout),
-                    verbose: opts.verbose.then_some(label.as_str()),
-                    expected: guest.expected,
-                },
-            )
-        })
-        .with_context(|| format!("guest {label} ({name})"));
+    let boot_once = || {
+        guest
+            .rootfs
+            .initrd(guest.kernel, &init, &dir)
+            .and_then(|initrd| {
+                qemu::boot(
+                    guest.kernel,
+                    &BootOptions {
+                        initrd: &initrd,
+                        log: &log_path(out, &name),
+                        timeout: Duration::from_secs(opts.timeout),
+                        verbose: opts.verbose.then_some(label.as_str()),
+                        expected: guest.expected,
+                    },
+                )
+            })
+            .with_context(|| format!("guest {label} ({name})"))
+    };
+    let mut boot = boot_once();
+    // A kernel that crashed before /init ran never saw listendrop: boot it once more (the
+    // crashed boot's log is kept), and say so.
+    if let Ok(Boot {
+        outcome: qemu::Outcome::BootCrash(line),
+        ..
+    }) = &boot
+    {
+        let kept = out.join(format!("{name}.crashed-boot.log"));
+        let _ = fs::rename(log_path(out, &name), &kept);
+        eprintln!(
+            "xtask: {label}: RETRY: the kernel crashed while booting, before any test ({}; \
+             log: {}): booting again",
+            line.trim(),
+            kept.display()
+        );
+        let crash = line.trim().to_owned();
+        boot = boot_once().map(|b| Boot {
+            retried_after: Some(crash),
+            ..b
+        });
+    }
     let _ = fs::remove_dir_all(&dir);
     if let Ok(boot) = &boot {
         eprintln!(
@@ -332,6 +356,18 @@ fn report(
         failed.push(name);
     }
     summary_table(guests, results);
+    for (guest, result) in guests.iter().zip(results) {
+        if let Ok(Boot {
+            retried_after: Some(crash),
+            ..
+        }) = result
+        {
+            println!(
+                "RETRIED {}: booted twice, the first kernel crashed before any test ({crash})",
+                guest.label()
+            );
+        }
+    }
     let mut seen = Vec::new();
     for guest in guests {
         let k = guest.kernel;

@@ -39,6 +39,9 @@ pub enum Outcome {
     NoMarker,
     /// The VM ran past the time limit and was killed.
     Timeout,
+    /// The kernel crashed (this line) before `/init` ran: the boot failed, not a test
+    /// (seen once on 6.18 under TCG: an int3 oops in sched_clock_cpu at 1 s).
+    BootCrash(String),
 }
 
 impl Outcome {
@@ -60,6 +63,7 @@ impl fmt::Display for Outcome {
             Self::NoCount => write!(f, "FAIL (no test summary)"),
             Self::NoMarker => write!(f, "FAIL (no result marker)"),
             Self::Timeout => write!(f, "FAIL (timeout)"),
+            Self::BootCrash(_) => write!(f, "FAIL (the kernel crashed while booting)"),
         }
     }
 }
@@ -70,6 +74,9 @@ pub struct Boot {
     /// Tests passed, from the guest's libtest summary.
     pub passed: Option<usize>,
     pub elapsed: Duration,
+    /// The crash of an earlier boot of this guest, before `/init` ran, that made xtask
+    /// boot it again.
+    pub retried_after: Option<String>,
 }
 
 /// What to boot and how.
@@ -179,6 +186,7 @@ pub fn boot(kernel: &Kernel, opts: &BootOptions) -> anyhow::Result<Boot> {
         outcome: watch.outcome(timed_out, opts.expected),
         passed: watch.passed,
         elapsed: start.elapsed(),
+        retried_after: None,
     })
 }
 
@@ -228,6 +236,9 @@ fn printable(line: &str) -> String {
     out
 }
 
+/// The first line `/init` prints (image.rs): the kernel has booted.
+pub const INIT_STARTED: &str = "listendrop-vm: kernel ";
+
 /// What the console said so far, and until when to wait.
 struct Watch {
     deadline: Instant,
@@ -237,6 +248,8 @@ struct Watch {
     warning: Option<String>,
     /// Tests passed, from the summary `/init` repeats.
     passed: Option<usize>,
+    /// Whether `/init` has started (its first line).
+    init: bool,
 }
 
 impl Watch {
@@ -247,10 +260,14 @@ impl Watch {
             panicked: false,
             warning: None,
             passed: None,
+            init: false,
         }
     }
 
     fn see(&mut self, line: &str) {
+        if line.contains(INIT_STARTED) {
+            self.init = true;
+        }
         if line.contains("Kernel panic") {
             self.panicked = true;
         }
@@ -272,6 +289,13 @@ impl Watch {
     /// The verdict; `timed_out`: the VM was killed at the deadline; `expected`: how many
     /// tests must pass. The kernel's own failures come first: they explain the others.
     fn outcome(&self, timed_out: bool, expected: usize) -> Outcome {
+        if (self.panicked || self.warning.is_some()) && !self.init {
+            return Outcome::BootCrash(
+                self.warning
+                    .clone()
+                    .unwrap_or_else(|| "Kernel panic".to_owned()),
+            );
+        }
         if self.panicked {
             return Outcome::Panic;
         }
@@ -376,17 +400,33 @@ mod tests {
         assert_eq!(outcome(&[&fail], false), Outcome::Fail("exit=101".into()));
         assert_eq!(outcome(&["boot"], false), Outcome::NoMarker);
         assert_eq!(outcome(&["boot"], true), Outcome::Timeout);
+        let init = "listendrop-vm: kernel 6.18.15+deb13-cloud-amd64 x86_64";
         assert_eq!(
-            outcome(&[&ok, &pass, "Kernel panic - not syncing: x"], false),
+            outcome(&[init, &ok, &pass, "Kernel panic - not syncing: x"], false),
             Outcome::Panic
         );
         let warn = "[   42.123456] WARNING: CPU: 1 PID: 77 at kernel/bpf/x.c:1 f+0x1/0x2";
         assert_eq!(
             outcome(
-                &[warn, "[   42.123457] Modules linked in: veth", &ok, &pass],
+                &[
+                    init,
+                    warn,
+                    "[   42.123457] Modules linked in: veth",
+                    &ok,
+                    &pass
+                ],
                 false
             ),
             Outcome::KernelWarning(warn.into())
+        );
+        // Before /init: the boot failed.
+        let oops = "[    1.114748] Oops: int3: 0000 [#1] SMP NOPTI";
+        assert_eq!(
+            outcome(
+                &[oops, "[    1.117197] Kernel panic - not syncing: x"],
+                false
+            ),
+            Outcome::BootCrash(oops.into())
         );
     }
 
