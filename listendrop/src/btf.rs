@@ -218,6 +218,25 @@ impl KernelBtf {
             })
     }
 
+    /// The BTF type id of the function `name` (what fentry/fexit attach to).
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.id_of(name, |ty| matches!(ty, Type::Func(_)))
+    }
+
+    /// The BTF type id of the typedef `name` (a tracepoint's `btf_trace_<event>`, what
+    /// tp_btf attaches to).
+    pub fn typedef_id(&self, name: &str) -> Option<u32> {
+        self.id_of(name, |ty| matches!(ty, Type::Typedef(_)))
+    }
+
+    fn id_of(&self, name: &str, is: impl Fn(&Type) -> bool) -> Option<u32> {
+        self.btf
+            .resolve_ids_by_name(name)
+            .ok()?
+            .into_iter()
+            .find(|&id| self.btf.resolve_type_by_id(id).is_ok_and(|ty| is(&ty)))
+    }
+
     /// The number of parameters of the function pointer typedef `name` (a tracepoint's
     /// `btf_trace_<name>`: its context, then the tracepoint's arguments), or `None`.
     pub fn typedef_params(&self, name: &str) -> Option<usize> {
@@ -452,6 +471,44 @@ mod tests {
             btf.typedef_params("btf_trace_tcp_retransmit_synack"),
             Some(3)
         );
+    }
+
+    /// The id bpftool prints for `KIND 'name'` (`[id] KIND 'name' ...`).
+    fn bpftool_id(kind: &str, name: &str) -> Option<u32> {
+        let out = Command::new("bpftool")
+            .args(["btf", "dump", "file", VMLINUX, "format", "raw"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let needle = format!("] {kind} '{name}' ");
+        let line = text.lines().find(|l| l.contains(&needle))?;
+        line.strip_prefix('[')?.split(']').next()?.parse().ok()
+    }
+
+    #[test]
+    fn attach_ids_match_bpftool() {
+        let Some(btf) = kernel() else { return };
+        let checks = [
+            ("FUNC", "tcp_conn_request", btf.func_id("tcp_conn_request")),
+            (
+                "TYPEDEF",
+                "btf_trace_kfree_skb",
+                btf.typedef_id("btf_trace_kfree_skb"),
+            ),
+        ];
+        for (kind, name, ours) in checks {
+            let ours = ours.unwrap_or_else(|| panic!("no {kind} {name}"));
+            match bpftool_id(kind, name) {
+                Some(id) => assert_eq!(ours, id, "{kind} {name}"),
+                None if std::env::var_os("LISTENDROP_REQUIRE_PRIVILEGED").is_some() => {
+                    panic!("bpftool is needed for this check (cargo xtask test installs it)")
+                }
+                None => println!("skipped bpftool cross-check of {name}"),
+            }
+        }
+        // A name of the other kind is not taken for the one asked.
+        assert_eq!(btf.func_id("btf_trace_kfree_skb"), None);
+        assert_eq!(btf.typedef_id("tcp_conn_request"), None);
     }
 
     #[test]

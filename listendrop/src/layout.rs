@@ -29,6 +29,9 @@ pub struct Layout {
     /// The parameter count of each hooked kernel function BTF describes (fentry needs
     /// BTF; a 7-argument function takes no x86-64 trampoline before 6.6).
     pub function_params: std::collections::BTreeMap<&'static str, usize>,
+    /// The BTF type id each hook's BTF-typed programs attach to (fentry/fexit: the
+    /// function's; tp_btf: the tracepoint's `btf_trace_<event>` typedef's), by probe.
+    pub attach_ids: std::collections::BTreeMap<&'static str, u32>,
 }
 
 impl Layout {
@@ -75,8 +78,13 @@ impl Layout {
             .filter(|h| !h.probe.contains(':'))
             .filter_map(|h| Some((h.probe, btf.function_params(h.probe)?)))
             .collect();
+        let attach_ids = crate::probes::table::HOOKS
+            .iter()
+            .filter_map(|h| Some((h.probe, attach_id(btf, h.probe)?)))
+            .collect();
         Ok(Self {
             function_params,
+            attach_ids,
             offsets,
             kfree_skb_args,
             kfree_skb_record,
@@ -96,6 +104,15 @@ impl Layout {
             (Needs::SynackRequest, Kind::Tracepoint) => self.synack_record.clone(),
             (Needs::SynackRequest, _) => self.synack_args.clone(),
         }
+    }
+}
+
+/// The BTF id a BTF-typed program on `probe` attaches to: a tracepoint's (`skb:kfree_skb`)
+/// `btf_trace_kfree_skb` typedef, or a kernel function.
+fn attach_id(btf: &KernelBtf, probe: &str) -> Option<u32> {
+    match probe.split_once(':') {
+        Some((_, event)) => btf.typedef_id(&format!("btf_trace_{event}")),
+        None => btf.func_id(probe),
     }
 }
 

@@ -43,8 +43,8 @@ pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> Result<Probes, Sessi
     let tracefs = Tracefs::locate();
     let layout = Layout::resolve(&btf, tracefs.as_ref().map_err(String::as_str))
         .map_err(SessionError::Layout)?;
-    // What the hooks need of the BTF is in the layout now: unmap it before aya parses the
-    // kernel's BTF its own way (start-up memory).
+    // What the hooks need of the BTF (offsets, attach ids) is in the layout now: unmap it
+    // before the programs load (start-up memory).
     drop(btf);
     tracing::debug!("kernel layout resolved at {:?}", start.elapsed());
     let sizes = Sizes {
@@ -59,7 +59,6 @@ pub fn open(args: &ProbeArgs, pinning: Option<&Pinning>) -> Result<Probes, Sessi
     );
     Ok(Probes::load(
         &layout,
-        &args.btf,
         &settings,
         sizes,
         args.probe_kind,

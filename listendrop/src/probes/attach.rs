@@ -2,18 +2,19 @@
 //! user's `--probe-kind` allow. A function pair (entry and return) attaches whole or not at
 //! all, so no return probe ever runs without its entry.
 
-use std::{path::Path, rc::Rc};
+use std::path::Path;
 
 use aya::{
     programs::{
         kprobe::KProbeLink, links::FdLink, trace_point::TracePointLink, BtfTracePoint, FEntry,
         FExit, KProbe, ProgramError, RawTracePoint, TracePoint,
     },
-    Btf, Ebpf, Endianness,
+    Btf, Ebpf,
 };
 
 use super::{
     table::{self, Group, HookSpec, Kind, Way},
+    target::{self, Target},
     Hook, KindChoice,
 };
 use crate::layout::Layout;
@@ -57,26 +58,16 @@ impl AttachedLink {
 pub(super) struct Attacher<'a> {
     ebpf: &'a mut Ebpf,
     layout: &'a Layout,
-    btf_path: &'a Path,
-    /// aya's parse of the kernel's BTF, made on first use (fentry, tp_btf) and shared.
-    aya_btf: Option<Result<Rc<Btf>, String>>,
     choice: KindChoice,
     hooks: Vec<Hook>,
     links: Vec<AttachedLink>,
 }
 
 impl<'a> Attacher<'a> {
-    pub(super) fn new(
-        ebpf: &'a mut Ebpf,
-        layout: &'a Layout,
-        btf_path: &'a Path,
-        choice: KindChoice,
-    ) -> Self {
+    pub(super) fn new(ebpf: &'a mut Ebpf, layout: &'a Layout, choice: KindChoice) -> Self {
         Self {
             ebpf,
             layout,
-            btf_path,
-            aya_btf: None,
             choice,
             hooks: Vec::new(),
             links: Vec::new(),
@@ -221,15 +212,14 @@ impl<'a> Attacher<'a> {
         }
     }
 
-    fn aya_btf(&mut self) -> Result<Rc<Btf>, String> {
-        let path = self.btf_path;
-        self.aya_btf
-            .get_or_insert_with(|| {
-                Btf::parse_file(path, Endianness::default())
-                    .map(Rc::new)
-                    .map_err(|e| format!("cannot parse {}: {e}", path.display()))
-            })
-            .clone()
+    /// The BTF aya finds `probe`'s attach target in (see [`target`]).
+    fn target_btf(&self, probe: &str, name: &str, target: Target) -> Result<Btf, String> {
+        let id = self
+            .layout
+            .attach_ids
+            .get(probe)
+            .ok_or_else(|| format!("this kernel's BTF does not describe {name}"))?;
+        target::btf(name, target, *id)
     }
 
     /// fexit then fentry on `function`, both or neither.
@@ -244,7 +234,7 @@ impl<'a> Attacher<'a> {
                  Linux 6.6 take at most 6"
             ));
         }
-        let btf = self.aya_btf()?;
+        let btf = self.target_btf(function, function, Target::Func)?;
         let [exit, entry] = [programs[0], programs[1]];
         let fexit: &mut FExit = program(self.ebpf, exit)?;
         load_once(fexit.load(function, &btf)).map_err(|e| {
@@ -304,7 +294,7 @@ impl<'a> Attacher<'a> {
 
     fn tp_btf(&mut self, probe: &str, name: &str) -> Result<Vec<OwnedLink>, String> {
         let event = tracepoint_name(probe);
-        let btf = self.aya_btf()?;
+        let btf = self.target_btf(probe, &format!("btf_trace_{event}"), Target::Typedef)?;
         let prog: &mut BtfTracePoint = program(self.ebpf, name)?;
         load_once(prog.load(event, &btf)).map_err(|e| refused(name, &e))?;
         let id = prog.attach().map_err(|e| failed(probe, "tp_btf", &e))?;

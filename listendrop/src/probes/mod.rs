@@ -7,8 +7,9 @@ mod info;
 pub mod pin;
 pub mod programs;
 pub mod table;
+mod target;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aya::{Ebpf, EbpfLoader};
 use listendrop_common::{
@@ -160,7 +161,6 @@ impl Probes {
     /// same fingerprint left pinned.
     pub fn load(
         layout: &Layout,
-        btf_path: &Path,
         settings: &Settings,
         sizes: Sizes,
         choice: KindChoice,
@@ -190,7 +190,7 @@ impl Probes {
             pins.clear_links();
         }
         let mut ebpf = loader(layout, settings, sizes, pins.as_ref()).load(EBPF_OBJECT)?;
-        let (mut hooks, links) = Attacher::new(&mut ebpf, layout, btf_path, choice).attach_all();
+        let (mut hooks, links) = Attacher::new(&mut ebpf, layout, choice).attach_all();
         let ids = links.iter().filter_map(|l| link_ids(&ebpf, l)).collect();
         let links = match &pins {
             Some(pins) => pin_all(pins, links, &mut hooks),
