@@ -9,12 +9,11 @@ use aya::{
         kprobe::KProbeLink, links::FdLink, trace_point::TracePointLink, BtfTracePoint, FEntry,
         FExit, KProbe, ProgramError, RawTracePoint, TracePoint,
     },
-    Btf, Ebpf,
+    Ebpf,
 };
 
 use super::{
     table::{self, Group, HookSpec, Kind, Way},
-    target::{self, Target},
     Hook, KindChoice,
 };
 use crate::layout::Layout;
@@ -212,14 +211,16 @@ impl<'a> Attacher<'a> {
         }
     }
 
-    /// The BTF aya finds `probe`'s attach target in (see [`target`]).
-    fn target_btf(&self, probe: &str, name: &str, target: Target) -> Result<Btf, String> {
-        let id = self
-            .layout
+    /// The BTF type id of `probe`'s attach target (the function, or the tracepoint's
+    /// `btf_trace_<event>` typedef), resolved with the layout. The vendored aya loads with
+    /// it directly (`load_with_btf_id`): aya's own way needs the kernel's whole BTF parsed
+    /// its way (~17 MB), only to find this number.
+    fn attach_id(&self, probe: &str, name: &str) -> Result<u32, String> {
+        self.layout
             .attach_ids
             .get(probe)
-            .ok_or_else(|| format!("this kernel's BTF does not describe {name}"))?;
-        target::btf(name, target, *id)
+            .copied()
+            .ok_or_else(|| format!("this kernel's BTF does not describe {name}"))
     }
 
     /// fexit then fentry on `function`, both or neither.
@@ -234,10 +235,10 @@ impl<'a> Attacher<'a> {
                  Linux 6.6 take at most 6"
             ));
         }
-        let btf = self.target_btf(function, function, Target::Func)?;
+        let btf_id = self.attach_id(function, function)?;
         let [exit, entry] = [programs[0], programs[1]];
         let fexit: &mut FExit = program(self.ebpf, exit)?;
-        load_once(fexit.load(function, &btf)).map_err(|e| {
+        load_once(fexit.load_with_btf_id(btf_id)).map_err(|e| {
             if permission_denied(&e) {
                 format!(
                     "this kernel refuses fentry/fexit programs (EPERM): they need BPF \
@@ -254,7 +255,7 @@ impl<'a> Attacher<'a> {
             .take_link(id)
             .map_err(|e| failed(function, "fexit", &e))?;
         let fentry: &mut FEntry = program(self.ebpf, entry)?;
-        load_once(fentry.load(function, &btf)).map_err(|e| refused(entry, &e))?;
+        load_once(fentry.load_with_btf_id(btf_id)).map_err(|e| refused(entry, &e))?;
         let id = fentry
             .attach()
             .map_err(|e| failed(function, "fentry", &e))?;
@@ -294,9 +295,9 @@ impl<'a> Attacher<'a> {
 
     fn tp_btf(&mut self, probe: &str, name: &str) -> Result<Vec<OwnedLink>, String> {
         let event = tracepoint_name(probe);
-        let btf = self.target_btf(probe, &format!("btf_trace_{event}"), Target::Typedef)?;
+        let btf_id = self.attach_id(probe, &format!("btf_trace_{event}"))?;
         let prog: &mut BtfTracePoint = program(self.ebpf, name)?;
-        load_once(prog.load(event, &btf)).map_err(|e| refused(name, &e))?;
+        load_once(prog.load_with_btf_id(btf_id)).map_err(|e| refused(name, &e))?;
         let id = prog.attach().map_err(|e| failed(probe, "tp_btf", &e))?;
         let link = prog
             .take_link(id)

@@ -7,7 +7,6 @@ mod info;
 pub mod pin;
 pub mod programs;
 pub mod table;
-mod target;
 
 use std::path::PathBuf;
 

@@ -78,6 +78,17 @@ impl FExit {
         load_program_with_attach_type(BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT, data)
     }
 
+    /// Loads the program with its attach target given as the BTF type id of the
+    /// function in the running kernel's BTF, found by the caller.
+    ///
+    /// listendrop patch (see vendor/aya/PATCHED.md): [`Self::load`] needs an [`Btf`]
+    /// of the whole kernel only to find this id.
+    pub fn load_with_btf_id(&mut self, btf_id: u32) -> Result<(), ProgramError> {
+        let Self { data } = self;
+        data.attach_btf_id = Some(btf_id);
+        load_program_with_attach_type(BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT, data)
+    }
+
     /// Attaches the program.
     ///
     /// The returned value can be used to detach, see [`FExit::detach`].
