@@ -255,3 +255,32 @@ pub fn sum(samples: &[prometheus_parse::Sample], metric: &str, labels: &[(&str, 
         .map(value)
         .sum()
 }
+
+/// `listendrop status --json --netns INODE` with `options` (e.g. `--no-daemon`, or
+/// `--daemon ADDR`): the whole document and the entry of the listener on `port`, which it
+/// must list.
+pub fn status_json(
+    netns: &str,
+    port: u16,
+    options: &[&str],
+) -> (serde_json::Value, serde_json::Value) {
+    let out = Command::new(binary())
+        .args(["status", "--json", "--netns", netns])
+        .args(options)
+        .output()
+        .expect("run listendrop status");
+    assert!(
+        out.status.success(),
+        "listendrop status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let entry = doc["listeners"]
+        .as_array()
+        .expect("a listeners array")
+        .iter()
+        .find(|l| l["listen_port"] == port)
+        .cloned()
+        .unwrap_or_else(|| panic!("status lists no listener on port {port}: {doc:#}"));
+    (doc, entry)
+}

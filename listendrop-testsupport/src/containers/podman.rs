@@ -213,3 +213,50 @@ impl Drop for Podman {
         // The storage is removed with the scratch directory (mounts first).
     }
 }
+
+/// A podman with the busybox httpd image built and its API served, a pod UID whose cgroup
+/// is removed afterwards, and a daemon that names containers through that API. Fields
+/// drop in order: the daemon stops first, the cgroup goes last.
+pub struct WithDaemon {
+    /// The daemon, asking `podman`'s API (`--docker-socket none`).
+    pub daemon: crate::daemon::Daemon,
+    /// The httpd image.
+    pub image: String,
+    /// The podman installation.
+    pub podman: Podman,
+    /// A fresh pod UID for `Podman::run_in_pod`.
+    pub uid: String,
+    _leftover: super::cgroups::Leftover,
+}
+
+impl WithDaemon {
+    /// Sets it all up; `tag` names the installation.
+    pub fn start(tag: &str) -> Self {
+        let uid = super::uid();
+        let leftover = super::cgroups::Leftover {
+            path: format!("/kubepods/burstable/pod{uid}"),
+            parents: 2,
+        };
+        let mut podman = Podman::new(tag);
+        let image = podman.build_httpd();
+        let socket = podman.serve_api().to_string_lossy().into_owned();
+        let daemon = crate::daemon::Daemon::start(&[
+            "--inventory-interval-secs",
+            "1",
+            "--podman-socket",
+            &socket,
+            "--docker-socket",
+            "none",
+            // Generous: podman's API server is slow on a loaded machine.
+            "--container-api-timeout-ms",
+            "10000",
+        ]);
+        Self {
+            daemon,
+            image,
+            podman,
+            uid,
+            _leftover: leftover,
+        }
+    }
+}

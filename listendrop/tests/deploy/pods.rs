@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::{
     prometheus::{now, Server},
     support::{
-        containers::{self, cgroups, podman::Podman, HTTPD_PORT},
+        containers::{self, podman::WithDaemon, HTTPD_PORT},
         daemon::{sum, Daemon},
         netns::Netns,
         require_root,
@@ -79,28 +79,12 @@ fn readme_query_names_the_pod_that_drops_connections() {
     if !containers::available(test, &["podman", "runc", "conmon", "busybox"]) {
         return;
     }
-    let uid = containers::uid();
-    let _leftover = cgroups::Leftover {
-        path: format!("/kubepods/burstable/pod{uid}"),
-        parents: 2,
-    };
-    let mut podman = Podman::new("promql");
-    let image = podman.build_httpd();
-    let socket = podman.serve_api().to_string_lossy().into_owned();
-    let daemon = Daemon::start(&[
-        "--inventory-interval-secs",
-        "1",
-        "--podman-socket",
-        &socket,
-        "--docker-socket",
-        "none",
-        "--container-api-timeout-ms",
-        "10000",
-    ]);
+    let setup = WithDaemon::start("promql");
+    let (daemon, podman, image, uid) = (&setup.daemon, &setup.podman, &setup.image, &setup.uid);
     let dir = TempDir::new("promql");
-    let prom = scraping(&program, dir.path(), &daemon);
+    let prom = scraping(&program, dir.path(), daemon);
     // A pod's container as cri-dockerd runs them: the pod's names are labels.
-    let (container, _) = podman.run_in_pod(&image, ("shop", "checkout-7d9f", &uid), "web");
+    let (container, _) = podman.run_in_pod(image, ("shop", "checkout-7d9f", uid), "web");
     let ns = Netns::attach("promql", container.pid);
     unanswering_neighbour(&ns, 71);
     let netns = ns.inode.to_string();
@@ -143,5 +127,5 @@ fn readme_query_names_the_pod_that_drops_connections() {
     drop(done);
     podman.remove(&container.id);
     drop(prom);
-    assert!(daemon.stop().success());
+    assert!(setup.daemon.stop().success());
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::support::{
-    daemon::{binary, sum, Daemon},
+    daemon::{binary, status_json, sum, Daemon},
     expect,
     netns::{delta, run, Netns},
     require_root,
@@ -236,31 +236,13 @@ fn status_shows_owner_queue_and_diagnosis() {
     wait_for_listener(&daemon, &owned.ns, owned.addr.port());
     let netns = owned.ns.inode.to_string();
     for via_daemon in [true, false] {
-        let mut cmd = Command::new(binary());
-        cmd.args([
-            "status",
-            "--json",
-            "--netns",
-            &netns,
-            "--daemon",
-            &daemon.addr.to_string(),
-        ]);
+        let daemon_addr = daemon.addr.to_string();
+        let mut options = vec!["--daemon", daemon_addr.as_str()];
         if !via_daemon {
-            cmd.arg("--no-daemon");
+            options.push("--no-daemon");
         }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (doc, row) = status_json(&netns, owned.addr.port(), &options);
         assert_eq!(doc["daemon"], via_daemon);
-        let listeners = doc["listeners"].as_array().unwrap();
-        let row = listeners
-            .iter()
-            .find(|l| l["listen_port"] == owned.addr.port())
-            .unwrap_or_else(|| panic!("no row for the listener: {doc}"));
         assert_eq!(row["owner"], format!("{}/sleep", owned.owner.id()));
         assert_eq!(row["accept_queue_length"], 6);
         assert_eq!(row["accept_queue_limit"], 5);

@@ -3,7 +3,7 @@
 //! saturated member (not a sum that hides it), the group must be one listener with one
 //! owner series, and the counts must still equal the kernel's.
 
-use std::{process::Command, thread::sleep, time::Duration};
+use std::{thread::sleep, time::Duration};
 
 use nix::{
     sys::signal::{kill, Signal},
@@ -11,7 +11,7 @@ use nix::{
 };
 
 use crate::support::{
-    daemon::{binary, sum, Daemon},
+    daemon::{status_json, sum, Daemon},
     expect,
     netns::{delta, run, Netns},
     require_root,
@@ -102,22 +102,7 @@ fn gauges_show_the_full_member(
 
 /// `status` lists the members, each with its queue and owner.
 fn status_lists_the_members(netns: &str, port: u16, backlog: u64, workers: &[Holder]) {
-    let out = Command::new(binary())
-        .args(["status", "--json", "--no-daemon", "--netns", netns])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let entry = doc["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["listen_port"] == port)
-        .expect("status lists the listener");
+    let (_, entry) = status_json(netns, port, &["--no-daemon"]);
     assert_eq!(entry["reuseport_members"], 2);
     assert_eq!(entry["accept_queue_length"], backlog + 1);
     let owners: Vec<String> = entry["members"]

@@ -20,7 +20,7 @@ use std::{
 };
 
 use crate::support::{
-    daemon::{binary, sum, Daemon},
+    daemon::{binary, status_json, sum, Daemon},
     expect,
     netns::Netns,
     scenarios::{self, StoppedOverflow},
@@ -184,29 +184,9 @@ pub fn check_drops(daemon: &Daemon, ns: &Netns, port: u16, overflows: u64, want:
 /// `listendrop status --json --no-daemon` for `ns` (with `extra` options): the entry of
 /// the listener on `port` must show `want`'s container.
 pub fn check_status(ns: &Netns, port: u16, want: &Expected, extra: &[&str]) {
-    let out = Command::new(binary())
-        .args([
-            "status",
-            "--json",
-            "--no-daemon",
-            "--netns",
-            &ns.inode.to_string(),
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let entry = doc["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["listen_port"] == port)
-        .unwrap_or_else(|| panic!("status lists no listener on {port}: {doc:#}"));
+    let mut options = vec!["--no-daemon"];
+    options.extend_from_slice(extra);
+    let (_, entry) = status_json(&ns.inode.to_string(), port, &options);
     let c = &entry["container"];
     if want.id.is_empty() {
         assert!(c.is_null(), "a host process: {entry:#}");

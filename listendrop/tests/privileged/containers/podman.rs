@@ -10,7 +10,11 @@ use super::{
     Expected, Trace,
 };
 use crate::support::{
-    containers::{self, cgroups, podman::Podman, HTTPD_PORT},
+    containers::{
+        self,
+        podman::{Podman, WithDaemon},
+        HTTPD_PORT,
+    },
     daemon::Daemon,
     netns::Netns,
     scenarios::unanswering_neighbour,
@@ -24,30 +28,14 @@ fn podman_containers_are_named_by_the_docker_compatible_api() {
     if !containers::available(test, PROGRAMS) {
         return;
     }
-    let uid = containers::uid();
-    let _leftover = cgroups::Leftover {
-        path: format!("/kubepods/burstable/pod{uid}"),
-        parents: 2,
-    };
-    let mut podman = Podman::new("podman");
-    let image = podman.build_httpd();
-    let socket = podman.serve_api().to_string_lossy().into_owned();
-    let daemon = Daemon::start(&[
-        "--inventory-interval-secs",
-        "1",
-        "--podman-socket",
-        &socket,
-        "--docker-socket",
-        "none",
-        // Generous: podman's API server is slow on a loaded machine.
-        "--container-api-timeout-ms",
-        "10000",
-    ]);
+    let setup = WithDaemon::start("podman");
+    let (daemon, podman, image, uid) = (&setup.daemon, &setup.podman, &setup.image, &setup.uid);
+    let socket = podman.socket().to_string_lossy().into_owned();
 
-    let plain = podman.run("web", &["--network", "none"], &image);
+    let plain = podman.run("web", &["--network", "none"], image);
     // A pod's container as cri-dockerd runs them (its cgroup under kubepods, the pod's
     // names in labels).
-    let (kube, _) = podman.run_in_pod(&image, ("shop", "web-1", &uid), "nginx");
+    let (kube, _) = podman.run_in_pod(image, ("shop", "web-1", uid), "nginx");
     let cases = [
         (
             &plain,
@@ -76,11 +64,11 @@ fn podman_containers_are_named_by_the_docker_compatible_api() {
     for (subnet, (container, want)) in (41u8..).zip(&cases) {
         let ns = Netns::attach("podman", container.pid);
         unanswering_neighbour(&ns, subnet);
-        wait_for_info(&daemon, &ns, HTTPD_PORT, want);
+        wait_for_info(daemon, &ns, HTTPD_PORT, want);
         let trace = Trace::start(&ns, &["--podman-socket", &socket]);
         let done = stop_and_overflow(&ns, container.pid, HTTPD_PORT, subnet, 3);
         check_trace(&trace.stop(), HTTPD_PORT, done.overflows, want);
-        check_drops(&daemon, &ns, HTTPD_PORT, done.overflows, want);
+        check_drops(daemon, &ns, HTTPD_PORT, done.overflows, want);
         check_status(&ns, HTTPD_PORT, want, &["--podman-socket", &socket]);
         drop(done);
         podman.remove(&container.id);
@@ -88,8 +76,8 @@ fn podman_containers_are_named_by_the_docker_compatible_api() {
     // The API answered every time: nothing to say about it. (The daemon may say things
     // about other tests' containers: the inventory is host-wide.)
     let ours = format!("container identity: cannot use the container API at {socket}");
-    assert_eq!(count_lines(&daemon, &ours), 0);
-    assert!(daemon.stop().success());
+    assert_eq!(count_lines(daemon, &ours), 0);
+    assert!(setup.daemon.stop().success());
 }
 
 #[test]
