@@ -54,6 +54,9 @@ pub struct InitOptions<'a> {
     pub env: &'a [(String, String)],
     /// Arguments for the test binary (e.g. a name filter).
     pub test_args: &'a [String],
+    /// Seconds after which tests still running are a stall: the guest then prints what
+    /// every CPU and task is doing (once), so that a hung run says why.
+    pub stall_secs: u64,
 }
 
 /// One architecture's root filesystem, packed; every guest of that architecture boots it
@@ -209,6 +212,7 @@ fn init_script(init: &InitOptions) -> String {
         .map(|a| format!(" {}", shell_quote(a)))
         .collect();
     let symbols = KALLSYMS.join(" ");
+    let stall = init.stall_secs;
     format!(
         r#"#!/bin/sh
 # Written by `cargo xtask vm-test` (xtask/src/vm/image.rs).
@@ -244,8 +248,24 @@ echo "listendrop-vm: running the privileged tests"
 tests=$!
 tail -f /tmp/tests.out &
 shown=$!
+(
+    sleep {stall}
+    echo "listendrop-vm: STALL: the tests still run after {stall} s; what the kernel is doing:"
+    dmesg -n 8
+    cat /proc/loadavg /proc/softirqs /proc/net/softnet_stat
+    grep -E '^ *(CPU|LOC|RES|CAL|TLB|IWI|NMI)' /proc/interrupts
+    for t in /proc/[0-9]*/task/[0-9]*; do
+        state=$(cut -d' ' -f3 $t/stat)
+        [ "$state" = I ] && continue # idle kernel workers
+        echo "listendrop-vm: task ${{t#/proc/}} $(cat $t/comm) $state"
+        cat $t/stack
+    done 2>/dev/null
+    echo l >/proc/sysrq-trigger
+) &
+stall=$!
 wait $tests
 rc=$?
+kill $stall
 sleep 2 # busybox tail -f reads once a second
 kill $shown
 echo "{TESTS_MARKER} $(grep '^test result: ' /tmp/tests.out | tail -n 1)"
@@ -340,8 +360,10 @@ mod tests {
         let script = init_script(&InitOptions {
             env: &env,
             test_args: &args,
+            stall_secs: 360,
         });
         assert!(script.contains("export LISTENDROP_EXPECT_FULL_COVERAGE='1'\n"));
+        assert!(script.contains("sleep 360\n"));
         assert!(script.contains("/bin/privileged --test-threads=2 'sigterm' >>/tmp/tests.out"));
         assert_eq!(script.matches("poweroff -f").count(), 1);
     }

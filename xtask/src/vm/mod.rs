@@ -268,6 +268,8 @@ fn run_guest(guest: &Guest, opts: &Options, out: &Path) -> anyhow::Result<Boot> 
     let init = InitOptions {
         env: &guest.env,
         test_args: &guest.test_args,
+        // Well before the host kills the VM (the guest's clock is the host's under TCG).
+        stall_secs: opts.timeout * 3 / 5,
     };
     let boot_once = || {
         guest
@@ -288,24 +290,26 @@ fn run_guest(guest: &Guest, opts: &Options, out: &Path) -> anyhow::Result<Boot> 
             .with_context(|| format!("guest {label} ({name})"))
     };
     let mut boot = boot_once();
-    // A kernel that crashed before /init ran never saw listendrop: boot it once more (the
-    // crashed boot's log is kept), and say so.
-    if let Ok(Boot {
-        outcome: qemu::Outcome::BootCrash(line),
-        ..
-    }) = &boot
-    {
-        let kept = out.join(format!("{name}.crashed-boot.log"));
-        let _ = fs::rename(log_path(out, &name), &kept);
+    // A kernel that crashed before /init ran never saw listendrop, and a stalled CPU is
+    // the emulator's as likely as ours: boot once more (the first log is kept), and say so.
+    let retry = match &boot {
+        Ok(b) => b.outcome.retry_reason().map(|(why, line)| qemu::Retry {
+            why,
+            line: line.trim().to_owned(),
+            log: out.join(format!("{name}.first-boot.log")),
+        }),
+        Err(_) => None,
+    };
+    if let Some(retry) = retry {
+        let _ = fs::rename(log_path(out, &name), &retry.log);
         eprintln!(
-            "xtask: {label}: RETRY: the kernel crashed while booting, before any test ({}; \
-             log: {}): booting again",
-            line.trim(),
-            kept.display()
+            "xtask: {label}: RETRY: {} ({}; log: {}): booting again",
+            retry.why,
+            retry.line,
+            retry.log.display()
         );
-        let crash = line.trim().to_owned();
         boot = boot_once().map(|b| Boot {
-            retried_after: Some(crash),
+            retried_after: Some(retry),
             ..b
         });
     }

@@ -6,7 +6,7 @@ use std::{
     fmt,
     fs::File,
     io::{BufRead as _, BufReader, Read, Write as _},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError},
     time::{Duration, Instant},
@@ -74,9 +74,40 @@ pub struct Boot {
     /// Tests passed, from the guest's libtest summary.
     pub passed: Option<usize>,
     pub elapsed: Duration,
-    /// The crash of an earlier boot of this guest, before `/init` ran, that made xtask
-    /// boot it again.
-    pub retried_after: Option<String>,
+    /// Why an earlier boot of this guest was booted again, if one was.
+    pub retried_after: Option<Retry>,
+}
+
+/// An earlier boot of a guest that failed in a way no test can cause or prevent, so xtask
+/// booted the guest once more (a second such failure fails the run).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// What went wrong, for the summary.
+    pub why: &'static str,
+    /// The kernel's line that said so.
+    pub line: String,
+    /// That boot's console log, kept beside the others.
+    pub log: PathBuf,
+}
+
+impl Outcome {
+    /// Why this outcome earns the guest a second boot: the kernel crashed before `/init`
+    /// ran (listendrop never ran), or a CPU stopped making progress for tens of seconds
+    /// (the soft-lockup watchdog). Under TCG a vCPU is a host thread with no steal-time
+    /// accounting, and a guest has been seen (once, amd64 5.10, in CI) crawling for 500 s
+    /// while other guests on the host ran at full speed; a second stall fails. No other
+    /// warning, BUG or oops is retried.
+    pub fn retry_reason(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Self::BootCrash(line) => {
+                Some(("the kernel crashed while booting, before any test", line))
+            }
+            Self::KernelWarning(line) if line.contains("BUG: soft lockup") => {
+                Some(("a CPU stalled (the kernel's soft-lockup watchdog)", line))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What to boot and how.
@@ -428,6 +459,34 @@ mod tests {
             ),
             Outcome::BootCrash(oops.into())
         );
+    }
+
+    #[test]
+    fn only_a_crashed_boot_or_a_stalled_cpu_is_booted_again() {
+        let lockup = "[   56.407041] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [t:365]";
+        let oops = "[    1.114748] Oops: int3: 0000 [#1] SMP NOPTI";
+        assert!(Outcome::BootCrash(oops.into()).retry_reason().is_some());
+        assert_eq!(
+            Outcome::KernelWarning(lockup.into())
+                .retry_reason()
+                .map(|r| r.1),
+            Some(lockup)
+        );
+        for line in [
+            oops,
+            "[   42.123456] WARNING: CPU: 1 PID: 77 at kernel/bpf/x.c:1 f+0x1/0x2",
+            "[   42.123456] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+        ] {
+            assert_eq!(Outcome::KernelWarning(line.into()).retry_reason(), None);
+        }
+        for outcome in [
+            Outcome::Timeout,
+            Outcome::Panic,
+            Outcome::Fail("exit=101".into()),
+            Outcome::NoMarker,
+        ] {
+            assert_eq!(outcome.retry_reason(), None, "{outcome}");
+        }
     }
 
     #[test]

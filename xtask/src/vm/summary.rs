@@ -32,8 +32,23 @@ pub(super) fn report(
                 let log = log_path(out, &name);
                 let text = fs::read_to_string(&log).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
+                let tail = lines.len().saturating_sub(LOG_TAIL);
+                if let qemu::Outcome::KernelWarning(warning) = &boot.outcome {
+                    // The first report says what started it; the tail may only hold
+                    // its consequences.
+                    if let Some(block) = first_block(&lines[..tail], warning) {
+                        println!(
+                            "\n==> {} (from the first kernel warning, {} lines) <==",
+                            log.display(),
+                            block.len()
+                        );
+                        for line in block {
+                            println!("{line}");
+                        }
+                    }
+                }
                 println!("\n==> {} (last {LOG_TAIL} lines) <==", log.display());
-                for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
+                for line in &lines[tail..] {
                     println!("{line}");
                 }
                 if let qemu::Outcome::KernelWarning(line) = &boot.outcome {
@@ -47,14 +62,28 @@ pub(super) fn report(
     summary_table(guests, results);
     for (guest, result) in guests.iter().zip(results) {
         if let Ok(Boot {
-            retried_after: Some(crash),
+            retried_after: Some(retry),
             ..
         }) = result
         {
             println!(
-                "RETRIED {}: booted twice, the first kernel crashed before any test ({crash})",
-                guest.label()
+                "RETRIED {}: booted twice: in the first boot {} ({}; log: {})",
+                guest.label(),
+                retry.why,
+                retry.line,
+                retry.log.display()
             );
+            let text = fs::read_to_string(&retry.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            if let Some(block) = first_block(&lines, &retry.line) {
+                println!(
+                    "==> {} (from its first kernel warning) <==",
+                    retry.log.display()
+                );
+                for line in block {
+                    println!("{line}");
+                }
+            }
         }
     }
     let mut seen = Vec::new();
@@ -84,6 +113,17 @@ pub(super) fn report(
         );
     }
     Ok(())
+}
+
+/// The lines of `lines` from the one holding `warning` (at most [`LOG_TAIL`] of them), with
+/// the test results printed just before it; `None` if no line holds it.
+fn first_block<'a>(lines: &'a [&'a str], warning: &str) -> Option<&'a [&'a str]> {
+    let at = lines.iter().position(|l| l.contains(warning))?;
+    let from = lines[..at]
+        .iter()
+        .rposition(|l| l.starts_with("test "))
+        .map_or(at, |t| t.max(at.saturating_sub(LOG_TAIL / 4)));
+    Some(&lines[from..lines.len().min(at + LOG_TAIL)])
 }
 
 /// One line per guest: its kernel, outcome, tests passed of those expected, and time.
@@ -137,7 +177,22 @@ fn fallback_line(
 
 #[cfg(test)]
 mod tests {
-    use super::fallback_line;
+    use super::{fallback_line, first_block};
+
+    #[test]
+    fn the_first_warning_is_shown_from_the_last_test_result_before_it() {
+        let warning = "[   56.407041] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!";
+        let mut lines = vec!["boot"; 10];
+        lines.push("test ack::one ... ok");
+        lines.extend(["noise"; 3]);
+        lines.push(warning);
+        lines.extend(["RIP: 0010:tcp_v4_syn_recv_sock+0x0/0x440"; 100]);
+        let block = first_block(&lines, warning).unwrap();
+        assert_eq!(block[0], "test ack::one ... ok");
+        assert_eq!(block[4], warning);
+        assert_eq!(block.len(), 4 + super::LOG_TAIL);
+        assert_eq!(first_block(&lines, "[  1.0] BUG: other"), None);
+    }
     use crate::arch::Arch;
 
     #[test]
