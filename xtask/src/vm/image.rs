@@ -59,6 +59,16 @@ pub struct InitOptions<'a> {
     pub stall_secs: u64,
 }
 
+/// Tests each guest runs alone, after the others (when its filter selects them): a
+/// raw-socket flood through `tcp_v4_syn_recv_sock` while another test's listendrop
+/// attached or detached its hooks there (`text_poke_bp` at the function's entry, or a
+/// tracepoint's static key) has made TCG run a stale `int3` (`Oops: int3` at
+/// `tcp_v4_syn_recv_sock+0x5`, amd64 6.12) and crawl for minutes (soft lockups, amd64
+/// 5.10). The kernel's patching protocol is safe on a real CPU; the emulator's handling of
+/// code another vCPU rewrites is not. Checked to exist before any guest boots.
+pub const ALONE: &[&str] =
+    &["flood::concurrent_scrapers_see_an_exact_monotonic_counter_under_a_flood"];
+
 /// One architecture's root filesystem, packed; every guest of that architecture boots it
 /// with an archive of its own after it.
 pub struct Rootfs {
@@ -213,6 +223,15 @@ fn init_script(init: &InitOptions) -> String {
         .collect();
     let symbols = KALLSYMS.join(" ");
     let stall = init.stall_secs;
+    let skips: String = ALONE
+        .iter()
+        .map(|t| format!(" --skip {}", shell_quote(t)))
+        .collect();
+    let alone: String = ALONE
+        .iter()
+        .map(|t| shell_quote(t))
+        .collect::<Vec<_>>()
+        .join(" ");
     format!(
         r#"#!/bin/sh
 # Written by `cargo xtask vm-test` (xtask/src/vm/image.rs).
@@ -244,7 +263,17 @@ echo "listendrop-vm: running the privileged tests"
 # Into a file, shown as it grows: the summary is read back from a copy the kernel's console
 # lines cannot interleave with (and no process the tests leave behind can hold it open).
 : >/tmp/tests.out # exists before tail opens it (the redirection below happens in the child)
-/bin/privileged --test-threads=2{args} >>/tmp/tests.out 2>&1 &
+run_tests() {{
+    /bin/privileged --test-threads=2{args}{skips} >>/tmp/tests.out 2>&1
+    rc=$?
+    for alone in {alone}; do # alone, if the filter selects it (xtask/src/vm/image.rs)
+        if /bin/privileged --list{args} 2>/dev/null | grep -qxF "$alone: test"; then
+            /bin/privileged --exact "$alone" >>/tmp/tests.out 2>&1 || rc=$?
+        fi
+    done
+    return $rc
+}}
+run_tests &
 tests=$!
 tail -f /tmp/tests.out &
 shown=$!
@@ -268,7 +297,7 @@ rc=$?
 kill $stall
 sleep 2 # busybox tail -f reads once a second
 kill $shown
-echo "{TESTS_MARKER} $(grep '^test result: ' /tmp/tests.out | tail -n 1)"
+grep '^test result: ' /tmp/tests.out | while read -r line; do echo "{TESTS_MARKER} $line"; done
 if [ "$rc" = 0 ]; then
     echo "{MARKER} PASS"
 else
@@ -364,7 +393,11 @@ mod tests {
         });
         assert!(script.contains("export LISTENDROP_EXPECT_FULL_COVERAGE='1'\n"));
         assert!(script.contains("sleep 360\n"));
-        assert!(script.contains("/bin/privileged --test-threads=2 'sigterm' >>/tmp/tests.out"));
+        assert!(script.contains(&format!(
+            "/bin/privileged --test-threads=2 'sigterm' --skip '{}' >>/tmp/tests.out",
+            super::ALONE[0]
+        )));
+        assert!(script.contains(&format!("for alone in '{}'; do", super::ALONE[0])));
         assert_eq!(script.matches("poweroff -f").count(), 1);
     }
 }

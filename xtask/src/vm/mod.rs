@@ -200,6 +200,16 @@ fn expected_counts(
         Some(b) => b.tests.clone(),
         None => binaries::build_tests(root, Arch::host())?,
     };
+    for name in image::ALONE {
+        let args = ["--exact".to_owned(), (*name).to_owned()];
+        if binaries::count_tests(&lister, &args)? != 1 {
+            bail!(
+                "{name}, which guests run alone (ALONE in xtask/src/vm/image.rs), is not a \
+                 test of {}: rename it there too",
+                lister.display()
+            );
+        }
+    }
     let mut counts: BTreeMap<Vec<String>, usize> = BTreeMap::new();
     for row in rows {
         let args = test_args(row, opts);
@@ -290,8 +300,8 @@ fn run_guest(guest: &Guest, opts: &Options, out: &Path) -> anyhow::Result<Boot> 
             .with_context(|| format!("guest {label} ({name})"))
     };
     let mut boot = boot_once();
-    // A kernel that crashed before /init ran never saw listendrop, and a stalled CPU is
-    // the emulator's as likely as ours: boot once more (the first log is kept), and say so.
+    // A kernel that crashed before /init ran never saw listendrop: boot it once more (the
+    // crashed boot's log is kept), and say so.
     let retry = match &boot {
         Ok(b) => b.outcome.retry_reason().map(|(why, line)| qemu::Retry {
             why,

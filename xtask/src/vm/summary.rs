@@ -33,18 +33,16 @@ pub(super) fn report(
                 let text = fs::read_to_string(&log).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
                 let tail = lines.len().saturating_sub(LOG_TAIL);
-                if let qemu::Outcome::KernelWarning(warning) = &boot.outcome {
-                    // The first report says what started it; the tail may only hold
-                    // its consequences.
-                    if let Some(block) = first_block(&lines[..tail], warning) {
-                        println!(
-                            "\n==> {} (from the first kernel warning, {} lines) <==",
-                            log.display(),
-                            block.len()
-                        );
-                        for line in block {
-                            println!("{line}");
-                        }
+                // The kernel's first report says what started it; the tail may only
+                // hold its consequences.
+                if let Some(block) = first_block(&lines[..tail]) {
+                    println!(
+                        "\n==> {} (from the first kernel report, {} lines) <==",
+                        log.display(),
+                        block.len()
+                    );
+                    for line in block {
+                        println!("{line}");
                     }
                 }
                 println!("\n==> {} (last {LOG_TAIL} lines) <==", log.display());
@@ -75,9 +73,9 @@ pub(super) fn report(
             );
             let text = fs::read_to_string(&retry.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            if let Some(block) = first_block(&lines, &retry.line) {
+            if let Some(block) = first_block(&lines) {
                 println!(
-                    "==> {} (from its first kernel warning) <==",
+                    "==> {} (from its first kernel report) <==",
                     retry.log.display()
                 );
                 for line in block {
@@ -115,10 +113,10 @@ pub(super) fn report(
     Ok(())
 }
 
-/// The lines of `lines` from the one holding `warning` (at most [`LOG_TAIL`] of them), with
-/// the test results printed just before it; `None` if no line holds it.
-fn first_block<'a>(lines: &'a [&'a str], warning: &str) -> Option<&'a [&'a str]> {
-    let at = lines.iter().position(|l| l.contains(warning))?;
+/// The lines of `lines` from the first kernel warning, BUG or oops (at most [`LOG_TAIL`]
+/// of them), with the test results printed just before it; `None` if there is none.
+fn first_block<'a>(lines: &'a [&'a str]) -> Option<&'a [&'a str]> {
+    let at = lines.iter().position(|l| qemu::kernel_warning(l))?;
     let from = lines[..at]
         .iter()
         .rposition(|l| l.starts_with("test "))
@@ -187,11 +185,11 @@ mod tests {
         lines.extend(["noise"; 3]);
         lines.push(warning);
         lines.extend(["RIP: 0010:tcp_v4_syn_recv_sock+0x0/0x440"; 100]);
-        let block = first_block(&lines, warning).unwrap();
+        let block = first_block(&lines).unwrap();
         assert_eq!(block[0], "test ack::one ... ok");
         assert_eq!(block[4], warning);
         assert_eq!(block.len(), 4 + super::LOG_TAIL);
-        assert_eq!(first_block(&lines, "[  1.0] BUG: other"), None);
+        assert_eq!(first_block(&lines[..14]), None);
     }
     use crate::arch::Arch;
 
