@@ -95,11 +95,101 @@ pub struct KernelOffsets {
     pub skb_transport_header: u32,
     /// `struct sk_buff`: `protocol` (u16, network order: ETH_P_IP or ETH_P_IPV6).
     pub skb_protocol: u32,
+    /// 1 when a BTF-typed program may load packet bytes through `sk_buff.head` itself:
+    /// the verifier types a loaded pointer to a primitive type (`unsigned char *head`) as
+    /// read-only untrusted memory, whose loads fault to zero (6.17+, the kernels whose
+    /// BTF has `enum bpf_features`). 0: the bytes are read with `bpf_probe_read_kernel`.
+    pub packet_loads: u32,
 }
 
 // Only u32: no implicit padding byte (an uninitialised one would make the bytes, and the pin
 // fingerprint, vary from run to run). A wider field needs explicit padding.
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 38 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == KernelOffsets::FIELDS * 4);
+
+impl KernelOffsets {
+    /// How many `u32` fields there are.
+    pub const FIELDS: usize = 39;
+
+    /// The fields in declaration order (index = `offset_of!(KernelOffsets, f) / 4`).
+    pub fn words(&self) -> [u32; Self::FIELDS] {
+        // SAFETY: repr(C), FIELDS u32 fields and nothing else (asserted above).
+        unsafe { core::mem::transmute::<Self, [u32; Self::FIELDS]>(*self) }
+    }
+}
+
+/// Field loads patched at load time (rustc emits no CO-RE relocations, which is how libbpf
+/// puts a field's offset into the instruction that loads it).
+///
+/// A BTF-typed program loads field `i` of [`KernelOffsets`] (`+ delta` bytes) with the
+/// marker [`FieldMark::offset`] as the load instruction's 16-bit offset; before the object
+/// reaches the kernel, the daemon replaces every marker with that field's offset on the
+/// running kernel (plus `delta`). One load with an immediate offset instead of a `.rodata`
+/// load, a register move and an add per field. No instruction of ours loads at an offset
+/// in the marker range otherwise: the stack is below the frame pointer, map values and
+/// contexts are far smaller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldMark {
+    /// Index of the field in [`KernelOffsets`].
+    pub field: usize,
+    /// Bytes past the field's start (a word of an address).
+    pub delta: usize,
+}
+
+impl FieldMark {
+    /// The first marker.
+    pub const BASE: i16 = 0x4000;
+    /// Markers per field: `delta` is below this.
+    pub const STRIDE: usize = 32;
+
+    /// The marker for this field and delta (a compile-time constant in the programs).
+    pub const fn offset(self) -> i16 {
+        assert!(self.field < KernelOffsets::FIELDS && self.delta < Self::STRIDE);
+        Self::BASE + (self.field * Self::STRIDE + self.delta) as i16
+    }
+
+    /// The field and delta a load offset marks, if it is a marker.
+    pub const fn of(offset: i16) -> Option<Self> {
+        let end = Self::BASE as usize + KernelOffsets::FIELDS * Self::STRIDE;
+        if offset < Self::BASE || offset as usize >= end {
+            return None;
+        }
+        let n = (offset - Self::BASE) as usize;
+        Some(Self {
+            field: n / Self::STRIDE,
+            delta: n % Self::STRIDE,
+        })
+    }
+}
+
+/// A value of [`KernelOffsets`] as an instruction's 32-bit immediate (the drop reason a
+/// program compares with), patched like [`FieldMark`]: field `i` is marked by
+/// `BASE + i`, a number no compare or move of ours uses otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueMark {
+    /// Index of the field in [`KernelOffsets`].
+    pub field: usize,
+}
+
+impl ValueMark {
+    /// The first marker (`"LD\0\0"`).
+    pub const BASE: i32 = 0x4c44_0000;
+
+    /// The marker (a compile-time constant in the programs).
+    pub const fn imm(self) -> i32 {
+        assert!(self.field < KernelOffsets::FIELDS);
+        Self::BASE + self.field as i32
+    }
+
+    /// The field an immediate marks, if it is a marker.
+    pub const fn of(imm: i32) -> Option<Self> {
+        if imm < Self::BASE || imm >= Self::BASE + KernelOffsets::FIELDS as i32 {
+            return None;
+        }
+        Some(Self {
+            field: (imm - Self::BASE) as usize,
+        })
+    }
+}
 
 /// What the daemon asks of the programs (command-line settings). Durations are in kernel
 /// ticks (jiffies): the programs read the time with `bpf_jiffies64`, which the verifier

@@ -11,7 +11,7 @@ pub mod health;
 pub mod key;
 pub mod reason;
 
-pub use config::{KernelOffsets, Settings, NESTED_CALL_NS};
+pub use config::{FieldMark, KernelOffsets, Settings, ValueMark, NESTED_CALL_NS};
 pub use event::DropEvent;
 pub use health::Health;
 pub use key::{

@@ -5,6 +5,8 @@ use listendrop_common::{KernelOffsets, Settings};
 
 /// Overwritten by the daemon before load (`EbpfLoader::override_global`). It lands in
 /// `.rodata`, which aya freezes, so the verifier sees each field as a known constant.
+/// Programs reading through untyped pointers take offsets from here; BTF-typed ones have
+/// them patched into their load instructions (`kernel::field!`, `value!`).
 #[unsafe(no_mangle)]
 pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     bpf_array_pptrs: 0,
@@ -45,6 +47,7 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     skb_network_header: 0,
     skb_transport_header: 0,
     skb_protocol: 0,
+    packet_loads: 0,
 };
 
 /// Overwritten by the daemon before load, like [`OFFSETS`].
@@ -72,6 +75,35 @@ pub(crate) fn load64(field: *const u64) -> u64 {
     // SAFETY: `field` points into a static that lives forever, aligned for u64.
     unsafe { core::ptr::read_volatile(field) }
 }
+
+/// Field `index` of [`OFFSETS`] (see [`idx`]) as `usize`.
+#[inline(always)]
+pub(crate) fn offset(index: usize) -> usize {
+    load((&raw const OFFSETS).cast::<u32>().wrapping_add(index))
+}
+
+/// The index of a field of [`OFFSETS`], a constant ([`listendrop_common::FieldMark`]).
+macro_rules! idx {
+    ($field:ident) => {
+        core::mem::offset_of!(listendrop_common::KernelOffsets, $field) / 4
+    };
+}
+pub(crate) use idx;
+
+/// A `u32` field of [`OFFSETS`] as an instruction's immediate: a
+/// [`listendrop_common::ValueMark`] the daemon replaces with the value before load. For a
+/// value compared on a hot path, where a `.rodata` load would cost a load and a register.
+macro_rules! value {
+    ($field:ident) => {
+        (const {
+            listendrop_common::ValueMark {
+                field: $crate::config::idx!($field),
+            }
+            .imm()
+        } as u32)
+    };
+}
+pub(crate) use value;
 
 /// One `u32` field of [`OFFSETS`] as `usize`.
 macro_rules! off {

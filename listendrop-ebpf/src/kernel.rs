@@ -3,24 +3,53 @@
 //!
 //! Two ways to read, chosen per program by the [`Read`] type parameter:
 //! - [`Probed`]: `bpf_probe_read_kernel` (5.5+), for untyped pointers (kprobe registers,
-//!   raw tracepoint arguments, classic tracepoint records, per-CPU and packet memory); it
-//!   fails cleanly on any address.
+//!   raw tracepoint arguments, classic tracepoint records, per-CPU memory, and packet
+//!   memory before 6.17); it fails cleanly on any address.
 //! - [`Typed`]: a plain load, for pointers the verifier knows the BTF type of (tp_btf and
-//!   fentry arguments, and pointers loaded through them). The offset is a field of a
-//!   frozen `.rodata` global, hence a constant the verifier checks against the type (5.5+);
-//!   a few ns instead of a helper call. Only fields inside the pointed-to struct can be
-//!   read this way (`struct sock`'s own, not `inet_connection_sock`'s).
+//!   fentry arguments, and pointers loaded through them). The offset is in the load
+//!   instruction itself: the program loads at a marker ([`FieldMark`]) that the daemon
+//!   replaces with the field's offset before load (`probes::fields`); the verifier checks
+//!   each load against the type (5.5+). One instruction instead of a helper call. Only fields inside the pointed-to struct can be
+//!   read this way (`struct sock`'s own, not `inet_connection_sock`'s), and packet bytes
+//!   through `sk_buff.head` on 6.17+ ([`Read::packet`]).
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::map, maps::PerCpuArray};
-use listendrop_common::{ListenerKey, AF_INET, AF_INET6};
+use listendrop_common::{FieldMark, ListenerKey, AF_INET, AF_INET6};
 
-use crate::config::off;
+use crate::config::{idx, off};
 
 /// A way to read kernel memory.
 pub(crate) trait Read {
     /// Reads a `T` at `base + offset`.
     fn at<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32>;
+
+    /// Reads a `T` of packet memory at `base + offset`, `base` loaded through this
+    /// reader from `sk_buff.head`.
+    fn packet<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
+        read(base, offset)
+    }
+
+    /// Reads a `T` at field `F` of [`listendrop_common::KernelOffsets`] (`+ D` bytes) of
+    /// the object at `base` (see [`field!`]).
+    #[inline(always)]
+    fn field<T: Copy, const F: usize, const D: usize>(base: *const u8) -> Result<T, i32> {
+        Self::at(base, crate::config::offset(F) + D)
+    }
 }
+
+/// Reads field `$field` of the kernel object at `$base` (`+ $delta` bytes) with reader
+/// `$R`: the offset from `OFFSETS`, or for [`Typed`] in the load instruction itself.
+macro_rules! field {
+    ($R:ty, $base:expr, $field:ident) => {
+        $crate::kernel::field!($R, $base, $field, 0)
+    };
+    ($R:ty, $base:expr, $field:ident, $delta:expr) => {
+        <$R as $crate::kernel::Read>::field::<_, { $crate::config::idx!($field) }, { $delta }>(
+            $base,
+        )
+    };
+}
+pub(crate) use field;
 
 /// Reads through `bpf_probe_read_kernel`.
 pub(crate) enum Probed {}
@@ -46,6 +75,30 @@ impl Read for Typed {
         // (PROBE_MEM, 5.5+). NULL is tested by the callers first.
         Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset).cast::<T>()) })
     }
+
+    #[inline(always)]
+    fn field<T: Copy, const F: usize, const D: usize>(base: *const u8) -> Result<T, i32> {
+        let mark = const { FieldMark { field: F, delta: D }.offset() } as usize;
+        // SAFETY: as in `at`: the daemon replaces the marker in this load's offset with
+        // the field's offset on the running kernel before the program is loaded
+        // (`probes::fields`), and refuses an object where a marker is left or the
+        // compiler did not put it into a load.
+        Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(mark).cast::<T>()) })
+    }
+
+    #[inline(always)]
+    fn packet<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
+        // A known constant to the verifier: it checks only the branch taken.
+        if off!(packet_loads) == 0 {
+            return read(base, offset);
+        }
+        // SAFETY: `base` is `sk_buff.head` loaded through a BTF-typed `sk_buff`, which
+        // kernels with `packet_loads` (6.17+) type as read-only untrusted memory: the
+        // verifier lets the program load from it at any offset and makes a faulting load
+        // read zero (PROBE_MEM). The headers lie within the buffer, which the skb being
+        // freed still holds.
+        Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset).cast::<T>()) })
+    }
 }
 
 /// Reads a `T` at `base + offset` with `bpf_probe_read_kernel`.
@@ -58,18 +111,18 @@ pub(crate) fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
 #[inline(always)]
 pub(crate) fn net_of<R: Read>(sk: *const u8) -> Result<*const u8, i32> {
     // possible_net_t is a struct holding one `struct net *` (&init_net without NET_NS).
-    R::at(sk, off!(sk_net))
+    field!(R, sk, sk_net)
 }
 
-/// An address of 16 bytes (network order) at `base + offset`, read as four 4-byte words:
+/// An address of 16 bytes (network order) at field `F` of `base`, read as four 4-byte words:
 /// a byte array would be read, and copied, byte by byte.
 #[inline(always)]
-fn addr16<R: Read>(base: *const u8, offset: usize) -> Result<[u8; 16], i32> {
+fn addr16<R: Read, const F: usize>(base: *const u8) -> Result<[u8; 16], i32> {
     let words: [u32; 4] = [
-        R::at(base, offset)?,
-        R::at(base, offset + 4)?,
-        R::at(base, offset + 8)?,
-        R::at(base, offset + 12)?,
+        R::field::<_, F, 0>(base)?,
+        R::field::<_, F, 4>(base)?,
+        R::field::<_, F, 8>(base)?,
+        R::field::<_, F, 12>(base)?,
     ];
     // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit pattern is valid.
     Ok(unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) })
@@ -94,17 +147,17 @@ pub(crate) fn addr4(word: u32) -> [u8; 16] {
 /// every counted event needs.
 #[inline(always)]
 pub(crate) fn read_listener<R: Read>(sk: *const u8) -> Result<(ListenerKey, *const u8), i32> {
-    let family: u16 = R::at(sk, off!(sk_family))?;
-    let port: u16 = R::at(sk, off!(sk_num))?;
+    let family: u16 = field!(R, sk, sk_family)?;
+    let port: u16 = field!(R, sk, sk_num)?;
     let addr = if family == AF_INET6 {
-        addr16::<R>(sk, off!(sk_v6_rcv_saddr))?
+        addr16::<R, { idx!(sk_v6_rcv_saddr) }>(sk)?
     } else {
-        addr4(R::at(sk, off!(sk_rcv_saddr))?)
+        addr4(field!(R, sk, sk_rcv_saddr)?)
     };
     let net = net_of::<R>(sk)?;
     let key = ListenerKey {
         addr,
-        netns: R::at(net, off!(net_ns_inum))?,
+        netns: field!(R, net, net_ns_inum)?,
         port,
         family,
         reason: 0,
@@ -116,8 +169,8 @@ pub(crate) fn read_listener<R: Read>(sk: *const u8) -> Result<(ListenerKey, *con
 #[inline(always)]
 pub(crate) fn accept_queue<R: Read>(sk: *const u8) -> Result<(u32, u32), i32> {
     Ok((
-        R::at(sk, off!(sk_ack_backlog))?,
-        R::at(sk, off!(sk_max_ack_backlog))?,
+        field!(R, sk, sk_ack_backlog)?,
+        field!(R, sk, sk_max_ack_backlog)?,
     ))
 }
 
@@ -140,7 +193,7 @@ pub(crate) fn read_queues<R: Read>(sk: *const u8) -> Result<Queues, i32> {
         accept_len,
         accept_max,
         syn_len: read(sk, off!(icsk_syn_qlen))?,
-        cookie: R::at(sk, off!(sk_cookie))?,
+        cookie: field!(R, sk, sk_cookie)?,
     })
 }
 
@@ -150,7 +203,7 @@ pub(crate) const TCP_LISTEN: u8 = 10;
 /// Whether `sk` is in TCP_LISTEN (a Fast Open SYN-ACK retransmit carries the child).
 #[inline(always)]
 pub(crate) fn is_listener<R: Read>(sk: *const u8) -> bool {
-    R::at::<u8>(sk, off!(sk_state)).is_ok_and(|s| s == TCP_LISTEN)
+    field!(R, sk, sk_state).is_ok_and(|s: u8| s == TCP_LISTEN)
 }
 
 /// A packet's 4-tuple: client and server address (network order, IPv4 in the first 4
@@ -170,17 +223,18 @@ pub(crate) struct Tuple {
 ///
 /// `head + network_header` / `head + transport_header` stay valid after the TCP receive
 /// path has pulled the headers (all kernels). The headers themselves are packet memory,
-/// read through the helper whatever `R` is: one read when the TCP header follows a
-/// header without options or extension headers (nearly always), two otherwise.
+/// read with [`Read::packet`]: plain loads on tp_btf where the kernel allows them (6.17+),
+/// else the helper: one read when the TCP header follows a header without options or
+/// extension headers (nearly always), two otherwise.
 #[inline(always)]
 pub(crate) fn read_tuple<R: Read>(skb: *const u8) -> Result<Tuple, i32> {
     /// `ETH_P_IP` and `ETH_P_IPV6` as `skb->protocol` holds them (network order).
     const IPV4: u16 = 0x0800_u16.to_be();
     const IPV6: u16 = 0x86dd_u16.to_be();
-    let head: *const u8 = R::at(skb, off!(skb_head))?;
-    let network: u16 = R::at(skb, off!(skb_network_header))?;
-    let transport: u16 = R::at(skb, off!(skb_transport_header))?;
-    let protocol: u16 = R::at(skb, off!(skb_protocol))?;
+    let head: *const u8 = field!(R, skb, skb_head)?;
+    let network: u16 = field!(R, skb, skb_network_header)?;
+    let transport: u16 = field!(R, skb, skb_transport_header)?;
+    let protocol: u16 = field!(R, skb, skb_protocol)?;
     let ip = head.wrapping_add(network as usize);
     let tcp = head.wrapping_add(transport as usize);
     let options = transport.wrapping_sub(network);
@@ -188,21 +242,21 @@ pub(crate) fn read_tuple<R: Read>(skb: *const u8) -> Result<Tuple, i32> {
     let (saddr, daddr, ports, family) = match protocol {
         IPV4 if options == 20 => {
             // Addresses at 12..20, ports right after the header.
-            let h: [u32; 3] = read(ip, 12)?;
+            let h: [u32; 3] = R::packet(ip, 12)?;
             (addr4(h[0]), addr4(h[1]), h[2], AF_INET)
         }
         IPV4 => {
-            let a: [u32; 2] = read(ip, 12)?;
-            (addr4(a[0]), addr4(a[1]), read(tcp, 0)?, AF_INET)
+            let a: [u32; 2] = R::packet(ip, 12)?;
+            (addr4(a[0]), addr4(a[1]), R::packet(tcp, 0)?, AF_INET)
         }
         IPV6 if options == 40 => {
             // Addresses at 8..40, ports right after the header.
-            let h: [u32; 9] = read(ip, 8)?;
+            let h: [u32; 9] = R::packet(ip, 8)?;
             (words16(&h, 0), words16(&h, 4), h[8], AF_INET6)
         }
         IPV6 => {
-            let a: [u32; 8] = read(ip, 8)?;
-            (words16(&a, 0), words16(&a, 4), read(tcp, 0)?, AF_INET6)
+            let a: [u32; 8] = R::packet(ip, 8)?;
+            (words16(&a, 0), words16(&a, 4), R::packet(tcp, 0)?, AF_INET6)
         }
         _ => return Err(-1),
     };
@@ -221,49 +275,49 @@ pub(crate) fn read_tuple<R: Read>(skb: *const u8) -> Result<Tuple, i32> {
 /// `sk_*` offsets apply; the daemon checks that). Client = remote end.
 #[inline(always)]
 pub(crate) fn read_request_tuple<R: Read>(req: *const u8) -> Result<Tuple, i32> {
-    let family: u16 = R::at(req, off!(sk_family))?;
+    let family: u16 = field!(R, req, sk_family)?;
     let (saddr, daddr, family) = if family == AF_INET6 {
         (
-            addr16::<R>(req, off!(sk_v6_daddr))?,
-            addr16::<R>(req, off!(sk_v6_rcv_saddr))?,
+            addr16::<R, { idx!(sk_v6_daddr) }>(req)?,
+            addr16::<R, { idx!(sk_v6_rcv_saddr) }>(req)?,
             AF_INET6,
         )
     } else {
         (
-            addr4(R::at(req, off!(sk_daddr))?),
-            addr4(R::at(req, off!(sk_rcv_saddr))?),
+            addr4(field!(R, req, sk_daddr)?),
+            addr4(field!(R, req, sk_rcv_saddr)?),
             AF_INET,
         )
     };
-    let dport: u16 = R::at(req, off!(sk_dport))?;
+    let dport: u16 = field!(R, req, sk_dport)?;
     Ok(Tuple {
         saddr,
         daddr,
         sport: u16::from_be(dport),
-        dport: R::at(req, off!(sk_num))?,
+        dport: field!(R, req, sk_num)?,
         family,
     })
 }
 
-/// A per-namespace sysctl stored as `int` (5.x) or `u8` (6.0+): `size` says which.
+/// A per-namespace sysctl, field `F` of `net`, stored as `int` (5.x) or `u8` (6.0+):
+/// `size` says which.
 #[inline(always)]
-pub(crate) fn read_sysctl<R: Read>(net: *const u8, offset: usize, size: usize) -> Result<u32, i32> {
+pub(crate) fn read_sysctl<R: Read, const F: usize>(
+    net: *const u8,
+    size: usize,
+) -> Result<u32, i32> {
     if size == 1 {
-        Ok(u32::from(R::at::<u8>(net, offset)?))
+        Ok(u32::from(R::field::<u8, F, 0>(net)?))
     } else {
-        R::at::<u32>(net, offset)
+        R::field::<u32, F, 0>(net)
     }
 }
 
 /// Whether the namespace `net` answers ACK-time overflows with a reset.
 #[inline(always)]
 pub(crate) fn abort_on_overflow<R: Read>(net: *const u8) -> bool {
-    read_sysctl::<R>(
-        net,
-        off!(net_abort_on_overflow),
-        off!(net_abort_on_overflow_size),
-    )
-    .is_ok_and(|v| v != 0)
+    read_sysctl::<R, { idx!(net_abort_on_overflow) }>(net, off!(net_abort_on_overflow_size))
+        .is_ok_and(|v| v != 0)
 }
 
 /// The namespace's TCP MIB counters listendrop classifies with, on this CPU.

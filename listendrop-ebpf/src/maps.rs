@@ -10,7 +10,10 @@ use listendrop_common::{
     DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_LISTENER_KEYS,
 };
 
-use crate::{config::off, health::bump, kernel::Read};
+use crate::{
+    health::bump,
+    kernel::{field, Read},
+};
 
 /// Packets and handshakes per listener and reason: exact, never sampled. Per-CPU so the
 /// hot path needs no atomics (5.10 rejects BPF atomics with fetch); the daemon sums the
@@ -42,8 +45,8 @@ pub(crate) static HIGH_WATER: HashMap<u64, u32> =
 #[inline(always)]
 pub(crate) fn high_water<R: Read>(sk: *const u8) {
     let (Ok(cookie), Ok(len)) = (
-        R::at::<u64>(sk, off!(sk_cookie)),
-        R::at::<u32>(sk, off!(sk_ack_backlog)),
+        field!(R, sk, sk_cookie).map(|c: u64| c),
+        field!(R, sk, sk_ack_backlog).map(|l: u32| l),
     ) else {
         return;
     };

@@ -67,6 +67,7 @@ impl Layout {
             skb_protocol: btf.member_sized("sk_buff", "protocol", 2)?,
             ..KernelOffsets::default()
         };
+        offsets.packet_loads = u32::from(packet_loads(btf));
         let reason = listen_overflow_reason(btf, &mut offsets);
         let kfree_skb_args = reason.clone().and_then(|()| kfree_skb_args(btf));
         let kfree_skb_record = reason.and_then(|()| resolve_kfree_skb(tracefs, &mut offsets));
@@ -129,6 +130,16 @@ fn listen_overflow_reason(btf: &KernelBtf, offsets: &mut KernelOffsets) -> Resul
     offsets.reason_tcp_listen_overflow =
         u32::try_from(value).map_err(|_| format!("drop reason value {value} does not fit u32"))?;
     Ok(())
+}
+
+/// Whether BTF-typed programs may load packet bytes through `sk_buff.head`: since 6.17 the
+/// verifier types a pointer to a primitive type, loaded through a typed pointer, as
+/// read-only untrusted memory (faulting loads read zero). The same series added
+/// `enum bpf_features` (its first value, `BPF_FEAT_RDONLY_CAST_TO_VOID`, names the other
+/// half: `bpf_rdonly_cast` to `void *`), the only mark of it a program can see in BTF.
+pub(crate) fn packet_loads(btf: &KernelBtf) -> bool {
+    btf.enum_value("bpf_features", "BPF_FEAT_RDONLY_CAST_TO_VOID")
+        .is_ok()
 }
 
 /// `kfree_skb(skb, location, reason, rx_sk)`: the listener argument came in 6.11.

@@ -19,6 +19,7 @@ pub fn bench() -> anyhow::Result<()> {
     }
     toolchain::ensure_all()?;
     toolchain::ensure_packages(&["bpftrace"])?;
+    cmd::ensure_tracefs()?;
     let out = Command::new("cargo")
         .args(["bench", "--package", "listendrop", "--bench", "overhead"])
         .stderr(std::process::Stdio::inherit())

@@ -49,3 +49,12 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Mounts tracefs if it is not (tracepoint attachment, ours and bpftrace's, reads its event
+/// ids there; a fresh machine may not have it mounted).
+pub fn ensure_tracefs() -> anyhow::Result<()> {
+    if std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
+        return Ok(());
+    }
+    status(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+}

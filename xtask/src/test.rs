@@ -14,7 +14,7 @@ pub fn test(vm: bool) -> anyhow::Result<()> {
         );
     }
     let venv_bin = toolchain::ensure_all()?;
-    ensure_tracefs()?;
+    cmd::ensure_tracefs()?;
     cmd::status(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
     cmd::status(Command::new("cargo").args([
         "clippy",
@@ -77,12 +77,4 @@ fn host_hooks() -> Option<String> {
          skb:kfree_skb=tp_btf,tcp:tcp_retransmit_synack=tp_btf"
             .to_owned()
     })
-}
-
-/// Mounts tracefs if it is not (tracepoint attachment reads its event ids there).
-fn ensure_tracefs() -> anyhow::Result<()> {
-    if std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
-        return Ok(());
-    }
-    cmd::status(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
 }

@@ -15,7 +15,7 @@ use listendrop_common::Reason;
 
 use crate::{
     calls::{self, CallState, SLOT_CONN_REQUEST},
-    config::off,
+    config::{idx, off},
     kernel::{self, Probed, Typed},
     maps, record,
 };
@@ -103,7 +103,7 @@ fn backlog_pressure(sk: *const u8) -> bool {
         return false;
     };
     let cookies =
-        kernel::read_sysctl::<Probed>(net, off!(net_syncookies), off!(net_syncookies_size));
+        kernel::read_sysctl::<Probed, { idx!(net_syncookies) }>(net, off!(net_syncookies_size));
     let max = kernel::read::<i32>(net, off!(net_max_syn_backlog));
     let qlen = kernel::read::<i32>(sk, off!(icsk_syn_qlen));
     match (cookies, max, qlen) {

@@ -136,6 +136,19 @@ fn anonymous_enumerators_and_prototypes() {
     );
 }
 
+#[test]
+fn packet_loads_follow_bpftools_bpf_features() {
+    let Some(btf) = kernel() else { return };
+    let Some(dump) = bpftool_raw() else { return };
+    let listed = dump.contains("'BPF_FEAT_RDONLY_CAST_TO_VOID' val=");
+    assert_eq!(crate::layout::packet_loads(&btf), listed);
+    // Checked on 6.18 (this host and the matrix's newest); the matrix's older kernels
+    // have neither.
+    if crate::layout::kernel_version() >= (6, 18) {
+        assert!(listed, "a 6.18+ kernel without enum bpf_features");
+    }
+}
+
 /// The id bpftool's dump gives `KIND 'name'` (`[id] KIND 'name' ...`).
 fn bpftool_id(dump: &str, kind: &str, name: &str) -> Option<u32> {
     let needle = format!("] {kind} '{name}' ");

@@ -3,6 +3,7 @@
 //! detaches and unloads everything that is not pinned.
 
 mod attach;
+mod fields;
 mod info;
 pub mod pin;
 pub mod programs;
@@ -46,6 +47,9 @@ pub enum ProbeError {
     /// The pin directory could not be used.
     #[error(transparent)]
     Pin(#[from] pin::PinError),
+    /// The object's field loads could not be patched for this kernel.
+    #[error(transparent)]
+    Fields(#[from] fields::FieldError),
 }
 
 /// `--probe-kind`: let listendrop choose, or force one kind for testing.
@@ -188,7 +192,20 @@ impl Probes {
         if let Some(pins) = &pins {
             pins.clear_links();
         }
-        let mut ebpf = loader(layout, settings, sizes, pins.as_ref()).load(EBPF_OBJECT)?;
+        let object = fields::patch(EBPF_OBJECT, &layout.offsets)?;
+        tracing::debug!(
+            "{} field loads and {} values patched for this kernel",
+            object.loads,
+            object.values
+        );
+        for (field, offset) in &object.too_far {
+            tracing::warn!(
+                "kernel layout field {field} is at byte {offset}, beyond what a load \
+                 instruction reaches: the BTF-typed programs that read it will be refused \
+                 and their hooks use the next kind"
+            );
+        }
+        let mut ebpf = loader(layout, settings, sizes, pins.as_ref()).load(object.bytes())?;
         let (mut hooks, links) = Attacher::new(&mut ebpf, layout, choice).attach_all();
         let ids = links.iter().filter_map(|l| link_ids(&ebpf, l)).collect();
         let links = match &pins {
