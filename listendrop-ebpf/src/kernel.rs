@@ -9,9 +9,10 @@
 //!   fentry arguments, and pointers loaded through them). The offset is in the load
 //!   instruction itself: the program loads at a marker ([`FieldMark`]) that the daemon
 //!   replaces with the field's offset before load (`probes::fields`); the verifier checks
-//!   each load against the type (5.5+). One instruction instead of a helper call. Only fields inside the pointed-to struct can be
-//!   read this way (`struct sock`'s own, not `inet_connection_sock`'s), and packet bytes
-//!   through `sk_buff.head` on 6.17+ ([`Read::packet`]).
+//!   each load against the type (5.5+). One instruction instead of a helper call. Only
+//!   fields inside the pointed-to struct can be read this way (`struct sock`'s own, not
+//!   `inet_connection_sock`'s), and packet bytes through `sk_buff.head` on 6.17+
+//!   ([`Read::packet`]).
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::map, maps::PerCpuArray};
 use listendrop_common::{FieldMark, ListenerKey, AF_INET, AF_INET6};
@@ -81,8 +82,9 @@ impl Read for Typed {
         let mark = const { FieldMark { field: F, delta: D }.offset() } as usize;
         // SAFETY: as in `at`: the daemon replaces the marker in this load's offset with
         // the field's offset on the running kernel before the program is loaded
-        // (`probes::fields`), and refuses an object where a marker is left or the
-        // compiler did not put it into a load.
+        // (`probes::fields`; an offset a load cannot hold becomes -1, which the verifier
+        // refuses), and refuses an object where the compiler added a marker to an
+        // address instead of loading at it.
         Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(mark).cast::<T>()) })
     }
 

@@ -132,11 +132,16 @@ fn listen_overflow_reason(btf: &KernelBtf, offsets: &mut KernelOffsets) -> Resul
     Ok(())
 }
 
-/// Whether BTF-typed programs may load packet bytes through `sk_buff.head`: since 6.17 the
-/// verifier types a pointer to a primitive type, loaded through a typed pointer, as
-/// read-only untrusted memory (faulting loads read zero). The same series added
-/// `enum bpf_features` (its first value, `BPF_FEAT_RDONLY_CAST_TO_VOID`, names the other
-/// half: `bpf_rdonly_cast` to `void *`), the only mark of it a program can see in BTF.
+/// Whether BTF-typed programs may load packet bytes through `sk_buff.head`: newer
+/// verifiers (6.17+) type a pointer to a primitive type, loaded through a typed pointer, as
+/// read-only untrusted memory (faulting loads read zero). That came with the verifier work
+/// `enum bpf_features` announces (its first value, `BPF_FEAT_RDONLY_CAST_TO_VOID`:
+/// `bpf_rdonly_cast` to `void *`, the same kind of memory), the one mark of it in BTF.
+/// Checked on 6.18, where the tp_btf program loads so; the matrix's older kernels have
+/// neither and read the headers with the helper. Were a kernel to have the enum without
+/// the typed loads, the verifier would refuse the tp_btf program and the hook would fall
+/// back to `raw_tp` (logged as not attached, with the verifier's words): slower, never
+/// wrong.
 pub(crate) fn packet_loads(btf: &KernelBtf) -> bool {
     btf.enum_value("bpf_features", "BPF_FEAT_RDONLY_CAST_TO_VOID")
         .is_ok()

@@ -39,6 +39,28 @@ pub enum FieldError {
         /// The marker.
         mark: i32,
     },
+    /// A value marker where the patcher does not patch it (a store, a 64-bit immediate,
+    /// an arithmetic instruction): the program would compare with the marker itself.
+    #[error(
+        "instruction {index} of eBPF section {section} holds value marker {mark:#x} where it \
+         is not patched: rebuild listendrop with the pinned toolchain"
+    )]
+    Unpatched {
+        /// The section.
+        section: String,
+        /// Instruction index in it.
+        index: usize,
+        /// The marker.
+        mark: i32,
+    },
+    /// A value does not fit a sign-extended 32-bit immediate.
+    #[error("kernel layout value {value} (field {field}) does not fit an instruction's immediate")]
+    Value {
+        /// Index of the field in `KernelOffsets`.
+        field: usize,
+        /// The value.
+        value: u32,
+    },
     /// No load or no immediate carried a marker: the programs were not built from this
     /// source.
     #[error(
@@ -138,6 +160,14 @@ fn patch_section(
         let insn = &mut code[at..at + INSN];
         let op = u32::from(insn[0]);
         if op == u32::from(LD_IMM64) {
+            // Both halves' immediates make one 64-bit value: never a marker of ours.
+            let halves = [4, 12].map(|i| {
+                code.get(at + i..at + i + 4)
+                    .map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            });
+            if let Some(mark) = halves.into_iter().find(|h| ValueMark::of(*h).is_some()) {
+                return Err(unpatched(name, at, mark));
+            }
             at += 2 * INSN;
             continue;
         }
@@ -145,7 +175,7 @@ fn patch_section(
         if class == BPF_LDX && (mode == BPF_MEM || mode == BPF_MEMSX) {
             let off = i16::from_le_bytes([insn[2], insn[3]]);
             if let Some(mark) = FieldMark::of(off) {
-                let offset = words[mark.field] + mark.delta as u32;
+                let offset = words[mark.field].saturating_add(mark.delta as u32);
                 let off = i16::try_from(offset).unwrap_or_else(|_| {
                     if !too_far.contains(&(mark.field, offset)) {
                         too_far.push((mark.field, offset));
@@ -167,8 +197,18 @@ fn patch_section(
             let mov = alu && op & 0xf0 == BPF_MOV;
             match value {
                 Some(mark) if compare || mov => {
-                    insn[4..8].copy_from_slice(&words[mark.field].to_le_bytes());
+                    let value = words[mark.field];
+                    // Sign-extended to 64 bits by JMP and ALU64: it must stay positive.
+                    if i32::try_from(value).is_err() {
+                        return Err(FieldError::Value {
+                            field: mark.field,
+                            value,
+                        });
+                    }
+                    insn[4..8].copy_from_slice(&value.to_le_bytes());
                     values += 1;
+                    at += INSN;
+                    continue;
                 }
                 // An add of a field marker computes an address the compiler did not fold
                 // into a load; arithmetic on a value marker would patch into nonsense.
@@ -182,13 +222,26 @@ fn patch_section(
                 _ => {}
             }
         }
+        if let Some(mark) = value {
+            return Err(unpatched(name, at, mark.imm()));
+        }
         at += INSN;
     }
     Ok((loads, values))
 }
 
+fn unpatched(section: &str, at: usize, mark: i32) -> FieldError {
+    FieldError::Unpatched {
+        section: section.to_owned(),
+        index: at / INSN,
+        mark,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use object::ObjectSymbol as _;
+
     use super::*;
 
     /// A layout whose every field has a distinct offset: field `i` at `16 * i + 8`.
@@ -235,11 +288,41 @@ mod tests {
             sk_ack_backlog
         ))));
         assert!(typed(idx(std::mem::offset_of!(KernelOffsets, net_ns_inum))));
+        // Only the 16-byte addresses are read in words past the field's start: any other
+        // delta is a marker the compiler folded with another constant.
+        let v6 = [
+            idx(std::mem::offset_of!(KernelOffsets, sk_v6_rcv_saddr)),
+            idx(std::mem::offset_of!(KernelOffsets, sk_v6_daddr)),
+        ];
+        for (section, index, m) in &before {
+            let word = v6.contains(&m.field) && [4, 8, 12].contains(&m.delta);
+            assert!(m.delta == 0 || word, "{section}[{index}]: {m:?}");
+        }
         let offsets = layout();
         let patched = patch(elf, &offsets).unwrap();
         assert_eq!(patched.loads, before.len());
-        // The three kfree_skb programs compare the drop reason with an immediate.
-        assert!(patched.values >= 3, "{} values", patched.values);
+        // The three kfree_skb programs compare the drop reason with an immediate, and
+        // nothing else is a value.
+        assert_eq!(patched.values, 3);
+        let reason = offsets.reason_tcp_listen_overflow.to_le_bytes();
+        for program in ["kfree_skb_btf", "kfree_skb_raw", "kfree_skb"] {
+            let file = object::File::parse(patched.bytes()).unwrap();
+            let section = file
+                .sections()
+                .find(|s| {
+                    s.kind() == SectionKind::Text
+                        && file.symbols().any(|sym| {
+                            sym.name() == Ok(program) && sym.section_index() == Some(s.index())
+                        })
+                })
+                .unwrap_or_else(|| panic!("no section holds {program}"));
+            let data = section.data().unwrap();
+            let jump = |op: u8| [BPF_JMP, BPF_JMP32].contains(&u32::from(op & 0x07));
+            assert!(
+                data.chunks(INSN).any(|i| jump(i[0]) && i[4..8] == reason),
+                "{program} does not compare with the reason"
+            );
+        }
         assert!(marks(patched.bytes()).is_empty(), "a marker survived");
         // Each marked instruction now loads at its field's offset plus delta, and nothing
         // else in the object changed.
@@ -309,9 +392,29 @@ mod tests {
         }
         let sub = insn(BPF_ALU64 | aya_obj::generated::BPF_SUB | BPF_K, 0, value);
         assert!(matches!(section(&sub), Err(FieldError::Unfolded { .. })));
-        // A call's immediate (a helper number) is never a value.
+        // Anywhere else (a call's immediate, a store, a 64-bit immediate) it is refused.
         let call = insn(BPF_JMP | BPF_CALL, 0, value);
-        assert_eq!(section(&call).unwrap(), (0, 0));
+        assert!(matches!(section(&call), Err(FieldError::Unpatched { .. })));
+        let store = insn(
+            aya_obj::generated::BPF_ST | BPF_MEM | aya_obj::generated::BPF_W,
+            -8,
+            value,
+        );
+        assert!(matches!(section(&store), Err(FieldError::Unpatched { .. })));
+        let wide = [insn(BPF_LD | BPF_IMM | BPF_DW, 0, 0), insn(0, 0, value)].concat();
+        assert!(matches!(section(&wide), Err(FieldError::Unpatched { .. })));
+        // A value that sign extension would turn negative is refused.
+        let mut big = layout();
+        big.bpf_array_pptrs = 0x8000_0000;
+        let mut code = insn(
+            BPF_JMP | aya_obj::generated::BPF_JNE | BPF_K,
+            3,
+            ValueMark { field: 0 }.imm(),
+        );
+        assert!(matches!(
+            patch_section("t", &mut code, &big.words(), &mut Vec::new()),
+            Err(FieldError::Value { field: 0, .. })
+        ));
         // A field beyond a load's reach: its load gets offset -1 (refused by the
         // verifier: the hook falls back), and the field is reported.
         let mut far = layout();
