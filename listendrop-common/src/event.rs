@@ -1,7 +1,7 @@
 //! One event (a dropped handshake, a syncookie, a SYN-ACK retransmit), as pushed to the
 //! `EVENTS` ring buffer.
 
-use crate::ListenerKey;
+use crate::{Addr, ListenerKey};
 
 /// The drop was answered with a reset (`tcp_abort_on_overflow=1`).
 pub const FLAG_RESET: u16 = 1 << 0;
@@ -25,10 +25,10 @@ pub struct DropEvent {
     pub listener: ListenerKey,
     /// Accept queue length (`sk_ack_backlog`) at the event.
     pub accept_queue_len: u32,
-    /// Client address, network byte order; IPv4 in the first 4 bytes.
-    pub saddr: [u8; 16],
-    /// Server address, network byte order; IPv4 in the first 4 bytes.
-    pub daddr: [u8; 16],
+    /// Client address.
+    pub saddr: Addr,
+    /// Server address.
+    pub daddr: Addr,
     /// Client port, host byte order.
     pub sport: u16,
     /// Server port, host byte order.
@@ -42,6 +42,8 @@ pub struct DropEvent {
     pub accept_queue_max: u32,
     /// SYN queue length (`icsk_accept_queue.qlen`, requests awaiting their ACK).
     pub syn_queue_len: u32,
+    /// Explicit padding to the 8-byte alignment.
+    pub _pad: u32,
 }
 
 impl DropEvent {
@@ -51,16 +53,17 @@ impl DropEvent {
         cookie: 0,
         listener: ListenerKey::ZERO,
         accept_queue_len: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
+        saddr: Addr::ZERO,
+        daddr: Addr::ZERO,
         sport: 0,
         dport: 0,
         family: 0,
         flags: 0,
         accept_queue_max: 0,
         syn_queue_len: 0,
+        _pad: 0,
     };
 }
 
-// 8 + 8 + 28 + 4 + 16 + 16 + 2 + 2 + 2 + 2 + 4 + 4 = 96, a multiple of the 8-byte alignment.
+// 8 + 8 + 24 + 4 + 16 + 16 + 2 + 2 + 2 + 2 + 4 + 4 + 4 = 96, a multiple of the 8-byte alignment.
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 96);

@@ -5,12 +5,14 @@
 //! byte by byte in the kernel). `unsafe impl aya::Pod` lives behind the `user` feature.
 #![no_std]
 
+pub mod addr;
 pub mod config;
 pub mod event;
 pub mod health;
 pub mod key;
 pub mod reason;
 
+pub use addr::Addr;
 pub use config::{FieldMark, KernelOffsets, Settings, ValueMark, NESTED_CALL_NS};
 pub use event::DropEvent;
 pub use health::Health;
@@ -26,7 +28,7 @@ pub const AF_INET6: u16 = 10;
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all these types are #[repr(C)], made only of integers and byte arrays, with
+    // SAFETY: all these types are #[repr(C)], made only of integers and arrays of them, with
     // every padding byte spelled out as a named field, so any bit pattern is valid.
     unsafe impl aya::Pod for super::ListenerKey {}
     unsafe impl aya::Pod for super::DropCount {}

@@ -15,7 +15,7 @@
 //!   ([`Read::packet`]).
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::map, maps::PerCpuArray};
-use listendrop_common::{FieldMark, ListenerKey, AF_INET, AF_INET6};
+use listendrop_common::{Addr, FieldMark, ListenerKey, AF_INET, AF_INET6};
 
 use crate::config::{idx, off};
 
@@ -116,33 +116,21 @@ pub(crate) fn net_of<R: Read>(sk: *const u8) -> Result<*const u8, i32> {
     field!(R, sk, sk_net)
 }
 
-/// An address of 16 bytes (network order) at field `F` of `base`, read as four 4-byte words:
-/// a byte array would be read, and copied, byte by byte.
+/// An IPv6 address at field `F` of `base`, read as its four words.
 #[inline(always)]
-fn addr16<R: Read, const F: usize>(base: *const u8) -> Result<[u8; 16], i32> {
-    let words: [u32; 4] = [
+fn addr16<R: Read, const F: usize>(base: *const u8) -> Result<Addr, i32> {
+    Ok(Addr([
         R::field::<_, F, 0>(base)?,
         R::field::<_, F, 4>(base)?,
         R::field::<_, F, 8>(base)?,
         R::field::<_, F, 12>(base)?,
-    ];
-    // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit pattern is valid.
-    Ok(unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) })
+    ]))
 }
 
-/// The 16-byte address in `words[at..at + 4]`.
+/// The IPv6 address in `words[at..at + 4]`.
 #[inline(always)]
-pub(crate) fn words16(words: &[u32], at: usize) -> [u8; 16] {
-    let w = [words[at], words[at + 1], words[at + 2], words[at + 3]];
-    // SAFETY: as in `addr16`.
-    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
-}
-
-/// An IPv4 address (network order, as one word) in the 16-byte form: first 4 bytes.
-#[inline(always)]
-pub(crate) fn addr4(word: u32) -> [u8; 16] {
-    // SAFETY: as in `addr16`.
-    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>([word, 0, 0, 0]) }
+fn words16(words: &[u32], at: usize) -> Addr {
+    Addr([words[at], words[at + 1], words[at + 2], words[at + 3]])
 }
 
 /// The key of the listening socket `sk` (reason 0) and its network namespace: the reads
@@ -154,14 +142,15 @@ pub(crate) fn read_listener<R: Read>(sk: *const u8) -> Result<(ListenerKey, *con
     let addr = if family == AF_INET6 {
         addr16::<R, { idx!(sk_v6_rcv_saddr) }>(sk)?
     } else {
-        addr4(field!(R, sk, sk_rcv_saddr)?)
+        Addr::v4(field!(R, sk, sk_rcv_saddr)?)
     };
     let net = net_of::<R>(sk)?;
     let key = ListenerKey {
         addr,
         netns: field!(R, net, net_ns_inum)?,
         port,
-        family,
+        // AF_INET or AF_INET6 for a TCP listener: a byte.
+        family: family as u8,
         reason: 0,
     };
     Ok((key, net))
@@ -214,8 +203,8 @@ pub(crate) fn is_listener<R: Read>(sk: *const u8) -> bool {
 #[derive(Clone, Copy)]
 #[repr(C, align(4))]
 pub(crate) struct Tuple {
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
+    pub saddr: Addr,
+    pub daddr: Addr,
     pub sport: u16,
     pub dport: u16,
     pub family: u16,
@@ -245,11 +234,11 @@ pub(crate) fn read_tuple<R: Read>(skb: *const u8) -> Result<Tuple, i32> {
         IPV4 if options == 20 => {
             // Addresses at 12..20, ports right after the header.
             let h: [u32; 3] = R::packet(ip, 12)?;
-            (addr4(h[0]), addr4(h[1]), h[2], AF_INET)
+            (Addr::v4(h[0]), Addr::v4(h[1]), h[2], AF_INET)
         }
         IPV4 => {
             let a: [u32; 2] = R::packet(ip, 12)?;
-            (addr4(a[0]), addr4(a[1]), R::packet(tcp, 0)?, AF_INET)
+            (Addr::v4(a[0]), Addr::v4(a[1]), R::packet(tcp, 0)?, AF_INET)
         }
         IPV6 if options == 40 => {
             // Addresses at 8..40, ports right after the header.
@@ -286,8 +275,8 @@ pub(crate) fn read_request_tuple<R: Read>(req: *const u8) -> Result<Tuple, i32> 
         )
     } else {
         (
-            addr4(field!(R, req, sk_daddr)?),
-            addr4(field!(R, req, sk_rcv_saddr)?),
+            Addr::v4(field!(R, req, sk_daddr)?),
+            Addr::v4(field!(R, req, sk_rcv_saddr)?),
             AF_INET,
         )
     };

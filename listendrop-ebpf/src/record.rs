@@ -48,16 +48,17 @@ pub(crate) struct Observation {
 /// is read only for what is handed to the daemon).
 #[inline(always)]
 pub(crate) fn observe<R: Read>(sk: *const u8, reason: Reason) -> Option<Observation> {
+    // SAFETY: a helper without preconditions (5.5+), which the verifier replaces with one
+    // load of `jiffies` on 64-bit JITs: a tick's resolution (1-10 ms) is plenty for a
+    // one-second budget and an episode gap of seconds. (The coarse clock would be as
+    // cheap, but tracing programs may not call it.) Read first: the compiler takes it
+    // for a call that clobbers the argument registers, and spills whatever they hold.
+    let now = unsafe { bpf_jiffies64() };
     let Ok((mut key, net)) = kernel::read_listener::<R>(sk) else {
         bump(Health::Read);
         return None;
     };
-    key.reason = reason as u32;
-    // SAFETY: a helper without preconditions (5.5+), which the verifier replaces with one
-    // load of `jiffies` on 64-bit JITs: a tick's resolution (1-10 ms) is plenty for a
-    // one-second budget and an episode gap of seconds. (The coarse clock would be as
-    // cheap, but tracing programs may not call it.)
-    let now = unsafe { bpf_jiffies64() };
+    key.reason = reason as u8;
     Some(Observation {
         key,
         flags: 0,
@@ -95,7 +96,7 @@ pub(crate) fn drop<R: Read>(obs: &mut Observation, tuple: Option<&Tuple>) {
 #[inline(always)]
 pub(crate) fn count_only(obs: &Observation, reason: Reason) {
     let mut key = obs.key;
-    key.reason = reason as u32;
+    key.reason = reason as u8;
     maps::count(&key, false);
 }
 
@@ -172,10 +173,10 @@ fn last_drop(key: &HandshakeKey) -> Option<HandshakeState> {
 fn remember(obs: &Observation, tuple: &Tuple) -> bool {
     let key = handshake_key(obs, tuple);
     let now = obs.now;
-    let gap = load64(&raw const SETTINGS.episode_gap_ticks);
+    let gap = load64(&raw const SETTINGS.episode_gap_ticks) as i64;
     let state = HandshakeState {
         last_tick: now,
-        reason: obs.key.reason,
+        reason: u32::from(obs.key.reason),
         _pad: 0,
     };
     let Some(slot) = LAST_HANDSHAKE.get_ptr_mut(0) else {
@@ -184,11 +185,9 @@ fn remember(obs: &Observation, tuple: &Tuple) -> bool {
     // SAFETY: a valid pointer to this CPU's slot; programs on one CPU do not nest.
     let slot = unsafe { &mut *slot };
     if same(&slot.key, &key) {
-        // Saturating, as everywhere: the LRU may hold a tick another CPU wrote a little
-        // later than this read.
-        let new = now.saturating_sub(slot.state.last_tick) > gap;
+        let new = elapsed(now, slot.state.last_tick) > gap;
         slot.state = state;
-        if new || now.saturating_sub(slot.synced_tick) > load64(&raw const SETTINGS.sync_ticks) {
+        if new || elapsed(now, slot.synced_tick) > load64(&raw const SETTINGS.sync_ticks) as i64 {
             let _ = HANDSHAKES.insert(&key, &state, 0);
             slot.synced_tick = now;
         }
@@ -209,17 +208,27 @@ fn remember(obs: &Observation, tuple: &Tuple) -> bool {
 /// [`remember`] in the LRU alone: a known handshake is updated in place (one lookup); only
 /// a new one costs an insertion.
 #[inline(always)]
-fn remember_in_lru(key: &HandshakeKey, state: &HandshakeState, gap: u64) -> bool {
+fn remember_in_lru(key: &HandshakeKey, state: &HandshakeState, gap: i64) -> bool {
     if let Some(old) = HANDSHAKES.get_ptr_mut(key) {
         // SAFETY: a valid element pointer; LRU reuse of the element by another CPU can at
         // worst misjudge one episode boundary.
         let old = unsafe { &mut *old };
-        let new = state.last_tick.saturating_sub(old.last_tick) > gap;
+        let new = elapsed(state.last_tick, old.last_tick) > gap;
         *old = *state;
         return new;
     }
     let _ = HANDSHAKES.insert(key, state, 0);
     true
+}
+
+/// Ticks from `then` to `now`, negative when `then` is later (the LRU may hold a tick
+/// another CPU wrote a little after this program read `now`): one subtraction and one
+/// signed compare where saturating arithmetic took a compare and a select. Ticks never
+/// lie 2^63 apart, and the settings compared with it are at most `i64::MAX`
+/// (`ticks::Tick::ticks`).
+#[inline(always)]
+fn elapsed(now: u64, then: u64) -> i64 {
+    now.wrapping_sub(then) as i64
 }
 
 /// Takes one event from this CPU's budget of the counters' key (`--events-per-listener-
@@ -233,7 +242,7 @@ fn within_budget(counts: Option<*mut DropCount>, now: u64) -> bool {
     };
     // SAFETY: this CPU's element of DROPS, valid for this run; see `maps::count`.
     let c = unsafe { &mut *counts };
-    if now.saturating_sub(c.window_start) >= load64(&raw const SETTINGS.window_ticks) {
+    if elapsed(now, c.window_start) >= load64(&raw const SETTINGS.window_ticks) as i64 {
         c.window_start = now;
         c.sent = 0;
     }
@@ -276,6 +285,7 @@ fn emit<R: Read>(obs: &Observation, tuple: &Tuple) {
         flags: obs.flags,
         accept_queue_max: queues.accept_max,
         syn_queue_len: queues.syn_len,
+        _pad: 0,
     });
     entry.submit(0);
 }

@@ -105,7 +105,7 @@ impl Counters {
     pub fn remove(&mut self, listener: &ListenerId) {
         let mut key = listener.key();
         for reason in Reason::ALL {
-            key.reason = reason as u32;
+            key.reason = reason as u8;
             // Absent (a class it never had, or a race with another remover) is fine.
             let _ = self.drops.remove(&key);
         }
@@ -121,7 +121,7 @@ impl Counters {
         for entry in self.drops.iter() {
             let (key, per_cpu) = entry.map_err(read_error)?;
             // A reason this build does not know (an object of another version): skipped.
-            let Some(reason) = Reason::from_u32(key.reason) else {
+            let Some(reason) = key.reason() else {
                 continue;
             };
             let total = per_cpu

@@ -112,9 +112,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 
 /// The typed form of a kernel-side record.
 pub fn from_raw(raw: &DropEvent) -> Result<Event, DecodeError> {
-    let reason =
-        Reason::from_u32(raw.listener.reason).ok_or(DecodeError::Reason(raw.listener.reason))?;
-    for family in [raw.family, raw.listener.family] {
+    let reason = raw
+        .listener
+        .reason()
+        .ok_or(DecodeError::Reason(raw.listener.reason.into()))?;
+    for family in [raw.family, raw.listener.family()] {
         if family != AF_INET && family != AF_INET6 {
             return Err(DecodeError::Family(family));
         }
@@ -272,18 +274,20 @@ pub async fn drain(
 mod tests {
     use std::net::Ipv6Addr;
 
+    use listendrop_common::Addr;
+
     use super::*;
 
     fn raw_v4() -> DropEvent {
         let mut e = DropEvent::ZERO;
-        e.listener.family = AF_INET;
-        e.listener.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.listener.family = AF_INET as u8;
+        e.listener.addr = Addr::from_v4_octets([127, 0, 0, 1]);
         e.listener.port = 7004;
         e.listener.netns = 4026531840;
-        e.listener.reason = Reason::AckAcceptQueueFull as u32;
+        e.listener.reason = Reason::AckAcceptQueueFull as u8;
         e.family = AF_INET;
-        e.saddr[..4].copy_from_slice(&[127, 0, 0, 2]);
-        e.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.saddr = Addr::from_v4_octets([127, 0, 0, 2]);
+        e.daddr = Addr::from_v4_octets([127, 0, 0, 1]);
         e.sport = 51234;
         e.dport = 7004;
         e.accept_queue_len = 2;
@@ -338,8 +342,8 @@ mod tests {
         );
         assert!(decode(&[]).is_err());
         let mut bad = raw;
-        bad.listener.reason = 999;
-        assert_eq!(from_raw(&bad), Err(DecodeError::Reason(999)));
+        bad.listener.reason = 99;
+        assert_eq!(from_raw(&bad), Err(DecodeError::Reason(99)));
         let mut bad = raw;
         bad.family = 1;
         assert_eq!(from_raw(&bad), Err(DecodeError::Family(1)));
@@ -361,7 +365,7 @@ mod tests {
         raw.flags = FLAG_RESET;
         let l = line(&from_raw(&raw).unwrap());
         assert!(l.ends_with(" new_handshake=no reset=sent"), "{l}");
-        raw.listener.reason = Reason::SynackRetransmit as u32;
+        raw.listener.reason = Reason::SynackRetransmit as u8;
         raw.flags = FLAG_CLIENT_BELIEVES_CONNECTED;
         let l = line(&from_raw(&raw).unwrap());
         assert!(l.contains(" reason=synack_retransmit "), "{l}");
@@ -372,8 +376,8 @@ mod tests {
     #[test]
     fn log_line_ipv4_client_of_ipv6_wildcard_listener() {
         let mut raw = raw_v4();
-        raw.listener.family = AF_INET6;
-        raw.listener.addr = [0; 16];
+        raw.listener.family = AF_INET6 as u8;
+        raw.listener.addr = Addr::ZERO;
         let l = line(&from_raw(&raw).unwrap());
         assert!(l.starts_with("listener=[::]:7004 "), "{l}");
         assert!(l.contains(" client=127.0.0.2:51234 "), "{l}");
@@ -443,8 +447,8 @@ mod tests {
     fn log_line_ipv6() {
         let mut raw = raw_v4();
         raw.family = AF_INET6;
-        raw.saddr = Ipv6Addr::LOCALHOST.octets();
-        raw.daddr = Ipv6Addr::LOCALHOST.octets();
+        raw.saddr = Addr::from_octets(Ipv6Addr::LOCALHOST.octets());
+        raw.daddr = Addr::from_octets(Ipv6Addr::LOCALHOST.octets());
         assert!(line(&from_raw(&raw).unwrap()).contains(" client=[::1]:51234 "));
     }
 }

@@ -11,7 +11,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use listendrop_common::{ListenerKey, AF_INET6};
+use listendrop_common::{Addr, ListenerKey, AF_INET6};
 
 /// A network namespace, by the inode number of its nsfs file: what `ls -iL
 /// /proc/PID/ns/net` and `stat -L /run/netns/NAME` print, and the `netns` label.
@@ -87,12 +87,12 @@ impl ListenerId {
         key.port = self.port;
         match self.addr {
             IpAddr::V4(v4) => {
-                key.family = listendrop_common::AF_INET;
-                key.addr[..4].copy_from_slice(&v4.octets());
+                key.family = listendrop_common::AF_INET as u8;
+                key.addr = Addr::from_v4_octets(v4.octets());
             }
             IpAddr::V6(v6) => {
-                key.family = AF_INET6;
-                key.addr = v6.octets();
+                key.family = AF_INET6 as u8;
+                key.addr = Addr::from_octets(v6.octets());
             }
         }
         key
@@ -104,7 +104,7 @@ impl From<&ListenerKey> for ListenerId {
     fn from(key: &ListenerKey) -> Self {
         Self {
             netns: Netns(key.netns),
-            addr: ip(key.family, &key.addr),
+            addr: ip(key.family(), &key.addr),
             port: key.port,
         }
     }
@@ -119,9 +119,10 @@ impl fmt::Display for ListenerId {
 
 /// An address as the kernel side stores it: IPv4 in the first four bytes (family
 /// `AF_INET`), or 16 bytes of IPv6.
-pub fn ip(family: u16, bytes: &[u8; 16]) -> IpAddr {
+pub fn ip(family: u16, addr: &Addr) -> IpAddr {
+    let bytes = addr.octets();
     if family == AF_INET6 {
-        IpAddr::V6(Ipv6Addr::from(*bytes))
+        IpAddr::V6(Ipv6Addr::from(bytes))
     } else {
         IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
     }
@@ -146,8 +147,8 @@ mod tests {
             assert_eq!(ListenerId::from(&key), id, "{addr}");
         }
         let mut key = ListenerKey::ZERO;
-        key.family = AF_INET;
-        key.addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        key.family = AF_INET as u8;
+        key.addr = Addr::from_v4_octets([10, 0, 0, 1]);
         key.port = 80;
         let id = ListenerId::from(&key);
         assert_eq!(id.family(), Family::Ipv4);

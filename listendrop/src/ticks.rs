@@ -27,12 +27,14 @@ impl Tick {
         Self(length)
     }
 
-    /// `d` in ticks, rounded up (a duration is never cut short), at least one.
+    /// `d` in ticks, rounded up (a duration is never cut short), at least one and at most
+    /// `i64::MAX` (the programs compare signed differences of ticks: 2^63 ticks of 1 ms
+    /// are 292 million years).
     pub fn ticks(self, d: Duration) -> u64 {
         let tick = self.0.as_nanos().max(1);
         u64::try_from(d.as_nanos().div_ceil(tick))
             .unwrap_or(u64::MAX)
-            .max(1)
+            .clamp(1, i64::MAX as u64)
     }
 }
 
@@ -58,6 +60,12 @@ mod tests {
         assert_eq!(tick.ticks(Duration::from_secs(1)), 250);
         assert_eq!(tick.ticks(Duration::from_millis(10)), 3);
         assert_eq!(tick.ticks(Duration::ZERO), 1);
+        // The programs compare signed differences: never more than i64::MAX.
+        assert_eq!(tick.ticks(Duration::MAX), i64::MAX as u64);
+        assert_eq!(
+            Tick::of(Duration::from_nanos(1)).ticks(Duration::MAX),
+            i64::MAX as u64
+        );
         let s = settings(
             Tick::of(Duration::from_millis(10)),
             Duration::from_secs(60),

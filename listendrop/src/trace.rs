@@ -187,7 +187,7 @@ fn json_line(e: &Event, owner: Option<&Owner>, at: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
-    use listendrop_common::{event::FLAG_NEW_HANDSHAKE, DropEvent, Reason, AF_INET};
+    use listendrop_common::{event::FLAG_NEW_HANDSHAKE, Addr, DropEvent, Reason, AF_INET};
 
     use super::*;
     use crate::inventory::containers::{ContainerIdentity, Qos, Runtime};
@@ -195,14 +195,14 @@ mod tests {
     #[test]
     fn json_lines_carry_the_four_tuple() {
         let mut e = DropEvent::ZERO;
-        e.listener.family = AF_INET;
-        e.listener.addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        e.listener.family = AF_INET as u8;
+        e.listener.addr = Addr::from_v4_octets([10, 0, 0, 1]);
         e.listener.port = 80;
         e.listener.netns = 9;
-        e.listener.reason = Reason::SynQueueFull as u32;
+        e.listener.reason = Reason::SynQueueFull as u8;
         e.family = AF_INET;
-        e.saddr[..4].copy_from_slice(&[10, 0, 0, 2]);
-        e.daddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        e.saddr = Addr::from_v4_octets([10, 0, 0, 2]);
+        e.daddr = Addr::from_v4_octets([10, 0, 0, 1]);
         e.sport = 5555;
         e.dport = 80;
         e.flags = FLAG_NEW_HANDSHAKE;

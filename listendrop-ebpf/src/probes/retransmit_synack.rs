@@ -9,7 +9,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
-use listendrop_common::{Reason, AF_INET, AF_INET6};
+use listendrop_common::{Addr, Reason, AF_INET, AF_INET6};
 
 use crate::{
     config::off,
@@ -65,13 +65,9 @@ fn try_retransmit_synack(ctx: &TracePointContext) -> Result<(), i32> {
     let server: [u32; 4] = unsafe { ctx.read_at(off!(tp_synack_saddr_v6))? };
     let client: [u32; 4] = unsafe { ctx.read_at(off!(tp_synack_daddr_v6))? };
     let (saddr, daddr, family) = if is_v4_mapped(&client) {
-        (kernel::addr4(client[3]), kernel::addr4(server[3]), AF_INET)
+        (Addr::v4(client[3]), Addr::v4(server[3]), AF_INET)
     } else {
-        (
-            kernel::words16(&client, 0),
-            kernel::words16(&server, 0),
-            AF_INET6,
-        )
+        (Addr(client), Addr(server), AF_INET6)
     };
     let tuple = Tuple {
         saddr,

@@ -110,8 +110,8 @@ mod tests {
     fn a_drop_is_diagnosed_with_its_reason_and_the_queue_it_met() {
         let mut raw = DropEvent::ZERO;
         raw.family = listendrop_common::AF_INET;
-        raw.listener.family = listendrop_common::AF_INET;
-        raw.listener.reason = Reason::AckAcceptQueueFull as u32;
+        raw.listener.family = listendrop_common::AF_INET as u8;
+        raw.listener.reason = Reason::AckAcceptQueueFull as u8;
         raw.accept_queue_len = 4;
         raw.accept_queue_max = 3;
         let mut event = from_raw(&raw).unwrap();

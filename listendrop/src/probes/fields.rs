@@ -9,8 +9,8 @@
 //! and a compare with an immediate.
 
 use aya_obj::generated::{
-    BPF_ADD, BPF_ALU, BPF_ALU64, BPF_CALL, BPF_DW, BPF_EXIT, BPF_IMM, BPF_JA, BPF_JMP, BPF_JMP32,
-    BPF_K, BPF_LD, BPF_LDX, BPF_MEM, BPF_MEMSX, BPF_MOV,
+    BPF_ALU, BPF_ALU64, BPF_CALL, BPF_DW, BPF_EXIT, BPF_IMM, BPF_JA, BPF_JMP, BPF_JMP32, BPF_K,
+    BPF_LD, BPF_LDX, BPF_MEM, BPF_MEMSX, BPF_MOV,
 };
 use listendrop_common::{FieldMark, KernelOffsets, ValueMark};
 use object::{Object as _, ObjectSection as _, SectionKind};
@@ -210,9 +210,11 @@ fn patch_section(
                     at += INSN;
                     continue;
                 }
-                // An add of a field marker computes an address the compiler did not fold
-                // into a load; arithmetic on a value marker would patch into nonsense.
-                _ if alu && (marks_field && op & 0xf0 == BPF_ADD || value.is_some()) => {
+                // A field marker in arithmetic computes an address the compiler did not
+                // fold into a load: added to the base directly, or moved into a register
+                // that is added next (seen when the compiler runs short of registers);
+                // arithmetic on a value marker would patch into nonsense.
+                _ if alu && (marks_field || value.is_some()) => {
                     return Err(FieldError::Unfolded {
                         section: name.to_owned(),
                         index: at / INSN,
@@ -370,10 +372,18 @@ mod tests {
         // The second half of a 64-bit immediate is skipped, whatever it holds.
         let ld_imm64 = [insn(BPF_LD | BPF_IMM | BPF_DW, 0, 0), load.clone()].concat();
         assert_eq!(section(&ld_imm64).unwrap(), (0, 0));
-        let add = insn(BPF_ALU64 | BPF_ADD | BPF_K, 0, i32::from(mark));
-        assert!(
-            matches!(section(&add), Err(FieldError::Unfolded { mark: m, .. }) if m == i32::from(mark))
-        );
+        // Added to an address, or moved into a register to be added next: refused.
+        for op in [
+            BPF_ALU64 | aya_obj::generated::BPF_ADD,
+            BPF_ALU64 | BPF_MOV,
+            BPF_ALU | BPF_MOV,
+        ] {
+            let arithmetic = insn(op | BPF_K, 0, i32::from(mark));
+            assert!(
+                matches!(section(&arithmetic), Err(FieldError::Unfolded { mark: m, .. }) if m == i32::from(mark)),
+                "{op:#x}"
+            );
+        }
         // A value: compared with (JNE, JMP32 JEQ) or moved, patched to the field's value.
         let value = ValueMark { field: 5 }.imm();
         let words = layout().words();
