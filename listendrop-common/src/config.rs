@@ -126,7 +126,10 @@ impl KernelOffsets {
 /// running kernel (plus `delta`). One load with an immediate offset instead of a `.rodata`
 /// load, a register move and an add per field. No instruction of ours loads at an offset
 /// in the marker range otherwise: the stack is below the frame pointer, map values and
-/// contexts are far smaller.
+/// contexts are far smaller. Nor does any other immediate of ours fall in it: the daemon
+/// refuses an object that holds a marker in arithmetic, a store or a 64-bit immediate
+/// (an address computed from it would load elsewhere), and its test runs on the real
+/// object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FieldMark {
     /// Index of the field in [`KernelOffsets`].

@@ -54,7 +54,8 @@ pub fn counted(
             assert!(
                 ours < kernel as f64 && kernel as f64 - ours <= missed,
                 "{metric}{labels:?} {ours} vs kernel {what} {kernel}, with {missed} program \
-                 runs the kernel skipped"
+                 runs the kernel skipped; the programs' own errors (all listeners): {:?}",
+                errors(metrics)
             );
             println!("{metric}{labels:?}: {ours} of {kernel}, {missed} runs skipped");
         }
@@ -144,4 +145,15 @@ pub fn reconciled(daemon: &Daemon, ns: &Netns, kernel: u64) {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// Every `listendrop_bpf_errors_total` by kind, for failure messages.
+fn errors(metrics: &[Sample]) -> Vec<(String, f64)> {
+    const METRIC: &str = "listendrop_bpf_errors_total";
+    metrics
+        .iter()
+        .filter(|s| s.metric == METRIC)
+        .filter_map(|s| s.labels.get("kind"))
+        .map(|kind| (kind.to_owned(), sum(metrics, METRIC, &[("kind", kind)])))
+        .collect()
 }

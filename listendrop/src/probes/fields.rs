@@ -10,7 +10,7 @@
 
 use aya_obj::generated::{
     BPF_ALU, BPF_ALU64, BPF_CALL, BPF_DW, BPF_EXIT, BPF_IMM, BPF_JA, BPF_JMP, BPF_JMP32, BPF_K,
-    BPF_LD, BPF_LDX, BPF_MEM, BPF_MEMSX, BPF_MOV,
+    BPF_LD, BPF_LDX, BPF_MEM, BPF_MEMSX, BPF_MOV, BPF_ST,
 };
 use listendrop_common::{FieldMark, KernelOffsets, ValueMark};
 use object::{Object as _, ObjectSection as _, SectionKind};
@@ -24,9 +24,10 @@ pub enum FieldError {
     /// A program section lies outside the file.
     #[error("eBPF object section {0} has no data in the file")]
     Section(String),
-    /// The compiler put a marker somewhere else than into a load, a compare or a move
-    /// (patching it would compute something else): the build is not what this code
-    /// expects.
+    /// The compiler put a field marker somewhere else than into a load's offset (into a
+    /// register, to compute the address with), or a value marker into arithmetic:
+    /// patching it would compute something else, leaving it would load elsewhere. The
+    /// build is not what this code expects.
     #[error(
         "instruction {index} of eBPF section {section} uses marker {mark:#x} in an \
          arithmetic instruction: rebuild listendrop with the pinned toolchain"
@@ -168,6 +169,10 @@ fn patch_section(
             if let Some(mark) = halves.into_iter().find(|h| ValueMark::of(*h).is_some()) {
                 return Err(unpatched(name, at, mark));
             }
+            // A field marker as the whole value: an offset about to be added to an address.
+            if halves[1] == 0 && marks_field(halves[0]) {
+                return Err(unfolded(name, at, halves[0]));
+            }
             at += 2 * INSN;
             continue;
         }
@@ -187,8 +192,12 @@ fn patch_section(
             }
         }
         let imm = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
-        let marks_field = i16::try_from(imm).ok().and_then(FieldMark::of).is_some();
+        let marks_field = marks_field(imm);
         let value = ValueMark::of(imm);
+        // A field marker stored to memory comes back as an offset to add to an address.
+        if marks_field && class == BPF_ST {
+            return Err(unfolded(name, at, imm));
+        }
         let alu = class == BPF_ALU || class == BPF_ALU64;
         let with_k = op & 0x08 == BPF_K;
         if with_k && (alu || class == BPF_JMP || class == BPF_JMP32) {
@@ -215,11 +224,7 @@ fn patch_section(
                 // that is added next (seen when the compiler runs short of registers);
                 // arithmetic on a value marker would patch into nonsense.
                 _ if alu && (marks_field || value.is_some()) => {
-                    return Err(FieldError::Unfolded {
-                        section: name.to_owned(),
-                        index: at / INSN,
-                        mark: imm,
-                    });
+                    return Err(unfolded(name, at, imm));
                 }
                 _ => {}
             }
@@ -230,6 +235,19 @@ fn patch_section(
         at += INSN;
     }
     Ok((loads, values))
+}
+
+/// Whether immediate `imm` is a field marker.
+fn marks_field(imm: i32) -> bool {
+    i16::try_from(imm).ok().and_then(FieldMark::of).is_some()
+}
+
+fn unfolded(section: &str, at: usize, mark: i32) -> FieldError {
+    FieldError::Unfolded {
+        section: section.to_owned(),
+        index: at / INSN,
+        mark,
+    }
 }
 
 fn unpatched(section: &str, at: usize, mark: i32) -> FieldError {
@@ -372,18 +390,28 @@ mod tests {
         // The second half of a 64-bit immediate is skipped, whatever it holds.
         let ld_imm64 = [insn(BPF_LD | BPF_IMM | BPF_DW, 0, 0), load.clone()].concat();
         assert_eq!(section(&ld_imm64).unwrap(), (0, 0));
-        // Added to an address, or moved into a register to be added next: refused.
+        // Added to an address, or put in a register or memory to be added next: refused.
+        let unfolded = |code: &[u8]| matches!(section(code), Err(FieldError::Unfolded { mark: m, .. }) if m == i32::from(mark));
         for op in [
             BPF_ALU64 | aya_obj::generated::BPF_ADD,
             BPF_ALU64 | BPF_MOV,
             BPF_ALU | BPF_MOV,
         ] {
-            let arithmetic = insn(op | BPF_K, 0, i32::from(mark));
-            assert!(
-                matches!(section(&arithmetic), Err(FieldError::Unfolded { mark: m, .. }) if m == i32::from(mark)),
-                "{op:#x}"
-            );
+            assert!(unfolded(&insn(op | BPF_K, 0, i32::from(mark))), "{op:#x}");
         }
+        let st = BPF_ST | BPF_MEM | aya_obj::generated::BPF_W;
+        assert!(unfolded(&insn(st, -8, i32::from(mark))));
+        let wide = [
+            insn(BPF_LD | BPF_IMM | BPF_DW, 0, i32::from(mark)),
+            insn(0, 0, 0),
+        ];
+        assert!(unfolded(&wide.concat()));
+        // As the low half of a larger 64-bit value it is no offset: left alone.
+        let larger = [
+            insn(BPF_LD | BPF_IMM | BPF_DW, 0, i32::from(mark)),
+            insn(0, 0, 1),
+        ];
+        assert_eq!(section(&larger.concat()).unwrap(), (0, 0));
         // A value: compared with (JNE, JMP32 JEQ) or moved, patched to the field's value.
         let value = ValueMark { field: 5 }.imm();
         let words = layout().words();
