@@ -54,8 +54,10 @@ pub fn counted(
             assert!(
                 ours < kernel as f64 && kernel as f64 - ours <= missed,
                 "{metric}{labels:?} {ours} vs kernel {what} {kernel}, with {missed} program \
-                 runs the kernel skipped; the programs' own errors (all listeners): {:?}",
-                errors(metrics)
+                 runs the kernel skipped; the programs' own errors (all listeners): {:?}; \
+                 every drop series of the namespace: {:?}",
+                errors(metrics),
+                series(metrics, &netns)
             );
             println!("{metric}{labels:?}: {ours} of {kernel}, {missed} runs skipped");
         }
@@ -145,6 +147,24 @@ pub fn reconciled(daemon: &Daemon, ns: &Netns, kernel: u64) {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// Every `listendrop_drops_total` series of namespace `netns` (port, reason, value), for
+/// failure messages: a drop counted under another reason or listener shows here.
+fn series(metrics: &[Sample], netns: &str) -> Vec<(String, String, f64)> {
+    metrics
+        .iter()
+        .filter(|s| s.metric == "listendrop_drops_total")
+        .filter(|s| s.labels.get("netns") == Some(netns))
+        .map(|s| {
+            let label = |k: &str| s.labels.get(k).unwrap_or_default().to_owned();
+            (
+                label("listen_port"),
+                label("reason"),
+                super::daemon::value(s),
+            )
+        })
+        .collect()
 }
 
 /// Every `listendrop_bpf_errors_total` by kind, for failure messages.

@@ -10,6 +10,7 @@ use std::{
 };
 
 use super::{
+    daemon::counting_exactly,
     netns::{delta, Netns},
     raw,
     sockets::{connect, listen, local, poke},
@@ -71,6 +72,7 @@ pub fn ack_overflow_after(
         }
         let _client = connect(quiet_addr);
         let _served = quiet.accept().unwrap();
+        let _exact = counting_exactly();
 
         let mut victim_streams: Vec<_> = (0..victims).map(|_| connect(addr)).collect();
         let mut fillers = Vec::new();
@@ -113,6 +115,7 @@ pub fn ack_overflow_after(
 /// packets as fast as this process can send them: every packet is an ACK-time overflow.
 pub fn overflow_flood(ns: &Netns, secs: u64) -> (u64, SocketAddr) {
     ns.enter(|| {
+        let _exact = counting_exactly();
         let listener = listen("127.0.0.1:0".parse().unwrap(), 1, Some(30));
         let SocketAddr::V4(server) = local(&listener) else {
             unreachable!()
@@ -222,6 +225,7 @@ pub fn stop_and_overflow(
             );
             sleep(Duration::from_millis(20));
         }
+        let _exact = counting_exactly();
         for _ in 0..acks {
             raw::ack(&sender, client, server, isn + 1, server_isn.wrapping_add(1));
             sleep(gap);

@@ -284,6 +284,8 @@ fn trace_json_emits_one_object_per_drop() {
     if let Ok(kind) = std::env::var("LISTENDROP_PROBE_KIND") {
         cmd.args(["--probe-kind", &kind]);
     }
+    // Its programs are attached once it waits for drops.
+    let changing = crate::support::daemon::changing_programs();
     let mut trace = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -298,6 +300,7 @@ fn trace_json_emits_one_object_per_drop() {
             break;
         }
     }
+    drop(changing);
     assert!(ready, "trace did not start");
     let before = ns.nstat();
     let scenario = crate::support::scenarios::ack_overflow(&ns, "127.0.0.1:0", None, 2);
@@ -313,12 +316,14 @@ fn trace_json_emits_one_object_per_drop() {
             .collect::<Vec<String>>()
     });
     sleep(Duration::from_millis(1000));
+    let changing = crate::support::daemon::changing_programs();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(trace.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     assert!(trace.wait().unwrap().success());
+    drop(changing);
     let lines = reader.join().unwrap();
     let objects: Vec<serde_json::Value> = lines
         .iter()

@@ -71,7 +71,11 @@ fn check_reports_what_the_daemon_attaches() {
     if let Ok(kind) = std::env::var("LISTENDROP_PROBE_KIND") {
         cmd.args(["--probe-kind", &kind]);
     }
-    let out = cmd.output().unwrap();
+    // `check` loads and attaches every program, then detaches it.
+    let out = {
+        let _changing = crate::support::daemon::changing_programs();
+        cmd.output().unwrap()
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     let daemon = Daemon::start(&[]);
