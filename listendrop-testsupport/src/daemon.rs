@@ -40,10 +40,11 @@ pub fn binary() -> String {
 /// detaches, its programs (a daemon starting or stopping, `check`, `trace`, `unpin`).
 ///
 /// Measured on the 6.18 host (docs/design.md, "Programs attached next to ours"): while
-/// other processes attach and detach `tp_btf` programs on the same tracepoints, the kernel
-/// now and then runs no raw tracepoint program at all for a `kfree_skb` that its own trace
-/// event records, and counts no miss for it. Tests run daemons side by side; this keeps
-/// their start and stop out of the moments where a test counts.
+/// another process attaches and detaches `tp_btf` programs on `kfree_skb`, the kernel now
+/// and then runs no raw tracepoint program for a `kfree_skb` that its own trace event
+/// records, and counts no miss for it. Tests run daemons side by side; this keeps their
+/// start and stop out of the moments where a test of the same test binary counts (one
+/// lock per process: test binaries run one after another).
 static PROGRAMS: RwLock<()> = RwLock::new(());
 
 /// Holds off listendrop processes of this test run from changing their programs while
@@ -245,9 +246,17 @@ impl Daemon {
         self.wait_for_exit()
     }
 
-    /// Waits (10 s at most) for the exit that a signal already sent should cause.
-    pub fn stop_after_signal(self) -> std::process::ExitStatus {
+    /// Sends `signal`, checks that the daemon logs that it detaches, and waits (10 s at
+    /// most) for its exit.
+    pub fn stop_with(self, signal: Signal) -> std::process::ExitStatus {
         let _changing = changing_programs();
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal");
+        assert!(
+            self.wait_for_lines(Duration::from_secs(10), |l| l
+                .iter()
+                .any(|l| l.contains("detaching and exiting"))),
+            "{signal}: no \"detaching and exiting\" in 10 s"
+        );
         self.wait_for_exit()
     }
 
@@ -257,10 +266,13 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "listendrop ignored SIGTERM for 10 s"
-            );
+            if Instant::now() >= deadline {
+                // Killed here, so that `Drop` (which would take the lock this thread may
+                // hold) finds it gone.
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("listendrop ignored its signal for 10 s");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -4,7 +4,7 @@
 use prometheus_parse::Sample;
 
 use super::{
-    daemon::{sum, Daemon},
+    daemon::{sum, value, Daemon},
     netns::Netns,
 };
 
@@ -55,9 +55,14 @@ pub fn counted(
                 ours < kernel as f64 && kernel as f64 - ours <= missed,
                 "{metric}{labels:?} {ours} vs kernel {what} {kernel}, with {missed} program \
                  runs the kernel skipped; the programs' own errors (all listeners): {:?}; \
-                 every drop series of the namespace: {:?}",
+                 every drop series of the namespace: {:?}; its unattributed drops: {}",
                 errors(metrics),
-                series(metrics, &netns)
+                series(metrics, &netns),
+                sum(
+                    metrics,
+                    "listendrop_unattributed_drops_total",
+                    &[("netns", &netns)]
+                )
             );
             println!("{metric}{labels:?}: {ours} of {kernel}, {missed} runs skipped");
         }
@@ -158,11 +163,7 @@ fn series(metrics: &[Sample], netns: &str) -> Vec<(String, String, f64)> {
         .filter(|s| s.labels.get("netns") == Some(netns))
         .map(|s| {
             let label = |k: &str| s.labels.get(k).unwrap_or_default().to_owned();
-            (
-                label("listen_port"),
-                label("reason"),
-                super::daemon::value(s),
-            )
+            (label("listen_port"), label("reason"), value(s))
         })
         .collect()
 }

@@ -207,6 +207,7 @@ pub fn stop_and_overflow(
     });
     let before = ns.nstat();
     let fillers = ns.enter(|| {
+        let _exact = counting_exactly();
         let sniffer = raw::frame_sniffer();
         let sender = raw::sender();
         let isn = 4_000_000;
@@ -225,7 +226,6 @@ pub fn stop_and_overflow(
             );
             sleep(Duration::from_millis(20));
         }
-        let _exact = counting_exactly();
         for _ in 0..acks {
             raw::ack(&sender, client, server, isn + 1, server_isn.wrapping_add(1));
             sleep(gap);

@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::{
-    support::daemon::{binary, value},
+    support::daemon::{binary, changing_programs, value},
     tools::{self, TempDir},
 };
 
@@ -123,6 +123,8 @@ pub struct Restricted {
 /// Starts `bin` under `caps` on a free loopback port, with `extra` arguments, and waits
 /// until it serves or exits.
 pub fn start(bin: &std::path::Path, caps: &[String], extra: &[&str]) -> Outcome {
+    // Its programs are attached before it serves.
+    let _changing = changing_programs();
     let mut child = restricted(caps, bin.to_str().unwrap())
         .args(["--web.listen-address", "127.0.0.1:0"])
         .args(extra)
@@ -182,6 +184,7 @@ impl Restricted {
 impl Drop for Restricted {
     fn drop(&mut self) {
         // Only this child (setpriv execs the daemon: same pid), by pid.
+        let _changing = changing_programs();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -414,6 +414,7 @@ fn ack_without_a_route_is_other_on_every_kind() {
     ns.neighbour("198.18.7.2", "02:00:00:00:07:02");
     let before = ns.nstat();
     let (server, client) = ns.enter(|| {
+        let _exact = crate::support::daemon::counting_exactly();
         let listener = listen("198.18.7.1:0".parse().unwrap(), 16, None);
         let SocketAddr::V4(server) = local(&listener) else {
             unreachable!()

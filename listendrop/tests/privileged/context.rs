@@ -322,8 +322,9 @@ fn trace_json_emits_one_object_per_drop() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(trace.wait().unwrap().success());
+    let status = trace.wait().unwrap();
     drop(changing);
+    assert!(status.success());
     let lines = reader.join().unwrap();
     let objects: Vec<serde_json::Value> = lines
         .iter()

@@ -37,12 +37,7 @@ fn sigterm_and_sigint_leave_no_program_behind() {
         for id in &maps {
             run(Command::new("bpftool").args(["map", "show", "id", &id.to_string()]));
         }
-        let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap();
-        assert!(daemon.wait_for_lines(Duration::from_secs(10), |l| l
-            .iter()
-            .any(|l| l.contains("detaching and exiting"))));
-        let status = daemon.stop_after_signal();
+        let status = daemon.stop_with(signal);
         assert!(status.success(), "{signal}: {status}");
         // A program attached to a tracepoint (tp_btf, raw_tp) is freed after an RCU grace
         // period (6.10+), its maps when their last program is: not at once.

@@ -54,7 +54,8 @@ fn restart_during_drops(ns: &Netns, first: Daemon, pin_dir: &str, links_pinned: 
     let (second, scenario, gap) = std::thread::scope(|s| {
         let run = s.spawn(|| ack_overflow(ns, "127.0.0.1:0", None, 2));
         let netns = ns.inode.to_string();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Generous: the scenario may first wait for other tests' daemons to start.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let seen = sum(
                 &first.metrics(),

@@ -249,6 +249,8 @@ impl Trace {
         if let Ok(kind) = std::env::var("LISTENDROP_PROBE_KIND") {
             cmd.args(["--probe-kind", &kind]);
         }
+        // Its programs are attached once it waits for drops.
+        let changing = crate::support::daemon::changing_programs();
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -267,6 +269,7 @@ impl Trace {
             .map_while(Result::ok)
             .inspect(|l| eprintln!("[trace] {l}"))
             .any(|l| l.contains("waiting for drops"));
+        drop(changing);
         assert!(ready, "trace did not start");
         // Keep reading: with its stderr closed, trace's next log line would fail.
         std::thread::spawn(move || {
@@ -285,12 +288,15 @@ impl Trace {
     /// Stops it (SIGTERM) and returns the objects it printed.
     pub fn stop(mut self) -> Vec<serde_json::Value> {
         std::thread::sleep(Duration::from_millis(500));
+        let changing = crate::support::daemon::changing_programs();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        assert!(self.child.wait().unwrap().success());
+        let status = self.child.wait().unwrap();
+        drop(changing);
+        assert!(status.success());
         let lines = self.stdout.take().unwrap().join().unwrap();
         lines
             .iter()
