@@ -90,6 +90,9 @@ const fn bounds(key: &'static str, min: u64, max: u64, unit: &'static str) -> Bo
     }
 }
 
+/// `--web.max-connections`.
+pub static WEB_MAX_CONNECTIONS: Bounds =
+    bounds("web-max-connections", 1, 65_536, "HTTP connections");
 /// `--max-listener-keys`.
 pub static MAX_LISTENER_KEYS: Bounds = bounds(
     "max-listener-keys",

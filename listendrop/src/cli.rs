@@ -11,7 +11,7 @@ use listendrop_common::{
 };
 
 use crate::{
-    bounds,
+    bounds, http,
     inventory::containers::{
         self, DEFAULT_API_TIMEOUT_MS, DEFAULT_DOCKER_SOCKET, DEFAULT_PODMAN_SOCKET,
     },
@@ -293,6 +293,19 @@ pub struct RunArgs {
         env = "LISTENDROP_WEB_CONFIG_FILE"
     )]
     pub web_config_file: Option<PathBuf>,
+
+    /// HTTP connections served at once (scrapes, health checks and clients that have not
+    /// yet sent their request); one more is answered 503 and closed, so clients that
+    /// open connections and never send a request cannot exhaust the daemon's memory or
+    /// file descriptors. Each connection must send its headers within 5 s.
+    #[arg(
+        long = "web.max-connections",
+        value_name = "N",
+        env = "LISTENDROP_WEB_MAX_CONNECTIONS",
+        default_value_t = http::DEFAULT_MAX_CONNECTIONS,
+        value_parser = |s: &str| bounds::WEB_MAX_CONNECTIONS.parse::<usize>(s)
+    )]
+    pub web_max_connections: usize,
 
     /// Only report listeners in these network namespaces (inode numbers, as in
     /// `ls -iL /proc/PID/ns/net`; comma-separated). Default: all.

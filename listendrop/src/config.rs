@@ -30,6 +30,7 @@ pub const DEFAULT_PATH: &str = "/etc/listendrop/config.toml";
 struct FileConfig {
     web_listen_address: Option<SocketAddr>,
     web_config_file: Option<PathBuf>,
+    web_max_connections: Option<Spanned<u64>>,
     include_netns: Option<Vec<u32>>,
     exclude_netns: Option<Vec<u32>>,
     include_ports: Option<Vec<u16>>,
@@ -158,6 +159,17 @@ fn merge(
         "web_config_file",
         file.web_config_file.take().map(Some),
         args.web_config_file
+    );
+    take!(
+        explicit,
+        "web_max_connections",
+        numbers
+            .get(
+                file.web_max_connections.take(),
+                &bounds::WEB_MAX_CONNECTIONS
+            )?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        args.web_max_connections
     );
     take!(
         explicit,
@@ -396,6 +408,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("from 1 to 86400"), "{err}");
+        let err = resolve(&[], "web-max-connections = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("web-max-connections = 0 is out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_connection_cap_comes_from_the_file_unless_a_flag_sets_it() {
+        let run = resolve(&[], "web-max-connections = 64\n").unwrap();
+        assert_eq!(run.web_max_connections, 64);
+        let run = resolve(
+            &["--web.max-connections", "8"],
+            "web-max-connections = 64\n",
+        )
+        .unwrap();
+        assert_eq!(run.web_max_connections, 8);
+        assert_eq!(
+            resolve(&[], "").unwrap().web_max_connections,
+            crate::http::DEFAULT_MAX_CONNECTIONS
+        );
     }
 
     #[test]

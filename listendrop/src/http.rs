@@ -27,8 +27,9 @@ pub type Scrape = Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>;
 
 /// Prometheus' text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// Connections served at once; more are answered 503 and closed.
-pub const MAX_CONNECTIONS: usize = 512;
+/// Connections served at once unless `--web.max-connections` says otherwise; more are
+/// answered 503 and closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Time a client has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest life of one connection (keep-alive included).
@@ -42,9 +43,14 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
 
 /// Serves requests on `listener` until the task is dropped, with the TLS and
-/// authentication of `web`.
-pub async fn serve(listener: TcpListener, scrape: Scrape, web: Arc<Endpoint>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// authentication of `web`, at most `max_connections` at once.
+pub async fn serve(
+    listener: TcpListener,
+    scrape: Scrape,
+    web: Arc<Endpoint>,
+    max_connections: usize,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -56,7 +62,7 @@ pub async fn serve(listener: TcpListener, scrape: Scrape, web: Arc<Endpoint>) {
             }
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::debug!("HTTP connection from {peer} refused: {MAX_CONNECTIONS} already open");
+            tracing::debug!("HTTP connection from {peer} refused: {max_connections} already open");
             if web.scheme() == "https" {
                 // Plain text would only garble a TLS client's handshake: just close.
                 continue;

@@ -84,7 +84,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
 
     let mut logger = DropLogger::new(Arc::clone(&shared));
     let result = tokio::select! {
-        () = http::serve(listener, scrape, web) => Ok(()),
+        () = http::serve(listener, scrape, web, args.web_max_connections) => Ok(()),
         r = events::drain(ring, stats, |e| logger.log(e)) => r.context("reading drop events"),
         _ = sigint.recv() => { tracing::info!("SIGINT: detaching and exiting"); Ok(()) }
         _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching and exiting"); Ok(()) }

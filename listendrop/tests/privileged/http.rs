@@ -64,7 +64,7 @@ fn scrape_among_idle_and_malformed(daemon: &Daemon) -> Vec<TcpStream> {
     idle
 }
 
-/// Past the connection cap (512), with the idle ones still held, connections are
+/// Past the connection cap (512, `--web.max-connections`), with the idle ones still held, connections are
 /// answered 503 and closed at once.
 fn connections_past_the_cap_refused(daemon: &Daemon) {
     // (All connect first, then look: the idle ones must not reach their 5 s timeout.)
@@ -82,7 +82,7 @@ fn connections_past_the_cap_refused(daemon: &Daemon) {
             refused += 1;
         }
     }
-    // 300 idle + 1 keep-alive scrape + 260: the last 49 are over the cap of 512.
+    // 300 idle + 1 keep-alive scrape + 260: the last 49 are over the default cap of 512.
     assert!(refused > 0, "no connection was refused beyond the cap");
     drop(more);
 }

@@ -278,8 +278,10 @@ fn run_guest(guest: &Guest, opts: &Options, out: &Path) -> anyhow::Result<Boot> 
     let init = InitOptions {
         env: &guest.env,
         test_args: &guest.test_args,
-        // Well before the host kills the VM (the guest's clock is the host's under TCG).
-        stall_secs: opts.timeout * 3 / 5,
+        // Before the host kills the VM (the guest's clock is the host's under TCG), with
+        // time left for the dump; late enough not to run (and take CPU) in the middle of
+        // a slow emulated guest's last tests (arm64 suites took up to 430 s in CI).
+        stall_secs: opts.timeout * 4 / 5,
     };
     let boot_once = || {
         guest
