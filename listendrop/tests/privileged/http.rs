@@ -64,8 +64,8 @@ fn scrape_among_idle_and_malformed(daemon: &Daemon) -> Vec<TcpStream> {
     idle
 }
 
-/// Past the connection cap (512, `--web.max-connections`), with the idle ones still held, connections are
-/// answered 503 and closed at once.
+/// Past the connection cap (512 by default, `--web.max-connections`), with the idle ones
+/// still held, connections are answered 503 and closed at once.
 fn connections_past_the_cap_refused(daemon: &Daemon) {
     // (All connect first, then look: the idle ones must not reach their 5 s timeout.)
     let mut more: Vec<TcpStream> = (0..260)
