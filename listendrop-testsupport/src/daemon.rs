@@ -4,7 +4,7 @@ use std::{
     io::{BufRead as _, BufReader},
     net::SocketAddr,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -35,30 +35,7 @@ pub fn binary() -> String {
     bin.to_string_lossy().into_owned()
 }
 
-/// Held shared while a scenario whose drops are compared exactly with the kernel's runs,
-/// and exclusively while a listendrop process of this test run loads and attaches, or
-/// detaches, its programs (a daemon starting or stopping, `check`, `trace`, `unpin`).
-///
-/// Measured on the 6.18 host (docs/design.md, "Programs attached next to ours"): while
-/// another process attaches and detaches `tp_btf` programs on `kfree_skb`, the kernel now
-/// and then runs no raw tracepoint program for a `kfree_skb` that its own trace event
-/// records, and counts no miss for it. Tests run daemons side by side; this keeps their
-/// start and stop out of the moments where a test of the same test binary counts (one
-/// lock per process: test binaries run one after another).
-static PROGRAMS: RwLock<()> = RwLock::new(());
-
-/// Holds off listendrop processes of this test run from changing their programs while
-/// the guard lives (a scenario that counts exactly). Never held across a daemon's start
-/// or stop, nor twice on one thread.
-pub fn counting_exactly() -> RwLockReadGuard<'static, ()> {
-    PROGRAMS.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Waits until no exact scenario runs, and holds new ones off while the guard lives
-/// (a listendrop process attaching or detaching programs).
-pub fn changing_programs() -> RwLockWriteGuard<'static, ()> {
-    PROGRAMS.write().unwrap_or_else(PoisonError::into_inner)
-}
+pub use crate::programs::{changing_programs, counting_exactly};
 
 /// A running daemon and everything it printed.
 pub struct Daemon {

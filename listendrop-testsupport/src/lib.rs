@@ -9,6 +9,7 @@ pub mod containers;
 pub mod daemon;
 pub mod expect;
 pub mod netns;
+pub mod programs;
 pub mod raw;
 pub mod scenarios;
 pub mod sockets;
