@@ -37,6 +37,9 @@ pub fn binary() -> String {
 
 pub use crate::programs::{changing_programs, counting_exactly};
 
+/// Time a daemon has to serve after it was spawned.
+const START_LIMIT_SECS: u64 = 120;
+
 /// A running daemon and everything it printed.
 pub struct Daemon {
     child: Child,
@@ -111,7 +114,9 @@ impl Daemon {
                 sink.lock().unwrap().push(line);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Loading the programs alone takes ~11 s on an emulated arm64 guest, longer with a
+        // second test's daemon starting beside it; the limit only catches a hung start.
+        let deadline = Instant::now() + Duration::from_secs(START_LIMIT_SECS);
         let addr = loop {
             let found = lines.lock().unwrap().iter().find_map(|l| {
                 // http:// or, with --web.config.file and TLS, https://.
@@ -129,7 +134,7 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "listendrop did not start in 30 s"
+                "listendrop did not start in {START_LIMIT_SECS} s"
             );
             std::thread::sleep(Duration::from_millis(20));
         };

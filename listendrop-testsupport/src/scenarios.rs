@@ -112,8 +112,10 @@ pub fn ack_overflow_after(
 }
 
 /// An accept queue held full and one handshake whose final ACK is replayed with raw
-/// packets as fast as this process can send them: every packet is an ACK-time overflow.
-pub fn overflow_flood(ns: &Netns, secs: u64) -> (u64, SocketAddr) {
+/// packets as fast as this process can send them, for `secs` and, on a machine too slow
+/// to send `at_least` in that time, until it has (8 × `secs` at most): every packet is an
+/// ACK-time overflow.
+pub fn overflow_flood(ns: &Netns, secs: u64, at_least: u64) -> (u64, SocketAddr) {
     ns.enter(|| {
         let _exact = counting_exactly();
         let listener = listen("127.0.0.1:0".parse().unwrap(), 1, Some(30));
@@ -132,9 +134,11 @@ pub fn overflow_flood(ns: &Netns, secs: u64) -> (u64, SocketAddr) {
             sleep(Duration::from_millis(30));
         }
         let sender = raw::sender();
-        let deadline = Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(secs);
+        let limit = started + Duration::from_secs(secs * 8);
         let mut sent = 0u64;
-        while Instant::now() < deadline {
+        while Instant::now() < deadline || (sent < at_least && Instant::now() < limit) {
             for _ in 0..1000 {
                 raw::data(
                     &sender,

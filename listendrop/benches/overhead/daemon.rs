@@ -73,7 +73,7 @@ pub fn flood(report: &mut Report, ns: &Netns) {
     let before: Vec<(u64, (u64, u64))> =
         progs.iter().map(|(id, _)| (*id, prog_stats(*id))).collect();
     let secs = 30;
-    let (sent, server) = overflow_flood(ns, secs);
+    let (sent, server) = overflow_flood(ns, secs, 0);
     let after_kernel = ns.nstat();
     std::thread::sleep(Duration::from_secs(2));
     let (cpu1, peak) = usage(daemon.pid());

@@ -121,7 +121,7 @@ pub fn measure(report: &mut Report, ns: &Netns) {
         report,
         "kfree_skb, matching frees (an ACK-time overflow flood; ours with full attribution, \
          bpftrace's count() per rx_sk)",
-        side_by_side(ns, |ns| overflow_flood(ns, 4).0),
+        side_by_side(ns, |ns| overflow_flood(ns, 4, 0).0),
         0.0,
     );
 }

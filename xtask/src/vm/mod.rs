@@ -75,7 +75,9 @@ pub struct Options {
     #[arg(long)]
     verbose: bool,
     /// Wall-clock limit per guest, boot to power-off, in seconds; the VM is killed after.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    /// (An emulated arm64 guest of the full suite takes up to ~580 s on a 2-core machine
+    /// sharing it with a second guest.)
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
     timeout: u64,
     /// Extra environment for the tests in the VMs, e.g. `--env RUST_LOG=debug`
     /// (repeatable; overrides the matrix's).
