@@ -229,7 +229,8 @@ fn churn_of_listeners_and_namespaces_leaves_no_series_behind() {
             .collect();
         crate::support::scenarios::ack_overflow(&namespaces[0], "127.0.0.1:0", None, 1);
         let inodes: Vec<String> = namespaces.iter().map(|n| n.inode.to_string()).collect();
-        let seen = daemon.wait_for_metric(Duration::from_secs(30), |m| {
+        // (A pass over 600 listeners beside other tests takes seconds on an emulated guest.)
+        let seen = daemon.wait_for_metric(Duration::from_secs(90), |m| {
             inodes.iter().all(|netns| {
                 m.iter()
                     .filter(|s| {
@@ -261,7 +262,7 @@ fn churn_of_listeners_and_namespaces_leaves_no_series_behind() {
             .map(|s| format!("{}{:?}", s.metric, s.labels))
             .collect::<Vec<_>>()
     };
-    let clean = daemon.wait_for_metric(Duration::from_secs(30), |m| leftovers(m).is_empty());
+    let clean = daemon.wait_for_metric(Duration::from_secs(60), |m| leftovers(m).is_empty());
     assert!(clean, "left behind: {:#?}", leftovers(&daemon.metrics()));
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
