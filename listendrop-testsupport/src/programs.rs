@@ -44,12 +44,17 @@ struct State {
     /// Threads of the holder's kind that were waiting when it took the lock, and may
     /// still join while the other kind waits.
     batch: usize,
+    /// The kind whose turn it is once the lock is free: the one that waited while the
+    /// other held it (a free lock is not raced for by a kind that just had it).
+    turn: Option<Kind>,
 }
 
 impl State {
     fn may_enter(&self, kind: Kind) -> bool {
         match self.holder {
-            None => true,
+            None => self
+                .turn
+                .is_none_or(|turn| turn == kind || self.waiting[turn.index()] == 0),
             // Joining one's own kind while the other kind does not wait, or with those
             // that waited together.
             Some(holder) => {
@@ -64,6 +69,7 @@ static STATE: Mutex<State> = Mutex::new(State {
     holder: None,
     waiting: [0, 0],
     batch: 0,
+    turn: None,
 });
 static CHANGED: Condvar = Condvar::new();
 
@@ -86,6 +92,7 @@ fn enter(kind: Kind) -> Moment {
     state.waiting[kind.index()] -= 1;
     if state.holder.is_none() {
         state.holder = Some(kind);
+        state.turn = None;
         state.batch = state.waiting[kind.index()];
     } else {
         state.batch = state.batch.saturating_sub(1);
@@ -102,6 +109,8 @@ impl Drop for Moment {
         if state.held == 0 {
             state.holder = None;
             state.batch = 0;
+            let other = self.kind.other();
+            state.turn = (state.waiting[other.index()] > 0).then_some(other);
         }
         CHANGED.notify_all();
     }
@@ -171,8 +180,14 @@ mod tests {
         );
         let state = state();
         assert_eq!(
-            (state.held, state.holder, state.waiting, state.batch),
-            (0, None, [0, 0], 0)
+            (
+                state.held,
+                state.holder,
+                state.waiting,
+                state.batch,
+                state.turn
+            ),
+            (0, None, [0, 0], 0, None)
         );
     }
 }
