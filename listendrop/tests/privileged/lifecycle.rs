@@ -241,10 +241,38 @@ fn churn_of_listeners_and_namespaces_leaves_no_series_behind() {
                     >= per_namespace
             }) && sum(m, "listendrop_drops_total", &[("netns", &inodes[0])]) > 0.0
         });
-        assert!(
-            seen,
-            "round {round}: the daemon never showed every listener"
-        );
+        if !seen {
+            // What it showed instead, and how its inventory fared.
+            let m = daemon.metrics();
+            let shown: Vec<(String, usize)> = inodes
+                .iter()
+                .map(|netns| {
+                    let n = m
+                        .iter()
+                        .filter(|s| {
+                            s.metric == "listendrop_listener_info"
+                                && s.labels.get("netns") == Some(netns.as_str())
+                        })
+                        .count();
+                    (netns.clone(), n)
+                })
+                .collect();
+            let pass = m
+                .iter()
+                .find(|s| s.metric == "listendrop_inventory_duration_seconds")
+                .map(crate::support::daemon::value);
+            let log: Vec<String> = daemon
+                .lines()
+                .into_iter()
+                .filter(|l| l.contains("inventory") || l.contains("WARN"))
+                .collect();
+            panic!(
+                "round {round}: the daemon never showed every listener: listener_info per \
+                 namespace {shown:?} (want {per_namespace} each), drops in the first {}, last \
+                 inventory pass {pass:?} s; its inventory and warning lines: {log:#?}",
+                sum(&m, "listendrop_drops_total", &[("netns", &inodes[0])])
+            );
+        }
         // ... then all of it goes away.
         drop(sockets);
         drop(namespaces);
