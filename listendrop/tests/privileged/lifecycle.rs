@@ -208,7 +208,9 @@ fn churn_of_listeners_and_namespaces_leaves_no_series_behind() {
         hard.min(65536),
         hard,
     );
-    let daemon = Daemon::start(&["--stale-after-secs", "2", "--inventory-interval-secs", "1"]);
+    // The scenario's listener closes when it ends, and its drops go with it once stale: 10 s
+    // leaves time to see them (a scrape of 600 listeners takes seconds on an emulated guest).
+    let daemon = Daemon::start(&["--stale-after-secs", "10", "--inventory-interval-secs", "1"]);
     let per_namespace = 200;
     let mut churned = Vec::new();
     for round in 0..3 {
@@ -230,16 +232,21 @@ fn churn_of_listeners_and_namespaces_leaves_no_series_behind() {
         crate::support::scenarios::ack_overflow(&namespaces[0], "127.0.0.1:0", None, 1);
         let inodes: Vec<String> = namespaces.iter().map(|n| n.inode.to_string()).collect();
         // (A pass over 600 listeners beside other tests takes seconds on an emulated guest.)
+        let saw_drops = std::cell::Cell::new(false);
         let seen = daemon.wait_for_metric(Duration::from_secs(90), |m| {
-            inodes.iter().all(|netns| {
-                m.iter()
-                    .filter(|s| {
-                        s.metric == "listendrop_listener_info"
-                            && s.labels.get("netns") == Some(netns.as_str())
-                    })
-                    .count()
-                    >= per_namespace
-            }) && sum(m, "listendrop_drops_total", &[("netns", &inodes[0])]) > 0.0
+            saw_drops.set(
+                saw_drops.get() || sum(m, "listendrop_drops_total", &[("netns", &inodes[0])]) > 0.0,
+            );
+            saw_drops.get()
+                && inodes.iter().all(|netns| {
+                    m.iter()
+                        .filter(|s| {
+                            s.metric == "listendrop_listener_info"
+                                && s.labels.get("netns") == Some(netns.as_str())
+                        })
+                        .count()
+                        >= per_namespace
+                })
         });
         if !seen {
             // What it showed instead, and how its inventory fared.
@@ -268,9 +275,10 @@ fn churn_of_listeners_and_namespaces_leaves_no_series_behind() {
                 .collect();
             panic!(
                 "round {round}: the daemon never showed every listener: listener_info per \
-                 namespace {shown:?} (want {per_namespace} each), drops in the first {}, last \
-                 inventory pass {pass:?} s; its inventory and warning lines: {log:#?}",
-                sum(&m, "listendrop_drops_total", &[("netns", &inodes[0])])
+                 namespace {shown:?} (want {per_namespace} each), drops in the first {} (seen: {}), \
+                 last inventory pass {pass:?} s; its inventory and warning lines: {log:#?}",
+                sum(&m, "listendrop_drops_total", &[("netns", &inodes[0])]),
+                saw_drops.get()
             );
         }
         // ... then all of it goes away.
