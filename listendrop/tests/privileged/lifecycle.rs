@@ -170,18 +170,10 @@ fn gone_listeners_expire_from_metrics_and_the_kernel_map() {
             break;
         }
         if std::time::Instant::now() > deadline {
-            let pass = metrics
-                .iter()
-                .find(|s| s.metric == "listendrop_inventory_duration_seconds")
-                .map(crate::support::daemon::value);
-            let log: Vec<String> = daemon
-                .lines()
-                .into_iter()
-                .filter(|l| l.contains("inventory"))
-                .collect();
+            let (pass, log) = inventory_report(&daemon, &metrics);
             panic!(
                 "the series never expired in 60 s (last inventory pass {pass:?} s); the \
-                 daemon's inventory lines: {log:#?}"
+                 daemon's inventory and warning lines: {log:#?}"
             );
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -264,15 +256,7 @@ fn churn_of_listeners_and_namespaces_leaves_no_series_behind() {
                     (netns.clone(), n)
                 })
                 .collect();
-            let pass = m
-                .iter()
-                .find(|s| s.metric == "listendrop_inventory_duration_seconds")
-                .map(crate::support::daemon::value);
-            let log: Vec<String> = daemon
-                .lines()
-                .into_iter()
-                .filter(|l| l.contains("inventory") || l.contains("WARN"))
-                .collect();
+            let (pass, log) = inventory_report(&daemon, &m);
             panic!(
                 "round {round}: the daemon never showed every listener: listener_info per \
                  namespace {shown:?} (want {per_namespace} each), drops in the first {} (seen: {}), \
@@ -307,6 +291,24 @@ fn churn_of_listeners_and_namespaces_leaves_no_series_behind() {
         "came back"
     );
     assert!(daemon.stop().success());
+}
+
+/// For a failure that depends on the inventory: the last pass's duration in seconds and the
+/// daemon's inventory and warning lines.
+fn inventory_report(
+    daemon: &Daemon,
+    metrics: &[prometheus_parse::Sample],
+) -> (Option<f64>, Vec<String>) {
+    let pass = metrics
+        .iter()
+        .find(|s| s.metric == "listendrop_inventory_duration_seconds")
+        .map(crate::support::daemon::value);
+    let log = daemon
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("inventory") || l.contains("WARN"))
+        .collect();
+    (pass, log)
 }
 
 /// `(major, minor)` of the running kernel.
