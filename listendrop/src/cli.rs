@@ -56,7 +56,9 @@ pub enum Command {
     /// Detach and remove everything a pinned daemon left in bpffs (stop the daemon first).
     Unpin(UnpinArgs),
     /// Live stream of dropped handshakes: time, listener, owner, client, reason, queue.
-    /// Loads its own probes (root), with or without the daemon running.
+    /// Loads its own probes (root), with or without the daemon running. On Ctrl-C, SIGTERM
+    /// or --count it prints what is still pending, then one line on stderr: events shown,
+    /// and every loss with its fix, or "nothing lost".
     Trace(TraceArgs),
 }
 

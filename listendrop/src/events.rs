@@ -242,18 +242,20 @@ pub struct EventStats {
     pub malformed: AtomicU64,
 }
 
-/// Drains the ring buffer forever, handing each decoded event to `handle`.
+/// Drains the ring buffer, handing each decoded event to `handle`, until `stop`
+/// completes; then reads what is left in the ring once more, so that nothing the
+/// programs submitted before the stop is lost (a consumer that was not scheduled for a
+/// while, or a signal that arrived with records pending).
 pub async fn drain(
     ring: RingBuf<MapData>,
     stats: Arc<EventStats>,
     mut handle: impl FnMut(&Event),
+    stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the
     // AsyncFd (and with it the RingBuf) is dropped.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
-    loop {
-        let mut guard = fd.readable_mut().await?;
-        let ring = guard.get_inner_mut();
+    let mut read_all = |ring: &mut RingBuf<MapData>| {
         while let Some(record) = ring.next() {
             match decode(&record) {
                 Ok(event) => {
@@ -266,7 +268,22 @@ pub async fn drain(
                 }
             }
         }
-        guard.clear_ready();
+    };
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let stopped = tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                read_all(guard.get_inner_mut());
+                guard.clear_ready();
+                false
+            }
+            () = &mut stop => true,
+        };
+        if stopped {
+            read_all(fd.get_mut());
+            return Ok(());
+        }
     }
 }
 

@@ -4,21 +4,23 @@
 
 use std::{
     io::Write as _,
-    sync::{Arc, Mutex},
+    sync::{atomic::Ordering, Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
 use aya::maps::RingBuf;
-use listendrop_common::MAP_EVENTS;
+use listendrop_common::{Health, MAP_EVENTS};
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     cli::TraceArgs,
     context::view::View,
+    counters::{Counters, Snapshot},
     events::{self, Event, EventStats},
     inventory::{owners::Owner, Inventory},
+    probes::programs::Stats,
     session,
     util::lock,
 };
@@ -33,6 +35,10 @@ pub fn trace(args: TraceArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: TraceArgs) -> anyhow::Result<()> {
+    // Installed first: a signal that arrives once "waiting for drops" is printed (or while
+    // the programs load) stops the trace through the final drain, never by default action.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let mut probes = session::open(&args.probes, None)?;
     let uncovered: Vec<&str> = probes
         .coverage()
@@ -47,6 +53,10 @@ async fn run(args: TraceArgs) -> anyhow::Result<()> {
         );
     }
     let ring = RingBuf::try_from(probes.take_map(MAP_EVENTS)?).context("map EVENTS")?;
+    // This session's own counters: what its programs could not hand over is reported at
+    // the end.
+    let counters = Counters::take(&mut probes)?;
+    let programs = probes.programs();
 
     // Owners come from the inventory, refreshed in the background.
     let view = Arc::new(Mutex::new(Arc::new(View::default())));
@@ -69,7 +79,7 @@ async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut seen = 0u64;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
     let handle = |event: &Event| {
-        if !wanted(&args, event) {
+        if !wanted(&args, event) || args.count.is_some_and(|n| seen >= n) {
             return;
         }
         let view = Arc::clone(&lock(&view));
@@ -87,16 +97,73 @@ async fn run(args: TraceArgs) -> anyhow::Result<()> {
             let _ = done_tx.try_send(());
         }
     };
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = events::drain(ring, Arc::new(EventStats::default()), handle) => r?,
-        _ = done_rx.recv() => {}
-        _ = sigint.recv() => {}
-        _ = sigterm.recv() => {}
-    }
+    let stop = async {
+        tokio::select! {
+            _ = done_rx.recv() => {}
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    // On a stop the drain prints what the ring still holds before returning.
+    let stats = Arc::new(EventStats::default());
+    events::drain(ring, Arc::clone(&stats), handle, stop).await?;
+    eprintln!(
+        "listendrop trace: {}",
+        summary(
+            seen,
+            stats.received.load(Ordering::Relaxed),
+            &counters.snapshot()?,
+            &programs.stats()
+        )
+    );
     drop(probes);
     Ok(())
+}
+
+/// What the session showed and what it could not: events the programs could not hand
+/// over (their drops are still counted by the daemon's counters, not shown here),
+/// problems of the programs, and runs of the programs the kernel skipped.
+fn summary(shown: u64, received: u64, counts: &Snapshot, programs: &[Stats]) -> String {
+    let mut out = format!("{shown} shown of {received} events received");
+    let mut lost = Vec::new();
+    for (h, why) in [
+        (
+            Health::RingBufferFull,
+            "the event ring was full (raise --events-buffer-kib)",
+        ),
+        (Health::RateLimited, "over --events-per-listener-per-sec"),
+        (
+            Health::MapFull,
+            "the counter map was full (raise --max-listener-keys)",
+        ),
+        (Health::NoListener, "a drop without its listener"),
+        (Health::Read, "a kernel read failed"),
+        (Health::StaleCall, "a return probe was missed"),
+    ] {
+        let n = counts.health(h);
+        if n > 0 {
+            lost.push(format!("{n} not sent: {why}"));
+        }
+    }
+    let missed: u64 = programs.iter().filter_map(|p| p.missed).sum();
+    if missed > 0 {
+        let names: Vec<&str> = programs
+            .iter()
+            .filter(|p| p.missed.is_some_and(|m| m > 0))
+            .map(|p| p.program)
+            .collect();
+        lost.push(format!(
+            "{missed} program runs skipped by the kernel ({}): drops in them are not shown",
+            names.join(", ")
+        ));
+    }
+    if lost.is_empty() {
+        out.push_str("; nothing lost");
+    } else {
+        out.push_str("; ");
+        out.push_str(&lost.join("; "));
+    }
+    out
 }
 
 fn wanted(args: &TraceArgs, e: &Event) -> bool {
@@ -249,6 +316,37 @@ mod tests {
         assert!(
             col.contains("10.0.0.2:5555") && col.contains("syn_queue_full"),
             "{col}"
+        );
+    }
+
+    #[test]
+    fn the_summary_names_every_loss_and_its_fix() {
+        let mut counts = Snapshot::default();
+        assert_eq!(
+            summary(3, 5, &counts, &[]),
+            "3 shown of 5 events received; nothing lost"
+        );
+        counts.health[Health::RingBufferFull.index() as usize] = 7;
+        counts.health[Health::RateLimited.index() as usize] = 2;
+        let programs = [
+            Stats {
+                program: "kfree_skb_btf",
+                runs: 0,
+                run_ns: 0,
+                missed: Some(4),
+            },
+            Stats {
+                program: "retransmit_synack_btf",
+                runs: 0,
+                run_ns: 0,
+                missed: Some(0),
+            },
+        ];
+        assert_eq!(
+            summary(3, 5, &counts, &programs),
+            "3 shown of 5 events received; 7 not sent: the event ring was full (raise \
+             --events-buffer-kib); 2 not sent: over --events-per-listener-per-sec; 4 program \
+             runs skipped by the kernel (kfree_skb_btf): drops in them are not shown"
         );
     }
 }

@@ -83,11 +83,17 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     let mut logger = DropLogger::new(Arc::clone(&shared));
+    let shutdown = async {
+        let signal = tokio::select! {
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
+        };
+        tracing::info!("{signal}: detaching and exiting");
+    };
+    // On a signal the drain logs what the ring still holds, then returns.
     let result = tokio::select! {
         () = http::serve(listener, scrape, web, args.web_max_connections) => Ok(()),
-        r = events::drain(ring, stats, |e| logger.log(e)) => r.context("reading drop events"),
-        _ = sigint.recv() => { tracing::info!("SIGINT: detaching and exiting"); Ok(()) }
-        _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching and exiting"); Ok(()) }
+        r = events::drain(ring, stats, |e| logger.log(e), shutdown) => r.context("reading drop events"),
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(dir) = &probes.pinned {

@@ -273,6 +273,11 @@ fn status_shows_owner_queue_and_diagnosis() {
     assert!(daemon.stop().success());
 }
 
+/// `trace --json` prints one object per dropped packet, every one of them, even when it
+/// is not scheduled while the drops happen and is told to stop at once after (it is held
+/// with SIGSTOP during the scenario, then gets SIGCONT and SIGTERM together): what the
+/// ring holds at the stop is printed before it exits, and its last line on stderr says
+/// how many events it showed and that nothing was lost.
 #[test]
 fn trace_json_emits_one_object_per_drop() {
     if !require_root("trace_json_emits_one_object_per_drop") {
@@ -291,9 +296,9 @@ fn trace_json_emits_one_object_per_drop() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(trace.stderr.take().unwrap());
+    let mut stderr = BufReader::new(trace.stderr.take().unwrap()).lines();
     let mut ready = false;
-    for line in stderr.lines().map_while(Result::ok) {
+    for line in stderr.by_ref().map_while(Result::ok) {
         eprintln!("[trace] {line}");
         if line.contains("waiting for drops") {
             ready = true;
@@ -302,12 +307,7 @@ fn trace_json_emits_one_object_per_drop() {
     }
     drop(changing);
     assert!(ready, "trace did not start");
-    let before = ns.nstat();
-    let scenario = crate::support::scenarios::ack_overflow(&ns, "127.0.0.1:0", None, 2);
-    let after = ns.nstat();
-    let overflows = delta(&before, &after, "TcpExtListenOverflows");
-    assert!(overflows > 0, "the scenario made no drop: nothing to trace");
-    // Collect what trace printed, then stop it by pid.
+    let rest = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<String>>());
     let stdout = trace.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         BufReader::new(stdout)
@@ -315,17 +315,35 @@ fn trace_json_emits_one_object_per_drop() {
             .map_while(Result::ok)
             .collect::<Vec<String>>()
     });
-    sleep(Duration::from_millis(1000));
+    let pid = nix::unistd::Pid::from_raw(trace.id() as i32);
+    let signal = |s| nix::sys::signal::kill(pid, s).unwrap();
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    let before = ns.nstat();
+    let scenario = crate::support::scenarios::ack_overflow(&ns, "127.0.0.1:0", None, 2);
+    let after = ns.nstat();
+    let overflows = delta(&before, &after, "TcpExtListenOverflows");
+    assert!(overflows > 0, "the scenario made no drop: nothing to trace");
     let changing = crate::support::daemon::changing_programs();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(trace.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(nix::sys::signal::Signal::SIGCONT);
+    signal(nix::sys::signal::Signal::SIGTERM);
     let status = trace.wait().unwrap();
     drop(changing);
-    assert!(status.success());
+    let rest = rest.join().unwrap();
+    for line in &rest {
+        eprintln!("[trace] {line}");
+    }
+    assert!(status.success(), "{status}");
     let lines = reader.join().unwrap();
+    let summary = rest.last().map_or("", String::as_str);
+    assert_eq!(
+        summary,
+        format!(
+            "listendrop trace: {} shown of {} events received; nothing lost",
+            lines.len(),
+            lines.len()
+        ),
+        "the last line on stderr"
+    );
     let objects: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
