@@ -2,7 +2,7 @@
 //! network namespace of the test's own.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     io::Read as _,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     thread::sleep,
@@ -13,7 +13,7 @@ use super::{
     daemon::counting_exactly,
     netns::{delta, Netns},
     raw,
-    sockets::{connect, listen, local, poke},
+    sockets::{connect, drops, listen, local, poke},
 };
 
 /// What an ACK-time overflow scenario did.
@@ -28,6 +28,32 @@ pub struct AckOverflow {
     pub backlog: i32,
     /// What each victim read after the episode (Ok(0) if nothing happened).
     pub victim_reads: Vec<std::io::Result<usize>>,
+    /// The listener's `sk_drops` when it closed ([`drops`]).
+    pub listener_drops: u32,
+}
+
+impl AckOverflow {
+    /// The kernel's account of the episode for a failure message, from the namespace's
+    /// counters `before` and `after` it and the listener's `sk_drops`, which grows by 2 for
+    /// each drop at ACK time (`tcp_listendrop`, then the packet's free), by 1 for each SYN
+    /// dropped (no freed-packet hook sees those) and by 1 for each bare ACK that
+    /// TCP_DEFER_ACCEPT dropped (TCPDeferAcceptDrop): SYN-time drops = 2 × ListenDrops +
+    /// TCPDeferAcceptDrop − sk_drops (5.10-6.18).
+    pub fn kernel_account(
+        &self,
+        before: &HashMap<String, u64>,
+        after: &HashMap<String, u64>,
+    ) -> String {
+        let drops = delta(before, after, "TcpExtListenDrops");
+        let deferred = delta(before, after, "TcpExtTCPDeferAcceptDrop");
+        let sk = u64::from(self.listener_drops);
+        let syn_time = (2 * drops + deferred).saturating_sub(sk);
+        format!(
+            "the kernel's account: ListenDrops {drops}, TCPDeferAcceptDrop {deferred}, the \
+             listener's sk_drops {sk}: {} dropped at ACK time, {syn_time} at SYN time",
+            drops.saturating_sub(syn_time)
+        )
+    }
 }
 
 /// Makes ACK-time accept-queue overflows (the TCP_DEFER_ACCEPT recipe).
@@ -95,6 +121,7 @@ pub fn ack_overflow_after(
                 v.read(&mut buf)
             })
             .collect();
+        let listener_drops = drops(&listener);
         // Closing the listener ends the episode: later retransmits find no listener.
         drop(listener);
         sleep(Duration::from_millis(100));
@@ -107,6 +134,7 @@ pub fn ack_overflow_after(
                 .collect(),
             backlog,
             victim_reads,
+            listener_drops,
         }
     })
 }

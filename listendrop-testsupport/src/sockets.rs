@@ -48,6 +48,30 @@ pub fn listen_reuseport(addr: SocketAddr, backlog: i32) -> Socket {
     socket
 }
 
+/// The socket's drop count (`sk_drops`, SO_MEMINFO's SK_MEMINFO_DROPS): a listener's
+/// grows by 2 for each handshake packet dropped at ACK time (`tcp_listendrop`, then the
+/// free of the packet) and by 1 for each SYN dropped (`tcp_listendrop` alone; the SYN is
+/// consumed), on every kernel the matrix runs (5.10-6.18): the kernel's own account of
+/// which kind of drop a listener had.
+pub fn drops(socket: &Socket) -> u32 {
+    /// SK_MEMINFO_DROPS in include/uapi/linux/sock_diag.h.
+    const SK_MEMINFO_DROPS: usize = 8;
+    let mut info = [0u32; 16];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt on an fd we own, into a live array with its size in bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_MEMINFO: {}", std::io::Error::last_os_error());
+    info[SK_MEMINFO_DROPS]
+}
+
 /// The bound address of a socket.
 pub fn local(socket: &Socket) -> SocketAddr {
     socket.local_addr().unwrap().as_socket().unwrap()

@@ -277,7 +277,7 @@ fn status_shows_owner_queue_and_diagnosis() {
 /// is not scheduled while the drops happen and is told to stop at once after (it is held
 /// with SIGSTOP during the scenario, then gets SIGCONT and SIGTERM together): what the
 /// ring holds at the stop is printed before it exits, and its last line on stderr says
-/// how many events it showed and that nothing was lost.
+/// how many events it showed (and what it lost, if anything).
 #[test]
 fn trace_json_emits_one_object_per_drop() {
     if !require_root("trace_json_emits_one_object_per_drop") {
@@ -334,15 +334,12 @@ fn trace_json_emits_one_object_per_drop() {
     }
     assert!(status.success(), "{status}");
     let lines = reader.join().unwrap();
+    // Its summary counts what it printed (other tests' drops, in other namespaces, are
+    // received and not shown; their floods may also cost events, which it would name).
     let summary = rest.last().map_or("", String::as_str);
-    assert_eq!(
-        summary,
-        format!(
-            "listendrop trace: {} shown of {} events received; nothing lost",
-            lines.len(),
-            lines.len()
-        ),
-        "the last line on stderr"
+    assert!(
+        summary.starts_with(&format!("listendrop trace: {} shown of ", lines.len())),
+        "the last line on stderr: {summary}"
     );
     let objects: Vec<serde_json::Value> = lines
         .iter()
@@ -355,7 +352,8 @@ fn trace_json_emits_one_object_per_drop() {
     assert_eq!(
         drops.len() as u64,
         overflows,
-        "one object per dropped packet"
+        "one object per dropped packet ({summary}; {})",
+        scenario.kernel_account(&before, &after)
     );
     for o in drops {
         assert_eq!(o["netns"], ns.inode);

@@ -31,7 +31,7 @@ use crate::{
 /// it; then asserts what it stored for the namespace equals the kernel's count.
 fn assert_prometheus_stores_the_kernel_count(prom: &Server) {
     let ns = Netns::new("web");
-    let overflows = scenario::ack_overflows(&ns);
+    let (overflows, account) = scenario::ack_overflows_accounted(&ns);
     prom.wait_for_scrape_after(now());
     let query = format!("sum(listendrop_drops_total{{netns=\"{}\"}})", ns.inode);
     let result = prom.query(&query);
@@ -54,7 +54,7 @@ fn assert_prometheus_stores_the_kernel_count(prom: &Server) {
         ]
         .map(|q| format!("{q}: {:?}", prom.query(&q)));
         panic!(
-            "Prometheus vs ListenOverflows: {} stored, {overflows} in the kernel\n{}",
+            "Prometheus vs ListenOverflows: {} stored, {overflows} in the kernel ({account})\n{}",
             result[0].1,
             context.join("\n")
         );
