@@ -336,10 +336,15 @@ fn trace_json_emits_one_object_per_drop() {
     let lines = reader.join().unwrap();
     // Its summary counts what it printed (other tests' drops, in other namespaces, are
     // received and not shown; their floods may also cost events, which it would name).
-    let summary = rest.last().map_or("", String::as_str);
+    // (Its inventory thread may still log a line after the summary.)
+    let summary = rest
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("listendrop trace: ") && l.contains(" shown of "))
+        .map_or("", String::as_str);
     assert!(
         summary.starts_with(&format!("listendrop trace: {} shown of ", lines.len())),
-        "the last line on stderr: {summary}"
+        "trace's summary on stderr: {summary:?} in {rest:#?}"
     );
     let objects: Vec<serde_json::Value> = lines
         .iter()

@@ -46,6 +46,7 @@ fn assert_prometheus_stores_the_kernel_count(prom: &Server) {
         // namespace.
         let context = [
             "listendrop_bpf_missed_total".to_owned(),
+            "listendrop_bpf_errors_total".to_owned(),
             format!(
                 "listendrop_unattributed_drops_total{{netns=\"{}\"}}",
                 ns.inode
