@@ -48,11 +48,8 @@ pub fn listen_reuseport(addr: SocketAddr, backlog: i32) -> Socket {
     socket
 }
 
-/// The socket's drop count (`sk_drops`, SO_MEMINFO's SK_MEMINFO_DROPS): a listener's
-/// grows by 2 for each handshake packet dropped at ACK time (`tcp_listendrop`, then the
-/// free of the packet) and by 1 for each SYN dropped (`tcp_listendrop` alone; the SYN is
-/// consumed), on every kernel the matrix runs (5.10-6.18): the kernel's own account of
-/// which kind of drop a listener had.
+/// The socket's drop count (`sk_drops`, SO_MEMINFO's SK_MEMINFO_DROPS). How a listener's
+/// grows, and what that tells, is [`crate::scenarios::AckOverflow::kernel_account`]'s.
 pub fn drops(socket: &Socket) -> u32 {
     /// SK_MEMINFO_DROPS in include/uapi/linux/sock_diag.h.
     const SK_MEMINFO_DROPS: usize = 8;
