@@ -66,6 +66,20 @@ fn ss_queues(ns: &Netns, port: u16) -> (u64, u64) {
 
 /// Waits until the daemon's inventory shows the listener.
 fn wait_for_listener(daemon: &Daemon, ns: &Netns, port: u16) -> Vec<prometheus_parse::Sample> {
+    wait_for_inventory(daemon, ns, port, "the listener", |_| true)
+}
+
+/// Waits until the daemon's inventory shows the listener with `shown` true of its series.
+/// An inventory pass reads the sockets before it looks for their owners in /proc (slow
+/// under emulation: arm64 guests), so the first pass that names the owner may hold the
+/// queues of a moment before the clients connected; a later pass must show them.
+fn wait_for_inventory(
+    daemon: &Daemon,
+    ns: &Netns,
+    port: u16,
+    what: &str,
+    shown: impl Fn(&[prometheus_parse::Sample]) -> bool,
+) -> Vec<prometheus_parse::Sample> {
     let netns = ns.inode.to_string();
     let port = port.to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -76,15 +90,35 @@ fn wait_for_listener(daemon: &Daemon, ns: &Netns, port: u16) -> Vec<prometheus_p
                 && s.labels.get("netns") == Some(netns.as_str())
                 && s.labels.get("listen_port") == Some(port.as_str())
         });
-        if found {
+        if found && shown(&metrics) {
             return metrics;
         }
         assert!(
             Instant::now() < deadline,
-            "the inventory never showed the listener"
+            "the inventory never showed {what} in 30 s"
         );
         sleep(Duration::from_millis(200));
     }
+}
+
+/// Waits until the daemon's inventory shows the owned listener as `ss` and /proc see it
+/// now: held by its owner, its accept queue as long as `ss` says. Nothing changes it once
+/// the scenario is set up (nobody accepts), so every pass after that must show it.
+fn wait_for_owned(daemon: &Daemon, owned: &Owned) -> Vec<prometheus_parse::Sample> {
+    let (recv_q, _) = ss_queues(&owned.ns, owned.addr.port());
+    let netns = owned.ns.inode.to_string();
+    let port = owned.addr.port().to_string();
+    let pid = owned.owner.id().to_string();
+    let what = format!("pid {pid} owning the listener with Recv-Q {recv_q} (as ss says)");
+    wait_for_inventory(daemon, &owned.ns, owned.addr.port(), &what, |m| {
+        let listener = [("netns", netns.as_str()), ("listen_port", port.as_str())];
+        let owner = m.iter().any(|s| {
+            s.metric == "listendrop_listener_info"
+                && listener.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+                && s.labels.get("pid") == Some(pid.as_str())
+        });
+        owner && sum(m, "listendrop_accept_queue_length", &listener) == recv_q as f64
+    })
 }
 
 /// The labels of one listener.
@@ -211,7 +245,7 @@ fn owner_queues_sysctls_and_counters_match_the_system() {
     let owned = owned_full_listener("ctx", 5, "1000");
     let ns = &owned.ns;
     sleep(Duration::from_millis(1500)); // a dropped SYN retransmit or two
-    let metrics = wait_for_listener(&daemon, ns, owned.addr.port());
+    let metrics = wait_for_owned(&daemon, &owned);
     let netns = ns.inode.to_string();
     let port = owned.addr.port().to_string();
     let listener = [("netns", netns.as_str()), ("listen_port", port.as_str())];
@@ -233,7 +267,7 @@ fn status_shows_owner_queue_and_diagnosis() {
     let daemon = Daemon::start(&["--inventory-interval-secs", "1"]);
     let owned = owned_full_listener("status", 5, "1000");
     sleep(Duration::from_millis(1500));
-    wait_for_listener(&daemon, &owned.ns, owned.addr.port());
+    wait_for_owned(&daemon, &owned);
     let netns = owned.ns.inode.to_string();
     for via_daemon in [true, false] {
         let daemon_addr = daemon.addr.to_string();
