@@ -2,7 +2,11 @@
 //! Debian and most distributions since 5.x): struct member offsets and enum values of the
 //! running kernel, so that no offset is compiled into listendrop.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
+};
 
 use btf_rs::{Btf, BtfType, Type};
 
@@ -75,8 +79,19 @@ pub struct Member {
 }
 
 /// The running kernel's BTF.
+///
+/// With the mmap backend every lookup by name is a scan of every type (~150 000 on a
+/// Debian 6.18 kernel): start-up asks for ~35 members of ~10 structs and 4 enumerators of
+/// one enum, which took more than half of a daemon's start-up CPU (`perf record` of
+/// `listendrop check`), and ~20x that in the kernel matrix's emulated guests, where every
+/// test starts a daemon. So each name is scanned for once, and an enum where an
+/// enumerator was found is searched first next time.
 pub struct KernelBtf {
     btf: Btf,
+    /// The type ids of each name looked up so far.
+    ids: Mutex<HashMap<String, Vec<u32>>>,
+    /// The ids of the enums where [`Self::enumerator`] found its enumerators.
+    enums: Mutex<Vec<u32>>,
 }
 
 impl KernelBtf {
@@ -96,7 +111,27 @@ impl KernelBtf {
                 path: path.to_owned(),
                 source,
             })?;
-        Ok(Self { btf })
+        Ok(Self {
+            btf,
+            ids: Mutex::default(),
+            enums: Mutex::default(),
+        })
+    }
+
+    /// The ids of the types named `name` (empty if none), scanned for once.
+    fn ids_by_name(&self, name: &str) -> Vec<u32> {
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        ids.entry(name.to_owned())
+            .or_insert_with(|| self.btf.resolve_ids_by_name(name).unwrap_or_default())
+            .clone()
+    }
+
+    /// The types named `name` (empty if none).
+    fn types_by_name(&self, name: &str) -> Vec<Type> {
+        self.ids_by_name(name)
+            .into_iter()
+            .filter_map(|id| self.btf.resolve_type_by_id(id).ok())
+            .collect()
     }
 
     /// The offset and size of `path` (e.g. `__sk_common.skc_num`) in `struct strukt`.
@@ -158,7 +193,7 @@ impl KernelBtf {
             name: name.to_owned(),
             enumerator: enumerator.to_owned(),
         };
-        for ty in self.btf.resolve_types_by_name(name).unwrap_or_default() {
+        for ty in self.types_by_name(name) {
             match ty {
                 Type::Enum(e) => {
                     for m in &e.members {
@@ -184,15 +219,22 @@ impl KernelBtf {
     /// kernel's `LINUX_MIB_*` live in an anonymous enum).
     pub fn enumerator(&self, enumerator: &str) -> Result<u64, BtfError> {
         let (first, last) = self.btf.base().type_id_range();
-        for id in first..=last {
-            let Ok(ty) = self.btf.resolve_type_by_id(id) else {
+        let seen = self
+            .enums
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for id in seen.into_iter().chain(first..=last) {
+            let Ok(Type::Enum(e)) = self.btf.resolve_type_by_id(id) else {
                 continue;
             };
-            if let Type::Enum(e) = &ty {
-                for m in &e.members {
-                    if self.name_of(m)? == enumerator {
-                        return Ok(u64::from(m.val()));
+            for m in &e.members {
+                if self.name_of(m)? == enumerator {
+                    let mut enums = self.enums.lock().unwrap_or_else(PoisonError::into_inner);
+                    if !enums.contains(&id) {
+                        enums.push(id);
                     }
+                    return Ok(u64::from(m.val()));
                 }
             }
         }
@@ -205,9 +247,7 @@ impl KernelBtf {
     /// The number of parameters of function `name`, or `None` when BTF does not describe
     /// it (inlined, or in a module).
     pub fn function_params(&self, name: &str) -> Option<usize> {
-        self.btf
-            .resolve_types_by_name(name)
-            .ok()?
+        self.types_by_name(name)
             .into_iter()
             .find_map(|ty| match ty {
                 Type::Func(f) => match self.btf.resolve_chained_type(&f).ok()? {
@@ -230,9 +270,7 @@ impl KernelBtf {
     }
 
     fn id_of(&self, name: &str, is: impl Fn(&Type) -> bool) -> Option<u32> {
-        self.btf
-            .resolve_ids_by_name(name)
-            .ok()?
+        self.ids_by_name(name)
             .into_iter()
             .find(|&id| self.btf.resolve_type_by_id(id).is_ok_and(|ty| is(&ty)))
     }
@@ -240,9 +278,7 @@ impl KernelBtf {
     /// The number of parameters of the function pointer typedef `name` (a tracepoint's
     /// `btf_trace_<name>`: its context, then the tracepoint's arguments), or `None`.
     pub fn typedef_params(&self, name: &str) -> Option<usize> {
-        self.btf
-            .resolve_types_by_name(name)
-            .ok()?
+        self.types_by_name(name)
             .into_iter()
             .find_map(|ty| match ty {
                 Type::Typedef(t) => match self.btf.resolve_chained_type(&t).ok()? {
@@ -257,9 +293,7 @@ impl KernelBtf {
     }
 
     fn named_struct(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
-        self.btf
-            .resolve_types_by_name(name)
-            .unwrap_or_default()
+        self.types_by_name(name)
             .into_iter()
             .find_map(|ty| match ty {
                 // A forward declaration or an empty struct is not the definition.
