@@ -72,3 +72,23 @@ pub fn program(id: u64) -> ProgramStats {
         run_cnt: v["run_cnt"].as_u64().unwrap_or(0),
     }
 }
+
+/// Every eBPF link on the host: id → what it attaches (its type and its program's id
+/// and name). Links and programs that go away between the reads are left out.
+pub fn links() -> std::collections::BTreeMap<u32, String> {
+    let names: std::collections::HashMap<u32, String> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_owned()))
+        .collect();
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .map(|l| {
+            let program = l.program_id();
+            let kind = l
+                .link_type()
+                .map_or_else(|e| e.to_string(), |t| format!("{t:?}"));
+            let name = names.get(&program).map_or("?", String::as_str);
+            (l.id(), format!("{kind} link of program {program} {name}"))
+        })
+        .collect()
+}

@@ -55,14 +55,16 @@ pub fn counted(
                 ours < kernel as f64 && kernel as f64 - ours <= missed,
                 "{metric}{labels:?} {ours} vs kernel {what} {kernel}, with {missed} program \
                  runs the kernel skipped; the programs' own errors (all listeners): {:?}; \
-                 every drop series of the namespace: {:?}; its unattributed drops: {}",
+                 every drop series of the namespace: {:?}; its unattributed drops: {}; \
+                 eBPF links attached or detached while scenarios counted: {:?}",
                 errors(metrics),
                 series(metrics, &netns),
                 sum(
                     metrics,
                     "listendrop_unattributed_drops_total",
                     &[("netns", &netns)]
-                )
+                ),
+                crate::programs::changes_while_counting()
             );
             println!("{metric}{labels:?}: {ours} of {kernel}, {missed} runs skipped");
         }

@@ -12,8 +12,17 @@
 //! Unlike a read-write lock, moments of one kind share the lock with each other: daemons
 //! start together and scenarios count together, only never a start next to a count. A
 //! kind that waits holds new entries of the other kind off, so neither starves.
+//!
+//! While scenarios count, the host's eBPF links are watched: any link attached or
+//! detached meanwhile (by a process outside this lock, or a daemon after it said it was
+//! ready) is noted, and a count that differs from the kernel's names it
+//! ([`changes_while_counting`]).
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::{
+    collections::BTreeMap,
+    sync::{Condvar, Mutex, MutexGuard, PoisonError},
+    time::Instant,
+};
 
 /// Which kind of moment holds or wants the lock.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,6 +56,8 @@ struct State {
     /// The kind whose turn it is once the lock is free: the one that waited while the
     /// other held it (a free lock is not raced for by a kind that just had it).
     turn: Option<Kind>,
+    /// The host's links when counting took the lock, and when.
+    counting_since: Option<(Instant, BTreeMap<u32, String>)>,
 }
 
 impl State {
@@ -70,8 +81,70 @@ static STATE: Mutex<State> = Mutex::new(State {
     waiting: [0, 0],
     batch: 0,
     turn: None,
+    counting_since: None,
 });
 static CHANGED: Condvar = Condvar::new();
+
+/// What changed among the host's links while scenarios counted (see the module's doc).
+static CHANGES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// When this test process first took the lock: the origin of the times in [`CHANGES`].
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Every link attached or detached on this host while scenarios of this test process
+/// counted exactly, each with when: none of them should be, since a program attached or
+/// detached beside ours can make the kernel skip ours (module doc).
+pub fn changes_while_counting() -> Vec<String> {
+    CHANGES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// Notes the links that differ between `before` (at `since`) and now.
+fn note_changes(since: Instant, before: &BTreeMap<u32, String>) {
+    let changes = diff(before, &crate::bpf::links());
+    if changes.is_empty() {
+        return;
+    }
+    let started = *STARTED.get_or_init(Instant::now);
+    let (from, to) = (
+        since.duration_since(started).as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+    );
+    CHANGES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(format!(
+            "while counting from {from:.3} s to {to:.3} s of this test run: {}",
+            changes.join(", ")
+        ));
+}
+
+/// The links detached and attached between two readings (link ids only grow: one above
+/// the newest of `before` was attached since, and a gap among those is one attached and
+/// detached in between).
+fn diff(before: &BTreeMap<u32, String>, after: &BTreeMap<u32, String>) -> Vec<String> {
+    let newest = before.keys().next_back().copied().unwrap_or(0);
+    let mut changes: Vec<String> = before
+        .iter()
+        .filter(|(id, _)| !after.contains_key(id))
+        .map(|(id, what)| format!("link {id} ({what}) detached"))
+        .collect();
+    let attached: Vec<_> = after.range(newest.saturating_add(1)..).collect();
+    changes.extend(
+        attached
+            .iter()
+            .map(|(id, what)| format!("link {id} ({what}) attached")),
+    );
+    if let Some((&last, _)) = attached.last() {
+        let gone = (last - newest) as usize - attached.len();
+        if gone > 0 {
+            changes.push(format!("{gone} more links attached and detached"));
+        }
+    }
+    changes
+}
 
 fn state() -> MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(PoisonError::into_inner)
@@ -94,6 +167,10 @@ fn enter(kind: Kind) -> Moment {
         state.holder = Some(kind);
         state.turn = None;
         state.batch = state.waiting[kind.index()];
+        if kind == Kind::Counting {
+            STARTED.get_or_init(Instant::now);
+            state.counting_since = Some((Instant::now(), crate::bpf::links()));
+        }
     } else {
         state.batch = state.batch.saturating_sub(1);
     }
@@ -107,6 +184,9 @@ impl Drop for Moment {
         debug_assert_eq!(state.holder, Some(self.kind));
         state.held -= 1;
         if state.held == 0 {
+            if let Some((since, links)) = state.counting_since.take() {
+                note_changes(since, &links);
+            }
             state.holder = None;
             state.batch = 0;
             let other = self.kind.other();
@@ -141,6 +221,24 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn links_that_came_and_went_while_counting_are_named() {
+        let map = |ids: &[u32]| -> BTreeMap<u32, String> {
+            ids.iter().map(|&id| (id, format!("prog {id}"))).collect()
+        };
+        assert!(diff(&map(&[3, 5]), &map(&[3, 5])).is_empty());
+        assert_eq!(
+            diff(&map(&[3, 5]), &map(&[3, 7, 9])),
+            [
+                "link 5 (prog 5) detached",
+                "link 7 (prog 7) attached",
+                "link 9 (prog 9) attached",
+                "2 more links attached and detached",
+            ]
+        );
+        assert_eq!(diff(&map(&[]), &map(&[1])), ["link 1 (prog 1) attached"]);
+    }
 
     #[test]
     fn kinds_share_with_themselves_and_exclude_each_other() {

@@ -85,6 +85,11 @@ fn check_ack_overflow(
         ("family", family),
     ];
     let reason = "ack_accept_queue_full";
+    // On a difference, whether the kernel dropped packets at SYN time too.
+    let against = format!(
+        "ListenOverflows ({})",
+        scenario.kernel_account(before, after)
+    );
     assert!(counted(
         &metrics,
         ns,
@@ -92,7 +97,7 @@ fn check_ack_overflow(
         reason,
         &listener,
         overflows,
-        "ListenOverflows"
+        &against
     ));
     // Every victim is one dropped handshake, however many of its packets were dropped.
     counted(

@@ -391,8 +391,10 @@ fn trace_json_emits_one_object_per_drop() {
     assert_eq!(
         drops.len() as u64,
         overflows,
-        "one object per dropped packet ({summary}; {})",
-        scenario.kernel_account(&before, &after)
+        "one object per dropped packet ({summary}; {}; eBPF links attached or detached \
+         while scenarios counted: {:?})",
+        scenario.kernel_account(&before, &after),
+        crate::support::programs::changes_while_counting()
     );
     for o in drops {
         assert_eq!(o["netns"], ns.inode);

@@ -55,9 +55,11 @@ fn assert_prometheus_stores_the_kernel_count(prom: &Server) {
         ]
         .map(|q| format!("{q}: {:?}", prom.query(&q)));
         panic!(
-            "Prometheus vs ListenOverflows: {} stored, {overflows} in the kernel ({account})\n{}",
+            "Prometheus vs ListenOverflows: {} stored, {overflows} in the kernel ({account})\n{}\n\
+             eBPF links attached or detached while scenarios counted: {:?}",
             result[0].1,
-            context.join("\n")
+            context.join("\n"),
+            crate::support::programs::changes_while_counting()
         );
     }
     let up = prom.query("up{job=\"listendrop\"}");
