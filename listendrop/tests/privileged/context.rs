@@ -82,23 +82,19 @@ fn wait_for_inventory(
 ) -> Vec<prometheus_parse::Sample> {
     let netns = ns.inode.to_string();
     let port = port.to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = daemon.metrics();
-        let found = metrics.iter().any(|s| {
+    let listed = |metrics: &[prometheus_parse::Sample]| {
+        metrics.iter().any(|s| {
             s.metric == "listendrop_listener_info"
                 && s.labels.get("netns") == Some(netns.as_str())
                 && s.labels.get("listen_port") == Some(port.as_str())
-        });
-        if found && shown(&metrics) {
-            return metrics;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the inventory never showed {what} in 30 s"
-        );
-        sleep(Duration::from_millis(200));
-    }
+        }) && shown(metrics)
+    };
+    assert!(
+        daemon.wait_for_metric(Duration::from_secs(30), listed),
+        "the inventory never showed {what} in 30 s"
+    );
+    // Nothing changes the listener after that: the next scrape shows the same.
+    daemon.metrics()
 }
 
 /// Waits until the daemon's inventory shows the owned listener as `ss` and /proc see it
