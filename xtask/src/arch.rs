@@ -40,6 +40,13 @@ impl Arch {
         }
     }
 
+    /// The Rust target of this architecture's release build, as the .deb ships it and the
+    /// kernel matrix's guests run it: `None` for the host's own (a native build, dynamically
+    /// linked with the host's glibc), the static musl target for another one.
+    pub fn release_target(self) -> Option<&'static str> {
+        (self != Self::host()).then(|| self.musl_target())
+    }
+
     /// The machine as `file` describes an executable of this architecture.
     pub const fn file_machine(self) -> &'static str {
         match self {

@@ -58,16 +58,11 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The Rust target of `arch`'s release binary: `None` for the host's (native build).
-fn target(arch: Arch) -> Option<&'static str> {
-    (arch != Arch::host()).then(|| arch.musl_target())
-}
-
 /// Builds the release binary for `arch`; returns it.
 fn build_release(arch: Arch) -> anyhow::Result<PathBuf> {
     let mut cargo = Command::new("cargo");
     cargo.args(["build", "--release", "--package", "listendrop"]);
-    let dir = match target(arch) {
+    let dir = match arch.release_target() {
         Some(target) => {
             toolchain::ensure_musl_target(arch)?;
             cargo
@@ -111,7 +106,7 @@ pub fn install(arch: Arch, destdir: Option<&Path>) -> anyhow::Result<()> {
 /// The `strip` cargo-deb runs on `arch`'s binary (it finds Debian's cross binutils by
 /// their name), and the Debian package that has it.
 fn strip_program(arch: Arch) -> (String, String) {
-    match target(arch) {
+    match arch.release_target() {
         None => ("strip".to_owned(), "binutils".to_owned()),
         Some(_) => {
             let triplet = arch.multiarch();
@@ -139,7 +134,7 @@ pub fn deb(arch: Arch) -> anyhow::Result<PathBuf> {
     }
     let mut cargo = Command::new("cargo");
     cargo.args(["deb", "--package", "listendrop"]);
-    if let Some(target) = target(arch) {
+    if let Some(target) = arch.release_target() {
         toolchain::ensure_musl_target(arch)?;
         toolchain::ensure_packages(&[&strip_program(arch).1])?;
         // cargo-deb maps the asset `target/release/listendrop` to this target's build.
@@ -252,7 +247,7 @@ fn check_binary(arch: Arch, installed: &Path, packaged: &Path, tmp: &Path) -> an
     }
     let described = cmd::output(Command::new("file").arg("-b").arg(packaged))?;
     let mut expected = vec!["ELF 64-bit", arch.file_machine()];
-    if target(arch).is_some() {
+    if arch.release_target().is_some() {
         expected.push("statically linked");
     }
     if let Some(missing) = expected.iter().find(|e| !described.contains(*e)) {

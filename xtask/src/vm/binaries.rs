@@ -1,7 +1,9 @@
-//! Static (musl) builds of the daemon and of the privileged integration test binary, so
-//! that they run in an initramfs without any shared library, for each guest architecture
-//! (cross-built where it is not the host's: `.cargo/config.toml` links with `rust-lld`),
-//! and how many tests a filter selects.
+//! Release builds of the daemon and of the privileged integration test binary for each
+//! guest architecture, as the .deb of that architecture is built (`Arch::release_target`):
+//! the host's natively (its glibc and loader go into the guests' initramfs with the tools'
+//! libraries, xtask/src/vm/image.rs), another one static for musl (cross-linked with
+//! `rust-lld`, `.cargo/config.toml`). Built so, they reuse what the .deb's build compiled
+//! (`cargo xtask test` builds both debs first). Also how many tests a filter selects.
 
 use std::{
     path::{Path, PathBuf},
@@ -44,19 +46,21 @@ pub fn build_tests(root: &Path, arch: Arch) -> anyhow::Result<PathBuf> {
 /// terminal.
 fn build_test_target(root: &Path, arch: Arch) -> anyhow::Result<(String, String)> {
     let mut cargo = Command::new("cargo");
+    cargo.args([
+        "test",
+        "--release",
+        "-p",
+        "listendrop",
+        "--test",
+        "privileged",
+        "--no-run",
+    ]);
+    if let Some(target) = arch.release_target() {
+        cargo
+            .args(["--target", target])
+            .envs(toolchain::musl_c_env(arch)?);
+    }
     cargo
-        .args([
-            "test",
-            "--release",
-            "--target",
-            arch.musl_target(),
-            "-p",
-            "listendrop",
-            "--test",
-            "privileged",
-            "--no-run",
-        ])
-        .envs(toolchain::musl_c_env(arch)?)
         .arg("--message-format=json-render-diagnostics")
         .current_dir(root)
         .stderr(Stdio::inherit());

@@ -1,6 +1,6 @@
 //! The VM's whole userspace, in two gzipped newc cpio archives that the kernel unpacks one
-//! after the other: per architecture the root filesystem (busybox, the two static binaries,
-//! iproute2 and bpftool with their shared libraries), and per guest its `/init` (which runs
+//! after the other: per architecture the root filesystem (busybox, the daemon and the test
+//! binary, iproute2 and bpftool, with their shared libraries), and per guest its `/init` (which runs
 //! the tests and prints their summary and one result marker) and the kernel modules the
 //! tests need.
 
@@ -107,12 +107,19 @@ impl Rootfs {
             symlink(target, dir.join(link))
                 .with_context(|| format!("failed to link {link} -> {target}"))?;
         }
-        copy(&bins.daemon, &dir.join("bin/listendrop"))?;
-        copy(&bins.tests, &dir.join("bin/privileged"))?;
         copy(&userland.program("busybox")?, &dir.join("bin/busybox"))?;
+        // The two binaries (static for musl, or linked with glibc where they are the
+        // host's native build, which the tools' libc6 of the same Debian release serves),
+        // then the tools, each with the shared libraries it needs.
+        let mut programs = vec![
+            (bins.daemon.clone(), "listendrop"),
+            (bins.tests.clone(), "privileged"),
+        ];
         for tool in TOOLS {
-            let program = userland.program(tool)?;
-            copy(&program, &dir.join("bin").join(tool))?;
+            programs.push((userland.program(tool)?, tool));
+        }
+        for (program, name) in programs {
+            copy(&program, &dir.join("bin").join(name))?;
             for (file, guest) in userland.libraries(&program)? {
                 let dest = dir.join(guest.strip_prefix("/").unwrap_or(&guest));
                 if !dest.exists() {
