@@ -26,6 +26,17 @@ pub fn test(vm: bool) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The test support as the privileged tests build it alone (the guests' build):
+    // without the CRI client that only the container tests enable.
+    cmd::status(Command::new("cargo").args([
+        "clippy",
+        "--package",
+        "listendrop-testsupport",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // LISTENDROP_REQUIRE_PRIVILEGED turns a privileged test's "skipped" into a failure.
     // The deploy tests find kubernetes-validate and python's yaml/jsonschema first on PATH.
     let path = format!(

@@ -11,6 +11,7 @@
 //! has no runtime at all: there the tests skip, saying why.
 
 pub mod cgroups;
+#[cfg(feature = "cri")]
 pub mod containerd;
 pub mod podman;
 

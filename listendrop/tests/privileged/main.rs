@@ -10,7 +10,6 @@
 use listendrop_testsupport as support;
 
 mod ack;
-mod containers;
 mod context;
 mod flood;
 mod http;

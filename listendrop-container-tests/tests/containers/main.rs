@@ -6,7 +6,16 @@
 //! the info series, the drop log line, `status`, and that the drops still equal the
 //! namespace's kernel counters.
 //!
-//! The kernel matrix's VMs have no runtime: there these tests skip and say why.
+//! They need root and the runtimes, which `cargo xtask test` installs; they fail rather
+//! than skip under `LISTENDROP_REQUIRE_PRIVILEGED`, as the privileged tests do. They run
+//! the daemon cargo built for the `listendrop` package's tests (`cargo test --workspace`
+//! builds both; `LISTENDROP_BIN` names another one). A package of their own: the
+//! Kubernetes CRI client they need (gRPC: tonic, k8s-cri, protoc at build time) stays out
+//! of the privileged tests' build, which the kernel matrix's guests run and which then
+//! reuses the release build of the .deb (xtask/src/vm/binaries.rs). The guests have no
+//! container runtime anyway.
+
+use listendrop_testsupport as support;
 
 mod cgroups;
 mod cri;
