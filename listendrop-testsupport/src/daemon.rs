@@ -28,7 +28,8 @@ pub fn binary() -> String {
     let bin = profile.join("listendrop");
     assert!(
         bin.is_file(),
-        "{} is missing: build it first (`cargo test` of the listendrop package does), or set \
+        "{} is missing: build it first (`cargo test` of the listendrop package does: `cargo \
+         test -p listendrop -p listendrop-container-tests` for the container tests), or set \
          LISTENDROP_BIN",
         bin.display()
     );

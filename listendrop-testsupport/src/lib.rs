@@ -2,7 +2,8 @@
 //! the real daemon binary, kernel counters (nstat) and real TCP sockets.
 //!
 //! One crate shared by the privileged tests, the deploy tests and the benchmarks (a
-//! dev-dependency of `listendrop`), so that no test target includes another's files.
+//! dev-dependency of `listendrop`) and the container tests (`listendrop-container-tests`,
+//! with the feature `cri`), so that no test target includes another's files.
 
 pub mod bpf;
 pub mod containers;

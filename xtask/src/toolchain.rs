@@ -146,8 +146,8 @@ pub fn ensure_ebpf_toolchain() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Adds `arch`'s musl target (static builds: the VMs' binaries, foreign-architecture
-/// release artifacts) to the active toolchain if it is missing.
+/// Adds `arch`'s musl target (static builds of an architecture that is not the host's: its
+/// .deb and its guests' binaries) to the active toolchain if it is missing.
 pub fn ensure_musl_target(arch: Arch) -> anyhow::Result<()> {
     let target = arch.musl_target();
     let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))?;

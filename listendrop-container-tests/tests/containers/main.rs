@@ -8,8 +8,9 @@
 //!
 //! They need root and the runtimes, which `cargo xtask test` installs; they fail rather
 //! than skip under `LISTENDROP_REQUIRE_PRIVILEGED`, as the privileged tests do. They run
-//! the daemon cargo built for the `listendrop` package's tests (`cargo test --workspace`
-//! builds both; `LISTENDROP_BIN` names another one). A package of their own: the
+//! the daemon cargo builds for the `listendrop` package's tests: build both in one
+//! command (`cargo test --workspace`, or `cargo test -p listendrop -p
+//! listendrop-container-tests`), or name another daemon with `LISTENDROP_BIN`. A package of their own: the
 //! Kubernetes CRI client they need (gRPC: tonic, k8s-cri, protoc at build time) stays out
 //! of the privileged tests' build, which the kernel matrix's guests run and which then
 //! reuses the release build of the .deb (xtask/src/vm/binaries.rs). The guests have no

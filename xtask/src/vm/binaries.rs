@@ -23,10 +23,9 @@ pub struct Binaries {
 }
 
 /// Builds both binaries for `arch` in the workspace at `root`: one `cargo test --no-run`,
-/// which builds the daemon for the integration tests too (the same binary they run on the
-/// host). A `cargo build` of the daemon beside it compiled everything a second time, with
-/// the features of the dependencies unified differently (~6 minutes of CI per
-/// architecture).
+/// which builds the daemon for the integration tests too. Its dependencies are the .deb's
+/// build's, with the same features (the test support's CRI client is a feature only the
+/// container tests enable), so after `cargo xtask deb` only the tests' own crates compile.
 pub fn build(root: &Path, arch: Arch) -> anyhow::Result<Binaries> {
     let (cargo, messages) = build_test_target(root, arch)?;
     Ok(Binaries {

@@ -1,8 +1,8 @@
 //! The VM's whole userspace, in two gzipped newc cpio archives that the kernel unpacks one
-//! after the other: per architecture the root filesystem (busybox, the daemon and the test
-//! binary, iproute2 and bpftool, with their shared libraries), and per guest its `/init` (which runs
-//! the tests and prints their summary and one result marker) and the kernel modules the
-//! tests need.
+//! after the other: per architecture the root filesystem (busybox, the daemon and the
+//! test binary, iproute2 and bpftool, with their shared libraries), and per guest its
+//! `/init` (which runs the tests and prints their summary and one result marker) and the
+//! kernel modules the tests need.
 
 use std::{
     fs,

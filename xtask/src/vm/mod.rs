@@ -1,12 +1,14 @@
 //! `cargo xtask vm-test`: the privileged integration tests on Debian cloud kernels of
 //! several series and architectures, each booted under QEMU (TCG) with an initramfs whose
-//! `/init` runs the static test binary; two guests at a time.
+//! `/init` runs the test binary; two guests at a time.
 //!
 //! - `matrix`: the runs and, per guest, the coverage and hooks it must show.
 //! - `apt`: a private apt state per architecture.
 //! - `kernels`: the newest cloud kernel of each series that can be downloaded (cached).
-//! - `userland`: the guests' tools, from Debian's packages of their architecture.
-//! - `binaries`: static (musl) daemon and test binaries, and how many tests a filter runs.
+//! - `userland`: the guests' tools and libraries, from Debian's packages of their
+//!   architecture.
+//! - `binaries`: release builds of the daemon and the test binary (native on the host's
+//!   architecture, static musl on the other), and how many tests a filter runs.
 //! - `image`: the guests' userspace (the initramfs) and `/init`.
 //! - `qemu`: one boot, its console log, the verdict, the time limit.
 //! - `summary`: what a run prints at its end, and its verdict.
