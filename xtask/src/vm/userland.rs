@@ -6,6 +6,7 @@
 //! them).
 
 use std::{
+    collections::{btree_map::Entry, BTreeMap},
     fs,
     path::{Component, Path, PathBuf},
     process::Command,
@@ -120,7 +121,7 @@ impl Userland {
                 found.push((file, Path::new("/").join(guest)));
             }
         }
-        let mut defined: Vec<(&Path, String)> = Vec::new();
+        let mut defined: BTreeMap<&Path, String> = BTreeMap::new();
         for (elf, need) in &versions {
             let Some((file, _)) = found
                 .iter()
@@ -128,14 +129,12 @@ impl Userland {
             else {
                 continue; // a need names a NEEDED library, found above (or failed there)
             };
-            if !defined.iter().any(|(f, _)| f == file) {
-                let out = cmd::output(Command::new("readelf").args(["-V", "-W"]).arg(file))?;
-                defined.push((file, out));
-            }
-            let (_, definitions) = defined
-                .iter()
-                .find(|(f, _)| f == file)
-                .expect("read just above");
+            let definitions = match defined.entry(file) {
+                Entry::Occupied(read) => read.into_mut(),
+                Entry::Vacant(unread) => unread.insert(cmd::output(
+                    Command::new("readelf").args(["-V", "-W"]).arg(file),
+                )?),
+            };
             if !version_definitions(definitions).contains(&need.version.as_str()) {
                 bail!(
                     "{} needs {} of {}, which the guests' {} (Debian's, of the release in \
