@@ -27,8 +27,10 @@ pub fn covered(metrics: &[Sample], reason: &str) -> bool {
 }
 
 /// Asserts that `metric{netns, reason}` equals the kernel's count when the class is
-/// covered here (or falls short by no more than the program runs the kernel skipped), and that it is absent (not a fake zero) when it is not. Returns whether
-/// it was covered.
+/// covered here (or falls short by no more than the program runs the kernel skipped, or,
+/// for ACK-time drops, by exactly the frees the kernel handed to no eBPF program, as an
+/// independent witness shows: [`crate::witness`]), and that it is absent (not a fake
+/// zero) when it is not. Returns whether it was covered.
 pub fn counted(
     metrics: &[Sample],
     ns: &Netns,
@@ -46,7 +48,18 @@ pub fn counted(
     labels.extend_from_slice(extra);
     let ours = sum(metrics, metric, &labels);
     if covered(metrics, reason) {
-        if ours != kernel as f64 {
+        let withheld = (metric == "listendrop_drops_total" && reason == "ack_accept_queue_full")
+            .then(|| {
+                let port = extra
+                    .iter()
+                    .find(|(k, _)| *k == "listen_port")
+                    .and_then(|(_, p)| p.parse().ok());
+                crate::witness::withheld(ns.inode, port, ours as u64, kernel)
+            })
+            .flatten();
+        if let Some(why) = withheld {
+            println!("{metric}{labels:?}: {ours} of {kernel}: {why}");
+        } else if ours != kernel as f64 {
             // Kprobe programs can be skipped (another kprobe or tracepoint program, or a
             // map syscall, active on the CPU): exact then means every one not counted is
             // among the runs the kernel says it skipped.

@@ -15,6 +15,7 @@ pub mod raw;
 pub mod scenarios;
 pub mod sockets;
 pub mod tools;
+pub mod witness;
 
 /// `true` when this process may load eBPF programs. Otherwise prints why the test is
 /// skipped and returns `false` — unless `LISTENDROP_REQUIRE_PRIVILEGED` is set (as

@@ -9,6 +9,18 @@ use std::{
 
 use crate::netns::{run, Netns};
 
+/// The full path of `program` on PATH.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt as _;
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// A `sleep` process living in a namespace (`ip netns exec NS sleep`), optionally
 /// holding sockets it inherited. Killed by its pid on drop.
 pub struct Sleeper {

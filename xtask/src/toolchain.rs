@@ -30,6 +30,9 @@ const TEST_PACKAGES: &[&str] = &[
     "containerd",
     "busybox-static",
     "protobuf-compiler",
+    // The tests' independent witness of what the kernel hands to eBPF programs
+    // (listendrop-testsupport's witness.rs).
+    "bpftrace",
 ];
 
 /// Installs everything building and testing need; returns the directory of the test

@@ -37,17 +37,7 @@ pub fn skip(test: &str, why: &str) -> bool {
     false
 }
 
-/// The full path of `program` on PATH.
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt as _;
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
+pub use crate::support::tools::which;
 
 /// `program` if it is installed; otherwise skips (or fails, see [`skip`]).
 pub fn require(test: &str, program: &str, package: &str) -> Option<PathBuf> {

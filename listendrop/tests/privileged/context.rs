@@ -384,14 +384,23 @@ fn trace_json_emits_one_object_per_drop() {
         .iter()
         .filter(|o| o["reason"] == "ack_accept_queue_full")
         .collect();
-    assert_eq!(
+    // One object per dropped packet, unless the kernel handed some to no eBPF program.
+    match crate::support::witness::withheld(
+        ns.inode,
+        Some(scenario.listener.port()),
         drops.len() as u64,
         overflows,
-        "one object per dropped packet ({summary}; {}; eBPF links attached or detached \
-         while scenarios counted: {:?})",
-        scenario.kernel_account(&before, &after),
-        crate::support::programs::changes_while_counting()
-    );
+    ) {
+        Some(why) => println!("{} of {overflows} objects: {why}", drops.len()),
+        None => assert_eq!(
+            drops.len() as u64,
+            overflows,
+            "one object per dropped packet ({summary}; {}; eBPF links attached or detached \
+             while scenarios counted: {:?})",
+            scenario.kernel_account(&before, &after),
+            crate::support::programs::changes_while_counting()
+        ),
+    }
     for o in drops {
         assert_eq!(o["netns"], ns.inode);
         assert_eq!(o["client_addr"], "127.0.0.1");
