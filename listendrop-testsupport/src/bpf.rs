@@ -60,6 +60,8 @@ pub struct ProgramStats {
     pub run_time_ns: u64,
     /// Runs, likewise.
     pub run_cnt: u64,
+    /// Runs the kernel skipped (5.12+; bpftool shows only a non-zero count).
+    pub recursion_misses: u64,
 }
 
 /// [`ProgramStats`] of program `id`.
@@ -70,6 +72,7 @@ pub fn program(id: u64) -> ProgramStats {
         name: v["name"].as_str().unwrap_or("").to_owned(),
         run_time_ns: v["run_time_ns"].as_u64().unwrap_or(0),
         run_cnt: v["run_cnt"].as_u64().unwrap_or(0),
+        recursion_misses: v["recursion_misses"].as_u64().unwrap_or(0),
     }
 }
 

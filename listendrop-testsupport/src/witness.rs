@@ -185,6 +185,19 @@ pub fn counts() -> Option<Counts> {
     Some(printed.1.clone())
 }
 
+/// Runs of the witness's program the kernel skipped and counted (the classic tracepoint's
+/// path skips a program while another tracing program, or a map syscall, is active on
+/// that CPU: 6.7+ counts it), or `None` without a witness.
+pub fn missed() -> Option<u64> {
+    let witness = (*WITNESS.get()?)?;
+    Some(
+        crate::bpf::programs_of(u32::try_from(witness.pid).ok()?)
+            .into_iter()
+            .map(|id| crate::bpf::program(id).recursion_misses)
+            .sum(),
+    )
+}
+
 /// Why listendrop's `ours` falls short of the kernel's `kernel` TCP_LISTEN_OVERFLOW frees in
 /// namespace `netns` (on `port` when given), when the witness shows the kernel handed
 /// those frees to no eBPF program: it counted exactly `ours` too. `None` otherwise (no

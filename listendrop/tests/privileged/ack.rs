@@ -120,13 +120,19 @@ fn check_ack_overflow(
         overflows,
     )
     .map_or(overflows, |_| ours);
-    // The witness itself counts what the kernel delivered (on hosts that have one).
+    // The witness itself counts what the kernel delivered (on hosts that have one), less
+    // the runs of its program the kernel skipped and counted.
     if let Some(counts) = crate::support::witness::counts() {
         let seen = counts
             .get(&(ns.inode, scenario.listener.port()))
             .copied()
             .unwrap_or(0);
-        assert_eq!(seen, delivered, "bpftrace's witness vs the frees delivered");
+        let missed = crate::support::witness::missed().unwrap_or(0);
+        assert!(
+            seen <= delivered && delivered - seen <= missed,
+            "bpftrace's witness saw {seen} of the {delivered} frees the kernel delivered, \
+             with {missed} runs of its program skipped"
+        );
     }
     // Everything listendrop counted in this namespace is on that one listener.
     assert_eq!(ours, delivered);
