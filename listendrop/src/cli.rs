@@ -213,8 +213,10 @@ pub struct ProbeArgs {
     )]
     pub btf: PathBuf,
 
-    /// Which kind of kernel hook to use: `auto` picks, per hook, the best this kernel
-    /// allows (fentry, then kprobe, then tracepoint); the others force one kind, for tests.
+    /// Which kind of kernel hook to use: `auto` picks, per hook, the cheapest this kernel
+    /// allows (kernel functions: fentry, then kprobe; tracepoints: tp_btf, then raw_tp,
+    /// then the classic tracepoint); the others force one kind, for tests (a hook that
+    /// cannot be attached that way is not attached, and the start-up log says so).
     #[arg(long, value_enum, value_name = "KIND", env = "LISTENDROP_PROBE_KIND",
           default_value_t = KindChoice::Auto)]
     pub probe_kind: KindChoice,
