@@ -63,6 +63,7 @@ const CLOSES: usize = 5;
 /// side).
 fn dispatch_included(report: &mut Report, ns: &Netns) {
     let _stats = Sysctl::set("kernel.bpf_stats_enabled", "0");
+    ns.sysctl("net.unix.max_dgram_qlen", &(PURGED + 1).to_string());
     let bpftrace = Bpftrace::program();
     let (mut none, mut ours, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     let mut program = String::new();

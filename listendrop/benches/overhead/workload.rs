@@ -34,9 +34,9 @@ pub fn udp_flood(ns: &Netns, secs: u64) -> u64 {
 /// so the time is what one non-matching free costs with whatever is attached to the
 /// tracepoint: the kernel's dispatch to it (and the record a classic tracepoint fills)
 /// included, which the programs' own accounting leaves out. The fastest of `closes`.
+/// The receiver's queue is capped at the namespace's `net.unix.max_dgram_qlen` (default
+/// 10): the caller raises it past `datagrams` once.
 pub fn purge(ns: &Netns, datagrams: usize, closes: usize) -> f64 {
-    // The receiver's queue is capped at the namespace's max_dgram_qlen (default 10).
-    ns.sysctl("net.unix.max_dgram_qlen", &(datagrams + 1).to_string());
     ns.enter(|| {
         (0..closes)
             .map(|_| {
